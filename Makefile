@@ -1,0 +1,20 @@
+# The two quickstart commands: `make bench` (the default benchmark) and `make test`.
+# Both set up what they need first (scripts/setup.sh), in the active venv or in .venv/.
+PYTHON := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,.venv/bin/python)
+
+.PHONY: bench test setup speed
+bench:
+	@bash scripts/setup.sh run
+	$(PYTHON) -m medsegloss bench $(ARGS)
+
+test:
+	@bash scripts/setup.sh test
+	$(PYTHON) -m pytest $(ARGS)
+
+setup:
+	@bash scripts/setup.sh test
+
+# speed of every loss against F.cross_entropy and the peers (README table)
+speed:
+	@bash scripts/setup.sh test
+	$(PYTHON) benchmarks/losses.py $(ARGS)

@@ -1,0 +1,127 @@
+"""Every input-validation error of the package, worded once.
+
+Errors name the actual shape, dtype, label range or length, and are ``ValueError`` /
+``TypeError`` (never ``assert``), so they survive ``python -O`` and tell the user what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_logits(logits) -> None:
+    """Logits must be a floating-point tensor of shape ``(N, C, H, W)`` or ``(N, C, D, H, W)``."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor (raw network outputs), got dtype {logits.dtype}")
+    if logits.ndim not in (4, 5):
+        raise ValueError(
+            f"logits must have shape (N, C, H, W) or (N, C, D, H, W), got shape {tuple(logits.shape)}"
+        )
+
+
+def check_target(target, logits: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
+    """Validate ``target`` against ``logits`` and return it in canonical form.
+
+    Accepted:
+      * integer (or bool) labels ``(N, *spatial)`` with values in ``[0, C)`` (``{0, 1}`` when
+        ``C == 1``), ``ignore_index`` allowed anywhere; ``(N, 1, *spatial)`` is squeezed.
+      * float one-hot / soft labels ``(N, C, *spatial)``.
+
+    Returns labels as ``torch.long`` ``(N, *spatial)`` or the float tensor unchanged.
+    """
+    check_logits(logits)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    n, c, *spatial = logits.shape
+    expected_labels = (n, *spatial)
+    if target.is_floating_point():
+        if target.ndim != logits.ndim or target.shape[0] != n or list(target.shape[2:]) != spatial:
+            raise ValueError(
+                f"float target must be one-hot / soft labels of shape (N, C, *spatial) = "
+                f"{(n, c, *spatial)} to match logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+                " (integer labels would be (N, *spatial))"
+            )
+        if target.shape[1] != c:
+            raise ValueError(
+                f"one-hot target has {target.shape[1]} channels but logits have C={c} "
+                f"(target {tuple(target.shape)}, logits {tuple(logits.shape)})"
+            )
+        return target
+    if target.is_complex():
+        raise ValueError(f"target must hold integer labels or float probabilities, got dtype {target.dtype}")
+    if target.ndim == logits.ndim and target.shape[1] == 1:
+        target = target.squeeze(1)  # (N, 1, *spatial) integer labels, as many loaders produce
+    if tuple(target.shape) != expected_labels:
+        raise ValueError(
+            f"integer target must have shape (N, *spatial) = {expected_labels} to match logits "
+            f"{tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+    target = target.long()
+    check_label_range(target, 2 if c == 1 else c, ignore_index)
+    return target
+
+
+def check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> None:
+    """Labels must lie in ``[0, num_classes)``, apart from ``ignore_index``."""
+    if labels.numel() == 0:
+        return
+    values = labels if ignore_index is None else labels[labels != ignore_index]
+    if values.numel() == 0:
+        return
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= num_classes:
+        ignore = "" if ignore_index is None else f" (ignore_index={ignore_index} excluded)"
+        raise ValueError(
+            f"target labels must lie in [0, {num_classes - 1}] for {num_classes} classes, "
+            f"got values in [{low}, {high}]{ignore}"
+        )
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_weight(weight, num_classes: int, device=None, dtype=torch.float32) -> torch.Tensor | None:
+    """Class weights from a sequence or tensor: one finite, non-negative value per class."""
+    if weight is None:
+        return None
+    weight = torch.as_tensor(weight, dtype=dtype, device=device).flatten()
+    if weight.numel() != num_classes:
+        raise ValueError(f"weight must have one value per class (C={num_classes}), got {weight.numel()} values")
+    if not torch.isfinite(weight).all() or (weight < 0).any():
+        raise ValueError(f"weight must be finite and non-negative, got {weight.tolist()}")
+    return weight
+
+
+def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
+    """Voxel spacing: ``None`` (isotropic 1), one number, or one positive number per spatial axis."""
+    if spacing is None:
+        return (1.0,) * ndim
+    if isinstance(spacing, (int, float)):
+        spacing = (float(spacing),) * ndim
+    if isinstance(spacing, torch.Tensor):
+        spacing = spacing.tolist()
+    if not isinstance(spacing, Sequence) and not hasattr(spacing, "__len__"):
+        raise ValueError(f"spacing must be a number or a sequence of {ndim} numbers, got {spacing!r}")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != ndim:
+        raise ValueError(f"spacing must have one value per spatial axis ({ndim}), got {len(spacing)}: {spacing}")
+    if any(not s > 0 for s in spacing):
+        raise ValueError(f"spacing values must be positive, got {spacing}")
+    return spacing
+
+
+def check_probability(name: str, value: float, low: float = 0.0, high: float = 1.0) -> float:
+    """A scalar option that must lie in ``[low, high]`` (e.g. Tversky's alpha, TopK's fraction)."""
+    value = float(value)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
+    return value

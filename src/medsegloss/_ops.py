@@ -1,0 +1,126 @@
+"""The primitives every loss is written in: probabilities, one-hot targets, soft counts, reduction.
+
+Conventions (the package's one input contract):
+  * ``logits (N, C, *spatial)``; ``C >= 2`` -> softmax over dim 1, ``C == 1`` -> sigmoid (binary).
+  * ``target``: integer labels ``(N, *spatial)`` or float ``(N, C, *spatial)``; see
+    :func:`medsegloss._checks.check_target`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from medsegloss._checks import check_reduction
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the class dimension, or sigmoid for one-channel (binary) logits. Computed in
+    float32 at least, so bf16 / fp16 autocast does not cost the loss its precision."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+def one_hot(labels: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
+    """``(N, *spatial)`` integer labels -> ``(N, C, *spatial)`` one-hot. ``num_classes == 1`` means
+    binary: the single channel is the foreground (label 1). Labels must be in range (no ignore)."""
+    if num_classes == 1:
+        return labels.unsqueeze(1).to(dtype)
+    out = torch.zeros((labels.shape[0], num_classes, *labels.shape[1:]), dtype=dtype, device=labels.device)
+    return out.scatter_(1, labels.unsqueeze(1), 1.0)
+
+
+def target_probabilities(
+    target: torch.Tensor, num_classes: int, ignore_index: int | None = None, dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A checked target as ``(N, C, *spatial)`` probabilities plus the ``(N, 1, *spatial)`` mask of
+    voxels that count (``None`` when every voxel counts)."""
+    if target.is_floating_point():
+        return target.to(dtype), None
+    if ignore_index is None:
+        return one_hot(target, num_classes, dtype), None
+    valid = target != ignore_index
+    labels = torch.where(valid, target, torch.zeros_like(target))
+    return one_hot(labels, num_classes, dtype), valid.unsqueeze(1).to(dtype)
+
+
+def flatten_spatial(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, *spatial)`` -> ``(N, C, V)``, so every formula works for 2-D and 3-D alike."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def soft_counts(
+    probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft true positives, false positives and false negatives per sample and class.
+
+    ``tp = Σ p·g``, ``fp = Σ p·(1−g) = Σp − tp``, ``fn = Σ (1−p)·g = Σg − tp`` over the voxels
+    (only the ``valid`` ones when given). Three reductions, no ``1 − p`` temporaries.
+
+    Shape:
+        probs, target: ``(N, C, *spatial)``; valid: ``(N, 1, *spatial)`` or None.
+        Returns tp, fp, fn: each ``(N, C)``.
+    """
+    if valid is not None:
+        probs = probs * valid
+        target = target * valid
+    p, g = flatten_spatial(probs), flatten_spatial(target)
+    tp = (p * g).sum(-1)
+    fp = p.sum(-1) - tp
+    fn = g.sum(-1) - tp
+    return tp, fp, fn
+
+
+def select_classes(values: torch.Tensor, include_background: bool) -> torch.Tensor:
+    """Drop class 0 from ``(N, C, ...)`` values unless asked to keep it. One-channel (binary)
+    logits have no background channel, so nothing is dropped there."""
+    if include_background or values.shape[1] == 1:
+        return values
+    return values[:, 1:]
+
+
+def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    """``(N,)`` per-sample values -> scalar (``mean``/``sum``) or ``(N,)`` (``none``)."""
+    check_reduction(reduction)
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def per_voxel_reduce(values: torch.Tensor, valid: torch.Tensor | None, reduction: str) -> torch.Tensor:
+    """Per-voxel losses ``(N, *spatial)`` -> per-sample means over the counted voxels, reduced."""
+    flat = values.reshape(values.shape[0], -1)
+    if valid is None:
+        per_sample = flat.mean(-1)
+    else:
+        valid = valid.reshape(values.shape[0], -1).to(flat.dtype)
+        per_sample = (flat * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
+    return reduce(per_sample, reduction)
+
+
+def cross_entropy_map(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-voxel cross-entropy ``(N, *spatial)`` under the contract: softmax CE for ``C >= 2``
+    (labels or soft labels), binary CE with logits for ``C == 1``. Ignored voxels get 0."""
+    if logits.shape[1] == 1:
+        if target.is_floating_point():
+            target_fg = target[:, 0]
+        else:
+            target_fg = (target == 1).to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits[:, 0], target_fg.to(logits.dtype), reduction="none")
+        if weight is not None:  # one weight for the single (foreground) channel
+            bce = bce * weight[0]
+        if ignore_index is not None and not target.is_floating_point():
+            bce = bce * (target != ignore_index)
+        return bce
+    if target.is_floating_point():
+        log_p = torch.log_softmax(logits, dim=1)
+        if weight is not None:
+            log_p = log_p * weight.view(1, -1, *([1] * (logits.ndim - 2)))
+        return -(target * log_p).sum(1)
+    return F.cross_entropy(
+        logits, target, weight=weight, reduction="none", ignore_index=-100 if ignore_index is None else ignore_index
+    )
