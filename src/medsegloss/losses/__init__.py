@@ -7,7 +7,7 @@
 >>> target = torch.randint(0, 3, (2, 16, 16))                # (N, H, W) integer labels
 >>> value = loss(logits, target); value.backward()
 >>> combined = losses.build("ce + 0.5*dice")
->>> float(combined(logits, target)) > 0
+>>> float(combined(logits, target).detach()) > 0
 True
 >>> sorted(combined.last_values)
 ['ce', 'dice']
