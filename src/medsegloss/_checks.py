@@ -125,3 +125,18 @@ def check_probability(name: str, value: float, low: float = 0.0, high: float = 1
     if not low <= value <= high:
         raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
     return value
+
+
+def check_distance_map(dist, logits: torch.Tensor) -> torch.Tensor:
+    """A precomputed signed distance map must be a float tensor shaped like the logits,
+    ``(N, C, *spatial)`` (``C == 1``: the foreground's map). Returned as float32 at least."""
+    if not isinstance(dist, torch.Tensor):
+        raise TypeError(f"dist must be a torch.Tensor of signed distance maps, got {type(dist).__name__}")
+    if tuple(dist.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"dist must hold one signed distance map per class, shape (N, C, *spatial) = "
+            f"{tuple(logits.shape)} like the logits, got {tuple(dist.shape)}"
+        )
+    if not dist.is_floating_point():
+        raise ValueError(f"dist must be a floating-point tensor, got dtype {dist.dtype}")
+    return dist.float() if dist.dtype in (torch.float16, torch.bfloat16) else dist

@@ -8,17 +8,25 @@ Conventions (the package's one input contract):
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from medsegloss._checks import check_reduction
+
+
+def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (bf16 / fp16 autocast) upcast to float32, so a loss keeps its
+    precision: sums over a whole volume and ``log`` of small probabilities need it."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over the class dimension, or sigmoid for one-channel (binary) logits. Computed in
     float32 at least, so bf16 / fp16 autocast does not cost the loss its precision."""
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+    logits = at_least_float32(logits)
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
 
@@ -104,7 +112,11 @@ def per_voxel_reduce(values: torch.Tensor, valid: torch.Tensor | None, reduction
 def cross_entropy_map(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
                       weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per-voxel cross-entropy ``(N, *spatial)`` under the contract: softmax CE for ``C >= 2``
-    (labels or soft labels), binary CE with logits for ``C == 1``. Ignored voxels get 0."""
+    (labels or soft labels), binary CE with logits for ``C == 1``. Ignored voxels get 0.
+
+    It is ``−log p_t``, the log-probability of the true class, so ``exp(−ce)`` is ``p_t`` (focal,
+    TopK-threshold build on that). Computed in float32 at least."""
+    logits = at_least_float32(logits)
     if logits.shape[1] == 1:
         if target.is_floating_point():
             target_fg = target[:, 0]
@@ -124,3 +136,62 @@ def cross_entropy_map(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     return F.cross_entropy(
         logits, target, weight=weight, reduction="none", ignore_index=-100 if ignore_index is None else ignore_index
     )
+
+
+def label_count(num_channels: int) -> int:
+    """How many labels a target may hold: ``C`` for softmax logits, 2 (background and
+    foreground) for one-channel sigmoid logits."""
+    return 2 if num_channels == 1 else num_channels
+
+
+def voxel_label_weight(labels: torch.Tensor, weight: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
+    """The weight of each voxel's label, ``weight[label]``: ``(N, *spatial)``. Ignored voxels get
+    the weight of label 0 (they are masked out by the caller)."""
+    if ignore_index is not None:
+        labels = torch.where(labels == ignore_index, torch.zeros_like(labels), labels)
+    return weight[labels]
+
+
+class FunctionalLoss(nn.Module):
+    """The thin module over a functional loss: stores its options, calls the function.
+
+    A subclass sets ``function = staticmethod(some_loss)``; its accepted options and defaults are
+    the function's keyword-only parameters (one source of truth, so ``losses.info(name).options``,
+    the class and the function always agree). Losses with ``needs_distance = True`` also take
+    ``dist=`` in ``forward`` and pass it on.
+    """
+
+    function = None
+    needs_distance = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.function is not None:
+            parameters = [
+                parameter for parameter in inspect.signature(cls.function).parameters.values()
+                if parameter.kind is parameter.KEYWORD_ONLY and parameter.name != "dist"
+            ]
+            cls.__signature__ = inspect.Signature(parameters)
+
+    def __init__(self, **options):
+        super().__init__()
+        accepted = inspect.signature(type(self)).parameters
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} has no option(s) {', '.join(unknown)}; its options are: "
+                + ", ".join(f"{name}={parameter.default!r}" for name, parameter in accepted.items())
+            )
+        if "reduction" in options:
+            check_reduction(options["reduction"])
+        self.options = options
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None = None) -> torch.Tensor:
+        if self.needs_distance:
+            return type(self).function(logits, target, dist=dist, **self.options)
+        if dist is not None:
+            raise TypeError(f"{type(self).__name__} does not use distance maps; call it without dist=")
+        return type(self).function(logits, target, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
