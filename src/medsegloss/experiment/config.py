@@ -1,0 +1,143 @@
+"""Every variable of a training experiment, in one frozen dataclass.
+
+The defaults are a small run that fits a CPU; ``Config.preset("paper")`` gives the reference
+experiment's settings (UNet base 64, 256x256, Adam lr 0.01, 100 epochs, CE). The command-line
+flags of ``medsegloss train`` are generated from the fields (``--base-width 16``), and each
+field's comment below is its ``--help`` text.
+
+>>> config = Config.preset("paper", loss="ce + 1.0*dice")
+>>> config.base_width, config.image_size, config.lr, config.epochs
+(64, 256, 0.01, 100)
+>>> Config.from_dict(config.to_dict()) == config
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+from dataclasses import dataclass, field
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = "phantom-lesion"  # dataset name (`medsegloss datasets` lists them)
+    data_root: str | None = None  # folder holding the dataset's files; None for the synthetic phantoms
+    dataset_options: dict = field(default_factory=dict)  # extra get_dataset options as JSON, e.g. '{"num_cases": 20}'
+    image_size: int = 128  # images (or slices) are resized to image_size x image_size
+    dims: int = 2  # 2: slices and a 2-D UNet; 3: whole volumes and a 3-D UNet
+    val_fraction: float = 0.2  # share of the cases held out for validation (model selection)
+    test_fraction: float = 0.2  # share of the cases held out for the final test with best.pt
+    loss: str = "ce"  # a registered loss name or a build() string such as "ce + 1.0*dice"
+    loss_options: dict = field(default_factory=dict)  # the loss's options as JSON, e.g. '{"alpha": 0.3}'
+    binary_as_one_channel: bool = True  # binary datasets: one output channel + sigmoid (prediction = logit > 0)
+    base_width: int = 16  # UNet channels at the first level (64 in the paper)
+    depth: int = 4  # UNet down-sampling steps (4 in the paper)
+    optimizer: str = "adam"  # adam, adamw or sgd (momentum 0.9)
+    lr: float = 1e-3  # learning rate, constant over the run
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    epochs: int = 20  # passes over the training split
+    batch_size: int = 8  # images per step (per process under torchrun)
+    seed: int = 0  # seeds the data split, the weights and the shuffling
+    init_weights: str | None = None  # state_dict file loaded into the fresh model (same start for every loss)
+    metrics: tuple[str, ...] = ("dice", "iou", "pixel_error")  # validation/test metrics, e.g. dice,iou,hd95,assd
+    device: str = "auto"  # auto (cuda if available), cpu, cuda or cuda:N
+    amp: bool = False  # mixed precision (float16 + grad scaling on CUDA, bfloat16 on CPU)
+    channels_last: bool = True  # channels-last memory format for 2-D (faster convolutions on CPU)
+    deterministic: bool = True  # deterministic algorithms: same config and seed give the same weights
+    workers: int = 0  # DataLoader worker processes
+    out: str | None = None  # run directory; None: runs/<dataset>/<loss>/seed<seed>
+
+    def __post_init__(self):
+        for name in ("dataset_options", "loss_options"):
+            value = getattr(self, name)
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise TypeError(f"{name} must be a dict (JSON object), got {type(value).__name__}: {value!r}")
+            object.__setattr__(self, name, dict(value))
+        metrics = (self.metrics,) if isinstance(self.metrics, str) else self.metrics
+        object.__setattr__(self, "metrics", tuple(metrics))
+        for name in ("image_size", "epochs", "batch_size", "base_width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.depth, int) or self.depth < 0:
+            raise ValueError(f"depth must be an int >= 0, got {self.depth!r}")
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {self.dims!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 \
+                or self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum < 1, "
+                             f"got {self.val_fraction!r} and {self.test_fraction!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(self.device)):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an int >= 0, got {self.workers!r}")
+
+    @classmethod
+    def preset(cls, name: str = "default", **changes) -> Config:
+        """A named preset, with ``changes`` on top: ``default`` (the field defaults) or ``paper``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **changes})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Config:
+        """Build from a dict (e.g. a run's ``config.json``); unknown keys fail, naming the closest."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [key for key in data if key not in names]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown config field(s) {', '.join(map(repr, unknown))}.{hint} "
+                             f"Fields: {', '.join(names)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of every field."""
+        data = dataclasses.asdict(self)
+        data["metrics"] = list(self.metrics)
+        return data
+
+    def replace(self, **changes) -> Config:
+        """A copy with ``changes`` applied (validated like a new config)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def run_dir(self) -> str:
+        """``out``, or ``runs/<dataset>/<loss slug>/seed<seed>`` when ``out`` is None."""
+        return self.out if self.out is not None else f"runs/{self.dataset}/{loss_slug(self.loss)}/seed{self.seed}"
+
+
+PRESETS = {
+    "default": {},
+    # the reference experiment: classic UNet, 256x256 inputs, Adam with lr 0.01, 100 epochs
+    "paper": {"base_width": 64, "depth": 4, "image_size": 256, "optimizer": "adam", "lr": 0.01,
+              "epochs": 100, "loss": "ce"},
+}
+
+
+def loss_slug(loss: str) -> str:
+    """A folder-safe name for a loss string: ``"ce + 1.0*dice"`` -> ``"ce+1.0xdice"``."""
+    slug = loss.replace(" ", "").replace("*", "x")
+    return re.sub(r"[^A-Za-z0-9_.+=,-]", "_", slug)
+
+
+def field_help() -> dict[str, str]:
+    """Each field's comment in the class source: the one documentation of a field (CLI help,
+    docs table)."""
+    help_ = {}
+    for line in inspect.getsource(Config).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+= .*?  # (.*)$", line)
+        if match:
+            help_[match[1]] = match[2]
+    return help_

@@ -1,0 +1,708 @@
+"""Training: a UNet, one loss, one dataset, reproducible and resumable.
+
+Plain functions: :func:`train_one_epoch`, :func:`evaluate`, :func:`fit`. ``fit(config, out_dir)``
+writes a run directory (``config.json``, ``split.json``, ``metrics.jsonl``, ``last.pt``,
+``best.pt``, and ``metrics.json`` once finished), resumes an unfinished one and returns the
+stored result of a finished one. Every write is atomic, so Ctrl-C or a crash leaves a run that
+``medsegloss train --resume RUN_DIR`` continues to the same weights and metrics an uninterrupted
+run reaches. Under ``torchrun`` (``WORLD_SIZE`` set) it trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsegloss.experiment import _io
+from medsegloss.experiment.config import Config
+
+LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+# ---------------------------------------------------------------- building blocks from a config
+def output_channels(config: Config, num_classes: int) -> int:
+    """1 (sigmoid) for a binary dataset when ``binary_as_one_channel``, else ``num_classes``."""
+    return 1 if num_classes == 2 and config.binary_as_one_channel else num_classes
+
+
+def make_loss(config: Config) -> nn.Module:
+    """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``.
+
+    Options no term of the loss accepts fail here (``build`` alone would drop them silently).
+    """
+    from medsegloss import losses
+
+    try:
+        if config.loss.strip() in losses.available():
+            return losses.get(config.loss.strip(), **config.loss_options)
+        loss = losses.build(config.loss, **config.loss_options)
+    except TypeError as error:  # unknown option of a single loss
+        raise ValueError(str(error)) from None
+    names = [name for name in re.findall(r"[A-Za-z_]\w*", config.loss) if name in losses.available()]
+    accepted = {option for name in names for option in losses.info(name).options}
+    unknown = sorted(set(config.loss_options) - accepted)
+    if unknown:
+        raise ValueError(f"no term of loss {config.loss!r} takes option(s) {', '.join(unknown)}; "
+                         f"options of its terms: {', '.join(sorted(accepted))}")
+    return loss
+
+
+def loss_names(config: Config) -> list[str]:
+    """The registered loss names in ``config.loss`` (for binary-only checks)."""
+    from medsegloss import losses
+
+    return [name for name in re.findall(r"[A-Za-z_]\w*", config.loss) if name in losses.available()]
+
+
+def check_config(config: Config) -> None:
+    """Fail before any work on an unknown dataset or loss, a bad option, or a missing data root."""
+    from medsegloss import data
+
+    if config.dataset not in data.available():
+        import difflib
+
+        close = difflib.get_close_matches(config.dataset, data.available(), n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown dataset {config.dataset!r}.{hint} Datasets: {', '.join(data.available())}")
+    if config.data_root is not None and not Path(config.data_root).exists():
+        raise FileNotFoundError(f"data root {config.data_root} of dataset {config.dataset!r} does not exist")
+    make_loss(config)
+    if config.init_weights is not None and not Path(config.init_weights).is_file():
+        raise FileNotFoundError(f"init_weights file {config.init_weights} does not exist")
+
+
+def make_dataset(config: Config, split: str, split_file=None):
+    """One part (``"train"``, ``"val"``, ``"test"``) of the config's dataset."""
+    from medsegloss import data
+
+    options = dict(size=config.image_size, seed=config.seed, dims=config.dims,
+                   val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+    options.update(config.dataset_options)
+    if split_file is not None:
+        options["split_file"] = str(split_file)
+    return data.get_dataset(config.dataset, root=config.data_root, split=split, **options)
+
+
+def make_datasets(config: Config, split_path, write_split: bool = True) -> dict:
+    """The train / val / test parts of one split: the run's ``split.json`` when it exists (a
+    resumed run sees the same cases), else the seed's split, saved there."""
+    split_path = Path(split_path)
+    existing = split_path if split_path.exists() else None
+    train = make_dataset(config, "train", existing)
+    if existing is None and write_split:
+        train.save_split(split_path)
+    parts = {name: make_dataset(config, name, existing) for name in ("val", "test")}
+    return {"train": train, **parts}
+
+
+def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module:
+    """A UNet with fresh weights drawn from ``config.seed``."""
+    from medsegloss.models import UNet
+
+    seed_everything(config.seed)
+    return UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims)
+
+
+def initial_state(config: Config) -> dict:
+    """The fresh model's ``state_dict`` for ``config`` (its dataset, width and seed): save it and
+    pass the file as ``init_weights`` to start every loss of a benchmark from the same weights."""
+    train = make_dataset(config, "train")
+    model = make_model(config, train[0]["image"].shape[0], output_channels(config, train.num_classes))
+    return model.state_dict()
+
+
+def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=decay)
+
+
+def resolve_device(config: Config, local_rank: int = 0) -> torch.device:
+    if config.device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} asked for, but torch.cuda.is_available() is False")
+    if config.device == "cuda":
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(config.device)
+
+
+# ---------------------------------------------------------------- reproducibility
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_states(generator: torch.Generator) -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+              "loader": generator.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict, generator: torch.Generator) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    generator.set_state(states["loader"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def set_deterministic(enabled: bool, device: torch.device) -> None:
+    if enabled and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    # warn_only: an op without a deterministic kernel (some CUDA backward passes) warns, not fails
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+# ---------------------------------------------------------------- one epoch of training
+def _term_tensors(loss_fn: nn.Module, loss: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    """Each term's value of this step, still on the device (no sync): a WeightedSum keeps them."""
+    last = getattr(loss_fn, "_last", None)  # WeightedSum's detached per-term values
+    if last:
+        return {key: value.float().mean() for key, value in last.items()}
+    return {name: loss.detach()}
+
+
+def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, scaler, *, device: torch.device,
+                    epoch: int, step: int, amp_dtype=None, channels_last: bool = False, progress=None,
+                    loss_name: str = "loss") -> dict:
+    """One pass over ``loader``; returns the epoch's mean loss and terms, steps and seconds.
+
+    Sums stay on the device; the host syncs every ``LOG_EVERY`` steps (progress and the check
+    that the loss is finite, which names the first bad step). Raises :class:`NonFiniteLossError`.
+    """
+    model.train()
+    needs_distance = getattr(loss_fn, "needs_distance", False)
+    total, terms = torch.zeros((), device=device), {}
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    batches = images = 0
+    started = time.perf_counter()
+    for index, batch in enumerate(loader):
+        step += 1
+        image = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        target = batch["label"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(image)
+        logits = logits.float()  # losses in float32, whatever the network ran in
+        if needs_distance:
+            loss = loss_fn(logits, target, dist=batch["dist"].to(device, non_blocking=True))
+        else:
+            loss = loss_fn(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        value = loss.detach()
+        first_bad = torch.where(torch.isfinite(value) | (first_bad >= 0), first_bad, step)
+        total += value
+        for key, term in _term_tensors(loss_fn, value, loss_name).items():
+            terms[key] = terms.get(key, 0.0) + term
+        batches, images = batches + 1, images + len(image)
+        if (index + 1) % LOG_EVERY == 0 or index + 1 == len(loader):
+            _check_finite(first_bad, epoch, step)
+            if progress is not None:
+                progress.set_postfix(loss=f"{float(total) / batches:.4f}", refresh=False)
+        if progress is not None:
+            progress.update(len(image))
+    _check_finite(first_bad, epoch, step)
+    if batches == 0:
+        raise ValueError("the training split has no items: nothing to train on")
+    return {"train_loss": total / batches, "terms": {key: value / batches for key, value in terms.items()},
+            "steps": batches, "images": images, "step": step, "train_seconds": time.perf_counter() - started}
+
+
+def _check_finite(first_bad: torch.Tensor, epoch: int, step: int) -> None:
+    bad = int(first_bad)
+    if bad >= 0:
+        raise NonFiniteLossError(
+            f"the training loss is not finite (NaN or inf) at epoch {epoch}, step {bad}; the run "
+            "stopped and kept its last good checkpoint (last.pt of the previous epoch). Lower the "
+            "learning rate or check the loss and its options.")
+
+
+# ---------------------------------------------------------------- inference and evaluation
+def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Class labels ``(N, *spatial)``: ``logit > 0`` for one channel, else the argmax."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, amp_dtype=None) -> torch.Tensor:
+    """Raw logits ``(N, C, *spatial)`` of ``images (N, 1, *spatial)``, in eval mode, float32."""
+    model.eval()
+    device = next(model.parameters()).device
+    images = images.to(device)
+    if images.ndim == 4 and next(model.parameters()).is_contiguous(memory_format=torch.channels_last):
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        return model(images).float()
+
+
+def _predict_items(model, dataset, indices, batch_size: int, amp_dtype=None) -> list[tuple]:
+    """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays."""
+    from torch.utils.data import DataLoader, Subset
+
+    records = []
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        predictions = labels_from_logits(predict_logits(model, batch["image"], amp_dtype))
+        predictions = predictions.to(torch.uint8).cpu().numpy()
+        spacings = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in batch["spacing"]], 1)
+        for i in range(len(predictions)):
+            records.append((batch["case"][i], int(batch["slice"][i]), tuple(spacings[i].tolist()),
+                            predictions[i], batch["label"][i].to(torch.uint8).numpy()))
+    return records
+
+
+def _assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, list]:
+    """Group item records by case; slices of a volume are stacked back in slice order and get
+    the volume's 3-D spacing, so metrics are per case as the field reports them."""
+    by_case: dict[str, list[tuple]] = {}
+    for record in records:
+        by_case.setdefault(record[0], []).append(record)
+    cases, predictions, labels, spacings = [], [], [], []
+    for case, items in by_case.items():
+        items.sort(key=lambda record: record[1])
+        if items[0][1] >= 0:  # slices of a volume
+            predictions.append(np.stack([item[3] for item in items]))
+            labels.append(np.stack([item[4] for item in items]))
+            spacings.append(tuple(float(s) for s in dataset.volume_spacing(case)))
+        else:  # whole volumes, or single 2-D images
+            predictions.append(items[0][3])
+            labels.append(items[0][4])
+            spacings.append(items[0][2])
+        cases.append(case)
+    return cases, predictions, labels, spacings
+
+
+def evaluate(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_error"), batch_size: int = 8,
+             amp_dtype=None, rank: int = 0, world_size: int = 1) -> list[dict] | None:
+    """Per-case, per-class metric rows (``medsegloss.metrics.evaluate``) of ``model`` on ``dataset``.
+
+    Under DDP each rank predicts every ``world_size``-th item and rank 0 gathers and scores them;
+    other ranks return None.
+    """
+    from medsegloss.metrics import evaluate as score
+
+    model = getattr(model, "module", model)  # never DDP's forward here: ranks run unequal batches
+    records = _predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        gathered = [None] * world_size if rank == 0 else None
+        dist.gather_object(records, gathered, dst=0)
+        if rank != 0:
+            return None
+        records = [record for part in gathered for record in part]
+    if not records:
+        return []
+    cases, predictions, labels, spacings = _assemble_cases(records, dataset)
+    return score(predictions, labels, dataset.num_classes, spacing=spacings, metrics=tuple(metrics),
+                 case_ids=cases)
+
+
+def mean_dice(rows: list[dict]) -> float:
+    """Mean over classes of the per-class mean Dice over cases (NaN cases left out)."""
+    per_class: dict[int, list[float]] = {}
+    for row in rows:
+        value = row.get("dice", float("nan"))
+        if value is not None and not math.isnan(value):
+            per_class.setdefault(row["class"], []).append(value)
+    means = [sum(values) / len(values) for values in per_class.values() if values]
+    return sum(means) / len(means) if means else float("nan")
+
+
+# ---------------------------------------------------------------- the run
+class _Run:
+    """Everything one training run holds, so the functions below take one argument."""
+
+    def __init__(self, config: Config, out: Path, device: torch.device, rank: int, world_size: int, quiet: bool):
+        self.config, self.out, self.device = config, out, device
+        self.rank, self.world_size, self.quiet = rank, world_size, quiet
+        self.writer = rank == 0  # only rank 0 writes the run directory
+        self.amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if config.amp else None
+        self.state = {"epoch": 0, "step": 0, "best_epoch": 0, "best_dice": -math.inf}
+
+    def log(self, message: str) -> None:
+        if self.writer and not self.quiet:
+            print(message, flush=True)
+
+
+def _check_binary_only(config: Config, out_channels: int) -> None:
+    from medsegloss import losses
+
+    for name in loss_names(config):
+        if losses.info(name).binary_only and out_channels != 1:
+            raise ValueError(f"loss {name!r} is defined for binary (one-channel) outputs only, but dataset "
+                             f"{config.dataset!r} gives {out_channels} output channels")
+
+
+def _prepare(run: _Run) -> None:
+    """Datasets, loss, model, optimizer, scaler and the seeded train loader of ``run``."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    config = run.config
+    run.parts = make_datasets(config, run.out / "split.json", write_split=run.writer)
+    train_set = run.parts["train"]
+    run.num_classes, run.class_names = train_set.num_classes, list(train_set.class_names)
+    out_channels = output_channels(config, run.num_classes)
+    _check_binary_only(config, out_channels)
+    run.loss_fn = make_loss(config).to(run.device)
+    if getattr(run.loss_fn, "needs_distance", False):  # signed distance maps computed once per item
+        from medsegloss.data import WithDistanceMaps
+
+        train_set = WithDistanceMaps(train_set, out_channels)
+    run.model_args = {"in_channels": int(train_set[0]["image"].shape[0]), "num_classes": out_channels,
+                      "base": config.base_width, "depth": config.depth, "dims": config.dims}
+    run.model = make_model(config, run.model_args["in_channels"], out_channels)
+    if config.init_weights is not None:
+        run.model.load_state_dict(torch.load(config.init_weights, map_location="cpu", weights_only=True))
+    run.channels_last = config.channels_last and config.dims == 2
+    run.model.to(run.device, memory_format=torch.channels_last if run.channels_last else torch.preserve_format)
+    run.optimizer = make_optimizer(config, run.model)
+    run.scaler = torch.amp.GradScaler(run.device.type, enabled=run.amp_dtype == torch.float16)
+    run.generator = torch.Generator()
+    run.sampler = (DistributedSampler(train_set, run.world_size, run.rank, shuffle=True, seed=config.seed)
+                   if run.world_size > 1 else None)
+    run.loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=run.sampler is None,
+                            sampler=run.sampler, generator=run.generator, num_workers=config.workers,
+                            pin_memory=run.device.type == "cuda", persistent_workers=config.workers > 0)
+    run.train_model = run.model
+    if run.world_size > 1:
+        run.train_model = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+
+
+def _checkpoint(run: _Run, epoch: int, step: int, full: bool) -> dict:
+    """``best.pt`` content (weights and what inference needs); ``full`` adds the training state."""
+    checkpoint = {"model": run.model.state_dict(), "model_args": run.model_args, "config": run.config.to_dict(),
+                  "num_classes": run.num_classes, "class_names": run.class_names, "epoch": epoch, "step": step}
+    if full:
+        checkpoint.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
+                          rng=rng_states(run.generator), best_epoch=run.state["best_epoch"],
+                          best_dice=run.state["best_dice"])
+    return checkpoint
+
+
+def _resume(run: _Run) -> None:
+    """Continue from ``last.pt``: weights, optimizer, scaler, every RNG, epoch and step."""
+    checkpoint = torch.load(run.out / "last.pt", map_location=run.device, weights_only=False)
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_states(checkpoint["rng"], run.generator)
+    run.state = {key: checkpoint[key] for key in ("epoch", "step", "best_epoch", "best_dice")}
+    if run.writer:  # drop log lines of an epoch that ended after the checkpoint was written
+        lines = [line for line in _io.read_jsonl(run.out / "metrics.jsonl") if line["epoch"] <= run.state["epoch"]]
+        _io.write_text(run.out / "metrics.jsonl", "".join(_json_line(line) for line in lines))
+    run.log(f"resumed {run.out} after epoch {run.state['epoch']} (step {run.state['step']})")
+
+
+def _json_line(record: dict) -> str:
+    import json
+
+    return json.dumps(record) + "\n"
+
+
+def _reduce_mean(run: _Run, values: list[torch.Tensor]) -> list[float]:
+    """Average per-rank values over the ranks (one all_reduce); plain floats on one process."""
+    stacked = torch.stack([value.float() for value in values])
+    if run.world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(stacked)
+        stacked /= run.world_size
+    return stacked.tolist()
+
+
+def _run_epoch(run: _Run, epoch: int) -> None:
+    """Train one epoch, validate, then write best.pt (if better), the log line and last.pt."""
+    from medsegloss.metrics import summarize
+    from tqdm import tqdm
+
+    config, started = run.config, time.perf_counter()
+    run.generator.manual_seed(config.seed * 1_000_003 + epoch)  # the shuffle depends on (seed, epoch) only
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    total = len(run.sampler) if run.sampler is not None else len(run.loader.dataset)
+    with tqdm(total=total, unit="img", desc=f"epoch {epoch}/{config.epochs}", leave=False,
+              disable=run.quiet or not run.writer, dynamic_ncols=True) as progress:
+        stats = train_one_epoch(run.train_model, run.loader, run.loss_fn, run.optimizer, run.scaler,
+                                device=run.device, epoch=epoch, step=run.state["step"], amp_dtype=run.amp_dtype,
+                                channels_last=run.channels_last, progress=progress, loss_name=config.loss.strip())
+    train_loss, *terms = _reduce_mean(run, [stats["train_loss"], *stats["terms"].values()])
+    rows = evaluate(run.model, run.parts["val"], metrics=config.metrics, batch_size=config.batch_size,
+                    amp_dtype=run.amp_dtype, rank=run.rank, world_size=run.world_size)
+    run.state["epoch"], run.state["step"] = epoch, stats["step"]
+    if not run.writer:
+        return
+    dice = mean_dice(rows)
+    if run.state["best_epoch"] == 0 or not rows or (not math.isnan(dice) and dice > run.state["best_dice"]):
+        run.state["best_epoch"], run.state["best_dice"] = epoch, (dice if not math.isnan(dice) else -math.inf)
+        _io.save_torch(run.out / "best.pt", _checkpoint(run, epoch, stats["step"], full=False))
+    seconds = time.perf_counter() - started
+    record = {"epoch": epoch, "step": stats["step"], "train_loss": train_loss,
+              "terms": dict(zip(stats["terms"], terms)), "val": summarize(rows) if rows else [],
+              "val_dice": dice, "lr": run.optimizer.param_groups[0]["lr"], "steps": stats["steps"],
+              "seconds": seconds, "train_seconds": stats["train_seconds"],
+              "images_per_second": stats["images"] / stats["train_seconds"]}
+    _io.append_jsonl(run.out / "metrics.jsonl", record)
+    _io.save_torch(run.out / "last.pt", _checkpoint(run, epoch, stats["step"], full=True))
+    term_text = ", ".join(f"{key} {value:.4f}" for key, value in record["terms"].items())
+    run.log(f"epoch {epoch}/{config.epochs}  loss {train_loss:.4f} ({term_text})  val dice {dice:.4f}  "
+            f"lr {record['lr']:.3g}  {seconds:.1f} s ({record['images_per_second']:.1f} img/s)")
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _finish(run: _Run) -> dict:
+    """Test best.pt on the test split and write ``metrics.json`` (the run is then finished)."""
+    from medsegloss.metrics import summarize
+
+    if run.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # best.pt is complete on disk before every rank reads it
+    best = torch.load(run.out / "best.pt", map_location=run.device, weights_only=True)
+    run.model.load_state_dict(best["model"])
+    test_rows = evaluate(run.model, run.parts["test"], metrics=run.config.metrics, batch_size=run.config.batch_size,
+                         amp_dtype=run.amp_dtype, rank=run.rank, world_size=run.world_size)
+    if not run.writer:
+        return {}
+    lines = _io.read_jsonl(run.out / "metrics.jsonl")
+    steps = sum(line["steps"] for line in lines)
+    train_seconds = sum(line["train_seconds"] for line in lines)
+    best_line = next(line for line in lines if line["epoch"] == best["epoch"])
+    result = {"config": run.config.to_dict(), "epochs": run.state["epoch"], "best_epoch": best["epoch"],
+              "val": best_line["val"], "test_rows": test_rows, "test": summarize(test_rows) if test_rows else [],
+              "cost": {"seconds_per_step": train_seconds / steps, "peak_memory_mb": _peak_memory_mb(run.device),
+                       "train_seconds": train_seconds}}
+    _io.write_json(run.out / "metrics.json", result)
+    run.log(f"finished {run.out}: best epoch {best['epoch']} (val dice {best_line['val_dice']:.4f}), "
+            f"test dice {mean_dice(test_rows):.4f}")
+    return result
+
+
+def _distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _check_same_config(out: Path, config: Config) -> None:
+    path = out / "config.json"
+    if not path.exists():
+        return
+    stored, mine = _io.read_json(path), config.to_dict()
+    differ = [f"{key}: {stored.get(key)!r} there, {value!r} here" for key, value in mine.items()
+              if key != "out" and stored.get(key) != value]
+    if differ:
+        raise ValueError(f"run directory {out} holds a run with another config ({'; '.join(differ)}); "
+                         f"continue it with `medsegloss train --resume {out}` or choose another --out")
+
+
+def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
+    """Train ``config`` into ``out_dir`` (default ``config.run_dir``) and return ``metrics.json``.
+
+    A finished run (``metrics.json`` exists) returns its stored result; an unfinished one
+    (``last.pt`` exists) resumes. Under torchrun every rank calls ``fit``; rank 0 writes.
+    """
+    out = Path(out_dir if out_dir is not None else config.run_dir)
+    _check_same_config(out, config)
+    if (out / "metrics.json").exists():
+        return _io.read_json(out / "metrics.json")
+    check_config(config)
+    rank, world_size, local_rank = _distributed_env()
+    run = _Run(config, out, resolve_device(config, local_rank), rank, world_size, quiet)
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    started_group = world_size > 1 and not torch.distributed.is_initialized()
+    if started_group:
+        torch.distributed.init_process_group("nccl" if run.device.type == "cuda" else "gloo")
+        if run.device.type == "cuda":
+            torch.cuda.set_device(run.device)
+    try:
+        set_deterministic(config.deterministic, run.device)
+        if run.writer:
+            _io.write_json(out / "config.json", config.to_dict())
+        _prepare(run)
+        if (out / "last.pt").exists():
+            _resume(run)
+        for epoch in range(run.state["epoch"] + 1, config.epochs + 1):
+            _run_epoch(run, epoch)
+        result = _finish(run)
+        if world_size > 1:
+            torch.distributed.barrier()
+            result = result or _io.read_json(out / "metrics.json")
+        return result
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before)
+        if started_group:
+            torch.distributed.destroy_process_group()
+
+
+# ---------------------------------------------------------------- checkpoints for inference
+def load_checkpoint(path, device="cpu") -> tuple[nn.Module, Config]:
+    """The model of a ``best.pt`` / ``last.pt`` (eval mode, on ``device``) and its run's config.
+
+    The model also carries ``class_names`` and ``dataset_num_classes`` (the dataset's classes;
+    ``model.num_classes`` is its output channels, 1 for a one-channel binary model).
+    """
+    from medsegloss.models import UNet
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    checkpoint = torch.load(path, map_location=device, weights_only=path.name != "last.pt")
+    if not isinstance(checkpoint, dict) or "model_args" not in checkpoint:
+        raise ValueError(f"{path} is not a medsegloss checkpoint (no 'model_args'; expected best.pt or last.pt)")
+    model = UNet(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    model.class_names = checkpoint["class_names"]
+    model.dataset_num_classes = checkpoint["num_classes"]
+    return model.to(device).eval(), Config.from_dict(checkpoint["config"])
+
+
+# ---------------------------------------------------------------- command line
+def _parse_json_object(text: str) -> dict:
+    import argparse
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"alpha\": 0.3}}', got {text!r}")
+    return value
+
+
+def _parse_optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "") else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _argument_for(annotation) -> dict:
+    """argparse keyword arguments for a config field's type."""
+    import argparse
+    import typing
+
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if annotation is dict:
+        return {"type": _parse_json_object, "metavar": "JSON"}
+    if typing.get_origin(annotation) is tuple:
+        return {"type": lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+                "metavar": "A,B,..."}
+    arguments = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if arguments:  # Optional[X]
+        return {"type": _parse_optional(arguments[0]), "metavar": arguments[0].__name__.upper()}
+    return {"type": annotation, "metavar": annotation.__name__.upper()}
+
+
+def build_parser():
+    """``medsegloss train`` options: one flag per config field, plus --preset, --resume, --quiet."""
+    import argparse
+    import dataclasses
+    import typing
+
+    from medsegloss.experiment.config import PRESETS, field_help
+
+    parser = argparse.ArgumentParser(
+        prog="medsegloss train", description="Train a UNet with one loss; writes a resumable run directory.",
+        epilog='example: medsegloss train --dataset phantom-lesion --loss "ce + 1.0*dice" --epochs 2 --out runs/demo')
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="start from these settings (paper: UNet base 64, 256x256, Adam lr 0.01, 100 epochs)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the unfinished run in RUN_DIR")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    hints, helps = typing.get_type_hints(Config), field_help()
+    group = parser.add_argument_group("experiment (config fields; defaults from --preset)")
+    for field in dataclasses.fields(Config):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
+                           help=f"{helps.get(field.name, '')} (default: {default!r})", **_argument_for(hints[field.name]))
+    return parser
+
+
+def _parse(argv) -> tuple:
+    import difflib
+
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flags = [option for action in parser._actions for option in action.option_strings]
+        close = difflib.get_close_matches(unknown[0].split("=")[0], flags, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        parser.error(f"unknown option(s) {' '.join(unknown)}.{hint}")
+    given = {key: value for key, value in vars(args).items() if key not in ("preset", "resume", "quiet")}
+    if args.resume and given:
+        parser.error(f"--resume continues the stored config of {args.resume}; do not pass "
+                     f"{', '.join('--' + key.replace('_', '-') for key in given)}")
+    return args, given
+
+
+def main(argv=None) -> int:
+    """``medsegloss train [--preset paper] [--<field> value ...] [--resume RUN_DIR] [--quiet]``."""
+    args, given = _parse(sys.argv[1:] if argv is None else argv)
+    out = args.resume
+    try:
+        if args.resume:
+            config_path = Path(args.resume) / "config.json"
+            if not config_path.is_file():
+                raise FileNotFoundError(f"cannot resume {args.resume}: {config_path} does not exist")
+            config = Config.from_dict(_io.read_json(config_path))
+        else:
+            config = Config.preset(args.preset, **given)
+            out = config.run_dir
+        if (Path(out) / "metrics.json").exists() and not args.quiet:
+            print(f"{out} is finished (metrics.json exists); nothing to do")
+        result = fit(config, out, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: medsegloss train --resume {out}", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as error:
+        print(f"medsegloss train: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medsegloss train: error: {error}", file=sys.stderr)
+        return 2
+    if result and not args.quiet:
+        print(f"run directory: {out}  (test: {_test_summary(result)})")
+    return 0
+
+
+def _test_summary(result: dict) -> str:
+    return f"mean Dice {mean_dice(result.get('test_rows', [])):.4f} over {len({row['case'] for row in result.get('test_rows', [])})} cases"
