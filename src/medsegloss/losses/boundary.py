@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-
-from medsegloss._checks import check_probability, check_reduction, check_spacing, check_target
-from medsegloss._ops import cross_entropy_map, probabilities, reduce, select_classes, target_probabilities
+from medsegloss._checks import check_distance_map, check_probability, check_reduction, check_spacing, check_target
+from medsegloss._ops import (
+    FunctionalLoss, cross_entropy_map, probabilities, reduce, select_classes, target_probabilities,
+)
 from medsegloss.distance import signed_distance_map
 from medsegloss.losses._registry import register
 
@@ -35,13 +35,8 @@ def target_distance(logits: torch.Tensor, target: torch.Tensor, dist: torch.Tens
     """
     if dist is None:
         dist = signed_distance_map(target, num_classes=logits.shape[1], spacing=spacing)
-    elif not isinstance(dist, torch.Tensor):
-        raise TypeError(f"dist must be a torch.Tensor of signed distance maps, got {type(dist).__name__}")
-    elif dist.shape != logits.shape or not dist.is_floating_point():
-        raise ValueError(
-            f"dist must be float signed distance maps of shape (N, C, *spatial) = {tuple(logits.shape)} "
-            f"(from medsegloss.distance.signed_distance_map), got {tuple(dist.shape)} {dist.dtype}"
-        )
+    else:
+        dist = check_distance_map(dist, logits)
     dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
     return dist.detach().to(device=logits.device, dtype=dtype)
 
@@ -167,49 +162,28 @@ def boundary_weighted_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: 
     return reduce(p1 * band_mean + p2 * rest_mean, reduction)
 
 
-class _DistanceLoss(nn.Module):
-    """Stores options; calls the functional form with ``dist``. Subclasses set ``function``."""
-
-    needs_distance = True
-    function = None
-
-    def __init__(self, **options):
-        super().__init__()
-        check_reduction(options.get("reduction", "mean"))
-        self.options = options
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None = None) -> torch.Tensor:
-        return type(self).function(logits, target, dist=dist, **self.options)
-
-
 @register("boundary", family="boundary", paper="Kervadec et al., 2019", function=boundary_loss,
           needs_distance=True)
-class BoundaryLoss(_DistanceLoss):
+class BoundaryLoss(FunctionalLoss):
     """Boundary loss, mean of p_c·φ_c over voxels and foreground classes (φ: signed distance)."""
 
     function = staticmethod(boundary_loss)
-
-    def __init__(self, *, spacing=None, include_background=False, reduction="mean"):
-        super().__init__(spacing=spacing, include_background=include_background, reduction=reduction)
+    needs_distance = True
 
 
 @register("hd", family="boundary", paper="Karimi & Salcudean, 2019", function=hausdorff_dt_loss,
           needs_distance=True)
-class HausdorffDTLoss(_DistanceLoss):
+class HausdorffDTLoss(FunctionalLoss):
     """Distance-transform Hausdorff loss, mean of (p − g)²·(d_g^α + d_p^α)."""
 
     function = staticmethod(hausdorff_dt_loss)
-
-    def __init__(self, *, alpha=2.0, spacing=None, include_background=False, reduction="mean"):
-        super().__init__(alpha=alpha, spacing=spacing, include_background=include_background, reduction=reduction)
+    needs_distance = True
 
 
 @register("boundary_weighted", family="boundary", paper="Kim et al.", function=boundary_weighted_loss,
           needs_distance=True)
-class BoundaryWeightedLoss(_DistanceLoss):
+class BoundaryWeightedLoss(FunctionalLoss):
     """Boundary-weighted CE, p1·mean CE on a band around the boundary + p2·mean CE elsewhere."""
 
     function = staticmethod(boundary_weighted_loss)
-
-    def __init__(self, *, band_width=2.0, p1=0.75, p2=0.25, spacing=None, reduction="mean"):
-        super().__init__(band_width=band_width, p1=p1, p2=p2, spacing=spacing, reduction=reduction)
+    needs_distance = True

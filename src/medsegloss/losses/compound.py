@@ -10,7 +10,6 @@ from the same primitives.
 from __future__ import annotations
 
 import ast
-import math
 import re
 from collections.abc import Callable
 from functools import partial
@@ -21,7 +20,8 @@ from torch import nn
 
 from medsegloss._checks import check_probability, check_reduction, check_target, check_weight
 from medsegloss._ops import (
-    cross_entropy_map, per_voxel_reduce, probabilities, reduce, select_classes, soft_counts, target_probabilities,
+    FunctionalLoss, cross_entropy_map, per_voxel_reduce, probabilities, reduce, select_classes, soft_counts,
+    target_probabilities,
 )
 from medsegloss.losses._registry import get, lookup, register
 
@@ -595,60 +595,30 @@ def lesion_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.
     return reduce(alpha * lesion_term + (1 - alpha) * pixel_term, reduction)
 
 
-class _CompoundLoss(nn.Module):
-    """Stores options; calls the functional form. Subclasses set ``function``."""
-
-    function = None
-
-    def __init__(self, **options):
-        super().__init__()
-        check_reduction(options.get("reduction", "mean"))
-        self.options = options
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return type(self).function(logits, target, **self.options)
-
-
 @register("combo", family="compound", paper="Taghanaki et al., 2019", function=combo_loss)
-class ComboLoss(_CompoundLoss):
+class ComboLoss(FunctionalLoss):
     """Combo loss, α·weighted CE(β) + (1 − α)·(1 − Dice)."""
 
     function = staticmethod(combo_loss)
 
-    def __init__(self, *, alpha=0.5, beta=0.5, smooth=1e-5, include_background=True, reduction="mean"):
-        super().__init__(alpha=alpha, beta=beta, smooth=smooth, include_background=include_background,
-                         reduction=reduction)
-
 
 @register("ell", family="compound", paper="Wong et al., 2018", function=ell_loss)
-class ExponentialLogarithmicLoss(_CompoundLoss):
+class ExponentialLogarithmicLoss(FunctionalLoss):
     """Exponential logarithmic loss, w_dice·E[(−ln Dice)^γ] + w_cross·E[w_l (−ln p_l)^γ]."""
 
     function = staticmethod(ell_loss)
 
-    def __init__(self, *, w_dice=0.8, w_cross=0.2, gamma_dice=0.3, gamma_cross=0.3, smooth=1.0, weight=None,
-                 reduction="mean"):
-        super().__init__(w_dice=w_dice, w_cross=w_cross, gamma_dice=gamma_dice, gamma_cross=gamma_cross,
-                         smooth=smooth, weight=weight, reduction=reduction)
-
 
 @register("bce_iou_ssim", family="compound", paper="Qin et al., 2019 (BASNet)", function=bce_iou_ssim_loss,
           binary_only=True)
-class BCEIoUSSIMLoss(_CompoundLoss):
+class BCEIoUSSIMLoss(FunctionalLoss):
     """BASNet hybrid loss, W1·BCE + W2·(1 − IoU) + W3·(1 − SSIM), binary."""
 
     function = staticmethod(bce_iou_ssim_loss)
 
-    def __init__(self, *, w_bce=1.0, w_iou=1.0, w_ssim=1.0, window_size=11, smooth=1e-5, reduction="mean"):
-        super().__init__(w_bce=w_bce, w_iou=w_iou, w_ssim=w_ssim, window_size=window_size, smooth=smooth,
-                         reduction=reduction)
-
 
 @register("lesion", family="compound", paper="Zhu et al.", function=lesion_loss)
-class LesionLoss(_CompoundLoss):
+class LesionLoss(FunctionalLoss):
     """Lesion-level focal loss, α·mean over target components + (1 − α)·mean over voxels."""
 
     function = staticmethod(lesion_loss)
-
-    def __init__(self, *, alpha=0.5, gamma=2.0, reduction="mean"):
-        super().__init__(alpha=alpha, gamma=gamma, reduction=reduction)
