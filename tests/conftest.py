@@ -1,0 +1,47 @@
+"""Shared test fixtures: seeded makers of random logits and labels (tiny shapes, fast)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# tests import the float64 reference formulas as `import references` (pytest runs with
+# --import-mode=importlib, which does not put tests/ on sys.path by itself)
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def random_logits(shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0, requires_grad: bool = True):
+    """Standard-normal logits ``(N, C, *spatial)`` times ``scale``, from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape, generator=generator, dtype=torch.float64).mul_(scale).to(dtype)
+    return logits.requires_grad_(requires_grad)
+
+
+def random_labels(shape, num_classes: int, seed: int = 1) -> torch.Tensor:
+    """Integer labels ``(N, *spatial)`` uniform in ``[0, num_classes)`` (``{0, 1}`` for 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, max(num_classes, 2), shape, generator=generator)
+
+
+def random_soft_labels(shape, seed: int = 2, dtype=torch.float64) -> torch.Tensor:
+    """Soft labels ``(N, C, *spatial)`` summing to 1 over the classes (C >= 2)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.softmax(2 * torch.randn(shape, generator=generator, dtype=torch.float64), dim=1).to(dtype)
+
+
+@pytest.fixture
+def make_logits():
+    return random_logits
+
+
+@pytest.fixture
+def make_labels():
+    return random_labels
+
+
+@pytest.fixture
+def make_soft_labels():
+    return random_soft_labels
