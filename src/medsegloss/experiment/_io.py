@@ -20,6 +20,7 @@ def _replace_with(path, write) -> Path:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes it owner-only; run files are meant to be shared
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""Segment NIfTI volumes or PNG images with a trained checkpoint.
+
+``medsegloss predict --checkpoint RUN/best.pt INPUT... --out DIR`` writes one mask per input,
+same file name and format: uint8 class labels, a NIfTI mask keeping the input's affine and
+header, a PNG mask of the input's size.
+
+Each input is prepared as the datasets prepare training data: the volume's intensities are
+clipped to its 1st-99th percentiles and z-scored (``normalize_percentile``), each slice is padded
+to a square and resized to the training size. A 2-D model segments slice by slice, a 3-D model
+the whole volume; the logits are resized back (bilinear), the padding cropped, and the labels
+taken (``logit > 0`` for a one-channel model, else the argmax).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PNG_SUFFIXES = (".png",)
+
+
+@torch.no_grad()
+def segment_volume(model, volume: np.ndarray, image_size: int, batch_size: int = 16) -> np.ndarray:
+    """Labels of a ``(D, H, W)`` image volume (raw intensities), as uint8 ``(D, H, W)``.
+
+    Shape:
+        volume ``(D, H, W)``; returns uint8 ``(D, H, W)`` class labels.
+    """
+    from medsegloss.data.transforms import normalize_percentile, resize_image
+    from medsegloss.experiment.train import labels_from_logits, predict_logits
+
+    depth, height, width = volume.shape
+    side = max(height, width)
+    resized = torch.from_numpy(resize_image(normalize_percentile(volume.astype(np.float32)), image_size))
+    if model.dims == 3:
+        logits = predict_logits(model, resized[None, None])[0].transpose(0, 1)  # (D, C, S, S)
+    else:
+        logits = torch.cat([predict_logits(model, resized[start:start + batch_size, None])
+                            for start in range(0, depth, batch_size)])
+    logits = torch.nn.functional.interpolate(logits.cpu(), size=(side, side), mode="bilinear", align_corners=False)
+    top, left = (side - height) // 2, (side - width) // 2  # undo pad_to_square's centred padding
+    logits = logits[:, :, top:top + height, left:left + width]
+    return labels_from_logits(logits).to(torch.uint8).numpy()
+
+
+def predict_nifti(model, image_size: int, path: Path, out: Path) -> Path:
+    """Segment one NIfTI file; the mask keeps its affine and header (data type uint8)."""
+    import nibabel
+
+    image = nibabel.load(str(path))
+    array = np.asarray(image.dataobj, dtype=np.float32)  # applies the header's scaling
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{path}: expected a 2-D or 3-D NIfTI image, got shape {array.shape}")
+    # NIfTI holds (x, y, z); medsegloss works in array order (z, y, x)
+    volume = array.T if array.ndim == 3 else array.T[None]
+    labels = segment_volume(model, volume, image_size)
+    labels = labels.T if array.ndim == 3 else labels[0].T
+    header = image.header.copy()
+    header.set_data_dtype(np.uint8)
+    mask = type(image)(labels, image.affine, header)
+    mask.header.set_slope_inter(1.0, 0.0)  # labels are stored as they are, never rescaled
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / path.name
+    _save_atomic(target, lambda temp: nibabel.save(mask, str(temp)))
+    return target
+
+
+def predict_png(model, image_size: int, path: Path, out: Path) -> Path:
+    """Segment one PNG image (grayscale, or RGB converted to grayscale); the mask is a uint8 PNG."""
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        array = np.asarray(picture if picture.mode in ("L", "I", "I;16", "F") else picture.convert("L"))
+    labels = segment_volume(model, array.astype(np.float32)[None], image_size)[0]
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / path.name
+    _save_atomic(target, lambda temp: Image.fromarray(labels, mode="L").save(temp, format="PNG"))
+    return target
+
+
+def _save_atomic(target: Path, save) -> None:
+    """``save(temp_path)`` beside ``target`` with the same suffixes, then ``os.replace``."""
+    import os
+
+    temp = target.with_name(f".{target.name}.tmp{os.getpid()}{''.join(target.suffixes)}")
+    try:
+        save(temp)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def predict_files(checkpoint, inputs, out, device: str = "cpu") -> list[Path]:
+    """Segment every input file (NIfTI or PNG) into ``out``; returns the written paths."""
+    from medsegloss.data.nifti import is_nifti
+    from medsegloss.experiment.train import load_checkpoint
+
+    paths = [Path(path) for path in inputs]
+    for path in paths:  # every input checked before any work
+        if not path.is_file():
+            raise FileNotFoundError(f"input {path} does not exist")
+        if not (is_nifti(path) or path.suffix.lower() in PNG_SUFFIXES):
+            raise ValueError(f"input {path} is neither NIfTI (.nii, .nii.gz) nor PNG")
+    model, config = load_checkpoint(checkpoint, device)
+    out = Path(out)
+    return [predict_nifti(model, config.image_size, path, out) if is_nifti(path)
+            else predict_png(model, config.image_size, path, out) for path in paths]
+
+
+def main(argv=None) -> int:
+    """``medsegloss predict --checkpoint RUN/best.pt INPUT... --out DIR``."""
+    parser = argparse.ArgumentParser(prog="medsegloss predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="best.pt (or last.pt) of a training run")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI (.nii, .nii.gz) or PNG files")
+    parser.add_argument("--out", required=True, help="folder for the masks (same file names)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        written = predict_files(args.checkpoint, args.inputs, args.out, args.device)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medsegloss predict: error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
