@@ -118,13 +118,13 @@ def weighted_cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *, w
     """
     check_reduction(reduction)
     target = check_target(target, logits, ignore_index)
-    c = logits.shape[1]
+    c, dtype = logits.shape[1], at_least_float32(logits).dtype
     if isinstance(weight, str):
         if weight != "auto":
             raise ValueError(f"weight must be 'auto' or one value per label, got {weight!r}")
-        weight = inverse_frequency_weights(target, c, ignore_index).to(logits.device)
+        weight = inverse_frequency_weights(target, c, ignore_index).to(logits.device, dtype)
     else:
-        weight = check_weight(weight, label_count(c), logits.device)
+        weight = check_weight(weight, label_count(c), logits.device, dtype)
     valid = _valid_mask(target, ignore_index)
     if c > 1:
         values = cross_entropy_map(logits, target, ignore_index, weight)
@@ -238,7 +238,7 @@ def topk_threshold_loss(logits: torch.Tensor, target: torch.Tensor, *, t: float 
     return per_voxel_reduce(values * hard, hard, reduction)
 
 
-def _focal_alpha(alpha, num_channels: int, device) -> torch.Tensor | None:
+def _focal_alpha(alpha, num_channels: int, device, dtype) -> torch.Tensor | None:
     """Per-label α: a sequence (one per label), or one number α = Lin et al.'s binary (1 − α, α)."""
     if alpha is None:
         return None
@@ -246,7 +246,7 @@ def _focal_alpha(alpha, num_channels: int, device) -> torch.Tensor | None:
         if num_channels != 1:
             raise ValueError(f"alpha must be one value per class (C={num_channels}), got the single number {alpha}")
         alpha = (1.0 - float(alpha), float(alpha))
-    return check_weight(alpha, label_count(num_channels), device)
+    return check_weight(alpha, label_count(num_channels), device, dtype)
 
 
 def _soft_focal_map(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha) -> torch.Tensor:
@@ -284,7 +284,7 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0
     check_reduction(reduction)
     gamma = check_probability("gamma", gamma, 0.0, float("inf"))
     target = check_target(target, logits, ignore_index)
-    alpha = _focal_alpha(alpha, logits.shape[1], logits.device)
+    alpha = _focal_alpha(alpha, logits.shape[1], logits.device, at_least_float32(logits).dtype)
     if target.is_floating_point():
         return per_voxel_reduce(_soft_focal_map(logits, target, gamma, alpha), None, reduction)
     values = cross_entropy_map(logits, target, ignore_index)  # −log p_t; 0 where ignored
