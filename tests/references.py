@@ -261,3 +261,156 @@ def focal_dice(p, g, beta=2.0, smooth=1e-5):
 
 
 # ---------------------------------------------------------------- boundary / compound (helper B)
+# Distances by scipy.ndimage, independent of the `edt` package the library uses.
+
+
+def _b_kept(x, include_background):
+    return x if include_background or x.shape[1] == 1 else x[:, 1:]
+
+
+def signed_distance_ref(mask, spacing):
+    """-distance to the outside inside the mask, +distance to the mask outside; 0 if empty/full."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if not mask.any() or mask.all():
+        return np.zeros(mask.shape)
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) - ndimage.distance_transform_edt(mask, sampling=spacing)
+
+
+def signed_distance_maps_ref(onehot, spacing=None):
+    spacing = spacing or (1.0,) * (onehot.ndim - 2)
+    out = np.zeros(onehot.shape)
+    for index in np.ndindex(*onehot.shape[:2]):
+        out[index] = signed_distance_ref(onehot[index] > 0.5, spacing)
+    return out
+
+
+def boundary_ref(logits, labels, include_background=False, spacing=None):
+    """Kervadec et al. 2019: mean over kept classes and voxels of p_c · φ_c, per sample."""
+    p = probabilities(logits)
+    g = one_hot(labels, p.shape[1])
+    value = _b_kept(p * signed_distance_maps_ref(g, spacing), include_background)
+    return value.reshape(len(value), -1).mean(-1)
+
+
+def hd_ref(logits, labels, alpha=2.0, include_background=False, spacing=None):
+    """Karimi & Salcudean 2019: mean((p - g)^2 (d_g^a + d_p^a)), d the unsigned boundary distance."""
+    p = probabilities(logits)
+    g = one_hot(labels, p.shape[1])
+    d_g = np.abs(signed_distance_maps_ref(g, spacing))
+    d_p = np.abs(signed_distance_maps_ref((p > 0.5).astype(np.float64), spacing))
+    value = _b_kept((p - g) ** 2 * (d_g**alpha + d_p**alpha), include_background)
+    return value.reshape(len(value), -1).mean(-1)
+
+
+def _b_cross_entropy_map(logits, labels):
+    p = probabilities(logits)
+    if p.shape[1] == 1:
+        g = (np.asarray(labels) == 1)
+        return -np.where(g, np.log(p[:, 0]), np.log(1 - p[:, 0]))
+    return -np.log(np.take_along_axis(p, np.asarray(labels)[:, None], 1)[:, 0])
+
+
+def boundary_weighted_ref(logits, labels, band_width=2.0, p1=0.75, p2=0.25, spacing=None):
+    """p1 · mean CE on the band 0 < |φ| <= w (any class) + p2 · mean CE elsewhere, per sample."""
+    p = probabilities(logits)
+    phi = signed_distance_maps_ref(one_hot(labels, p.shape[1]), spacing)
+    band = ((phi != 0) & (np.abs(phi) <= band_width)).any(1)
+    ce = _b_cross_entropy_map(logits, labels)
+    out = []
+    for n in range(len(ce)):
+        inside = ce[n][band[n]].mean() if band[n].any() else 0.0
+        outside = ce[n][~band[n]].mean() if (~band[n]).any() else 0.0
+        out.append(p1 * inside + p2 * outside)
+    return np.array(out)
+
+
+def _b_dice_per_class(p, g, smooth):
+    axes = tuple(range(2, p.ndim))
+    return (2 * (p * g).sum(axes) + smooth) / (p.sum(axes) + g.sum(axes) + smooth)
+
+
+def combo_ref(logits, labels, alpha=0.5, beta=0.5, smooth=1e-5, include_background=True):
+    """Taghanaki et al. 2019, shifted by 1 - alpha: alpha·wCE + (1 - alpha)·(1 - mean Dice)."""
+    p = probabilities(logits)
+    g = one_hot(labels, p.shape[1])
+    wce = -(beta * g * np.log(p) + (1 - beta) * (1 - g) * np.log(1 - p))
+    wce = _b_kept(wce, include_background)
+    dice = _b_kept(_b_dice_per_class(p, g, smooth), include_background).mean(1)
+    return alpha * wce.reshape(len(wce), -1).mean(-1) + (1 - alpha) * (1 - dice)
+
+
+def ell_ref(logits, labels, w_dice=0.8, w_cross=0.2, gamma_dice=0.3, gamma_cross=0.3, smooth=1.0):
+    """Wong et al. 2018; one-channel logits scored as two classes [1 - p, p]."""
+    logits = np.asarray(logits, np.float64)
+    if logits.shape[1] == 1:
+        logits = np.concatenate([np.zeros_like(logits), logits], 1)
+    p = probabilities(logits)
+    labels = np.asarray(labels)
+    g = one_hot(labels, p.shape[1])
+    dice_term = ((-np.log(_b_dice_per_class(p, g, smooth))) ** gamma_dice).mean(1)
+    counts = np.array([(labels == c).sum() for c in range(p.shape[1])], np.float64)
+    weight = np.sqrt(counts.sum() / counts[labels])  # w_l of each voxel's label
+    p_label = np.take_along_axis(p, labels[:, None], 1)[:, 0]
+    cross = weight * (-np.log(p_label)) ** gamma_cross
+    return w_dice * dice_term + w_cross * cross.reshape(len(cross), -1).mean(-1)
+
+
+def ssim_ref(a, b, window_size=11, sigma=1.5):
+    """Mean SSIM per sample; full (non-separable) Gaussian window, zero padding, by scipy."""
+    from scipy import ndimage
+
+    x = np.arange(window_size) - (window_size - 1) / 2
+    g1 = np.exp(-x**2 / (2 * sigma**2))
+    g1 /= g1.sum()
+    out = []
+    for n in range(a.shape[0]):
+        u, v = a[n, 0], b[n, 0]
+        window = g1
+        for _ in range(u.ndim - 1):
+            window = np.multiply.outer(window, g1)
+
+        def blur(z):
+            return ndimage.correlate(z, window, mode="constant", cval=0.0)
+
+        mu_u, mu_v = blur(u), blur(v)
+        var_u, var_v, cov = blur(u * u) - mu_u**2, blur(v * v) - mu_v**2, blur(u * v) - mu_u * mu_v
+        c1, c2 = 0.01**2, 0.03**2
+        index = (2 * mu_u * mu_v + c1) * (2 * cov + c2) / ((mu_u**2 + mu_v**2 + c1) * (var_u + var_v + c2))
+        out.append(index.mean())
+    return np.array(out)
+
+
+def bce_iou_ssim_ref(logits, labels, smooth=1e-5):
+    """Qin et al. 2019 (BASNet): BCE + (1 - IoU) + (1 - SSIM), one-channel logits."""
+    p = probabilities(logits)
+    g = one_hot(labels, 1)
+    n = len(p)
+    bce = _b_cross_entropy_map(logits, labels).reshape(n, -1).mean(-1)
+    inter = (p * g).reshape(n, -1).sum(-1)
+    iou = (inter + smooth) / (p.reshape(n, -1).sum(-1) + g.reshape(n, -1).sum(-1) - inter + smooth)
+    return bce + (1 - iou) + (1 - ssim_ref(p, g))
+
+
+def lesion_ref(logits, labels, alpha=0.5, gamma=2.0):
+    """Zhu et al.: alpha · mean over target components (all foreground classes) of the mean focal
+    loss on the component + (1 - alpha) · mean focal loss over the image."""
+    from scipy import ndimage
+
+    logits = np.asarray(logits, np.float64)
+    if logits.shape[1] == 1:
+        logits = np.concatenate([np.zeros_like(logits), logits], 1)
+    p = probabilities(logits)
+    labels = np.asarray(labels)
+    p_true = np.take_along_axis(p, labels[:, None], 1)[:, 0]
+    focal = -((1 - p_true) ** gamma) * np.log(p_true)
+    out = []
+    for n in range(len(labels)):
+        component_means = []
+        for c in range(1, p.shape[1]):
+            components, count = ndimage.label(labels[n] == c)
+            component_means += [focal[n][components == k].mean() for k in range(1, count + 1)]
+        lesion = np.mean(component_means) if component_means else 0.0
+        out.append(alpha * lesion + (1 - alpha) * focal[n].mean())
+    return np.array(out)

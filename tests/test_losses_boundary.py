@@ -1,0 +1,155 @@
+"""Boundary losses (boundary, hd, boundary_weighted) against float64 references written from the
+papers (distances by scipy), the papers' identities, MONAI where installed, and gradcheck."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import references
+from medsegloss import losses
+from medsegloss.distance import signed_distance_map
+from medsegloss.losses.boundary import (
+    boundary_loss, boundary_weighted_loss, hausdorff_dt_loss, unsigned_distance_map,
+)
+
+
+def blobs(shape, num_classes, seed=0):
+    """Labels with a few rectangles per image, so every class has a real boundary."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int64)
+    for n in range(shape[0]):
+        for c in range(1, max(num_classes, 2)):
+            corner = [rng.integers(0, s - 3) for s in shape[1:]]
+            size = [rng.integers(2, s // 2 + 2) for s in shape[1:]]
+            labels[(n, *[slice(a, a + b) for a, b in zip(corner, size)])] = c
+    return torch.from_numpy(labels)
+
+
+def logits_like(labels, channels, seed=0, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (labels.shape[0], channels, *labels.shape[1:])
+    return torch.randn(shape, generator=generator, dtype=dtype).requires_grad_(True)
+
+
+CASES = [  # (shape of labels, channels, spacing)
+    ((2, 12, 10), 3, None),
+    ((2, 12, 10), 3, (2.0, 0.5)),
+    ((2, 12, 10), 1, (1.0, 1.5)),
+    ((1, 6, 7, 8), 3, (2.5, 1.0, 0.75)),
+]
+
+
+@pytest.mark.parametrize("shape, channels, spacing", CASES)
+@pytest.mark.parametrize("include_background", [False, True])
+def test_boundary_matches_reference(shape, channels, spacing, include_background):
+    labels = blobs(shape, channels)
+    logits = logits_like(labels, channels)
+    value = boundary_loss(logits, labels, spacing=spacing, include_background=include_background, reduction="none")
+    expected = references.boundary_ref(logits.detach().numpy(), labels.numpy(), include_background, spacing)
+    np.testing.assert_allclose(value.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, channels, spacing", CASES)
+def test_hd_matches_reference(shape, channels, spacing):
+    labels = blobs(shape, channels)
+    logits = logits_like(labels, channels, seed=3)
+    value = hausdorff_dt_loss(logits, labels, spacing=spacing, reduction="none")
+    expected = references.hd_ref(logits.detach().numpy(), labels.numpy(), 2.0, False, spacing)
+    np.testing.assert_allclose(value.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    value = hausdorff_dt_loss(logits, labels, alpha=1.0, spacing=spacing, include_background=True)
+    expected = references.hd_ref(logits.detach().numpy(), labels.numpy(), 1.0, True, spacing).mean()
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("shape, channels, spacing", CASES)
+def test_boundary_weighted_matches_reference(shape, channels, spacing):
+    labels = blobs(shape, channels)
+    logits = logits_like(labels, channels, seed=4)
+    value = boundary_weighted_loss(logits, labels, band_width=1.5, p1=0.6, p2=0.3, spacing=spacing,
+                                   reduction="none")
+    expected = references.boundary_weighted_ref(logits.detach().numpy(), labels.numpy(), 1.5, 0.6, 0.3, spacing)
+    np.testing.assert_allclose(value.detach().numpy(), expected, rtol=1e-6)
+
+
+def test_boundary_weighted_without_band_is_cross_entropy():
+    # band_width = 0 leaves no voxel in the band: the loss is p2 · CE
+    labels = blobs((2, 12, 10), 3)
+    logits = logits_like(labels, 3)
+    value = boundary_weighted_loss(logits, labels, band_width=0.0, p1=5.0, p2=1.0)
+    torch.testing.assert_close(value, losses.cross_entropy_loss(logits, labels))
+
+
+def test_boundary_of_perfect_prediction_is_mean_inside_distance():
+    labels = blobs((2, 12, 10), 3)
+    onehot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).double()
+    logits = 80.0 * onehot  # softmax is one-hot to within e^-80
+    dist = signed_distance_map(labels, num_classes=3).double()
+    expected = (dist * onehot)[:, 1:].mean()  # only the negative inside distances remain
+    assert float(expected) < 0
+    assert float(boundary_loss(logits, labels)) == pytest.approx(float(expected), rel=1e-9)
+    # and it is the minimum: any other prediction scores higher
+    assert float(boundary_loss(logits_like(labels, 3), labels).detach()) > float(expected)
+
+
+@pytest.mark.parametrize("name", ["boundary", "hd", "boundary_weighted"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_precomputed_dist_equals_computed(name, channels):
+    labels = blobs((2, 12, 10), channels)
+    logits = logits_like(labels, channels, dtype=torch.float32)
+    loss = losses.get(name, spacing=(1.5, 1.0))
+    dist = signed_distance_map(labels, num_classes=channels, spacing=(1.5, 1.0))
+    assert loss.needs_distance and losses.info(name).needs_distance
+    torch.testing.assert_close(loss(logits, labels, dist=dist), loss(logits, labels))
+
+
+def test_soft_one_hot_target_equals_labels():
+    labels = blobs((2, 12, 10), 3)
+    logits = logits_like(labels, 3)
+    onehot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).double()
+    for function in (boundary_loss, hausdorff_dt_loss, boundary_weighted_loss):
+        torch.testing.assert_close(function(logits, onehot), function(logits, labels))
+
+
+def test_bad_dist_raises():
+    labels = blobs((2, 12, 10), 3)
+    logits = logits_like(labels, 3)
+    with pytest.raises(ValueError, match=r"\(2, 3, 12, 10\).*\(2, 1, 12, 10\)"):
+        boundary_loss(logits, labels, dist=torch.zeros(2, 1, 12, 10))
+    with pytest.raises(TypeError, match="ndarray"):
+        boundary_loss(logits, labels, dist=np.zeros((2, 3, 12, 10)))
+    with pytest.raises(ValueError, match="floating"):
+        hausdorff_dt_loss(logits, labels, dist=torch.zeros(2, 3, 12, 10, dtype=torch.long))
+    with pytest.raises(ValueError, match="band_width"):
+        boundary_weighted_loss(logits, labels, band_width=-1)
+
+
+@pytest.mark.parametrize("name", ["boundary", "hd", "boundary_weighted"])
+def test_gradcheck(name):
+    labels = blobs((1, 7, 6), 3, seed=2)
+    logits = logits_like(labels, 3, seed=5)
+    function = losses.info(name).function
+    assert torch.autograd.gradcheck(lambda x: function(x, labels), (logits,))
+
+
+def test_unsigned_distance_map_is_absolute_signed_distance():
+    labels = blobs((2, 9, 8, 7), 3)
+    masks = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).bool()
+    masks[1, 2] = True  # a full mask: no boundary, zeros
+    masks[0, 2] = False  # an empty one
+    spacing = (2.0, 1.0, 0.5)
+    expected = signed_distance_map(masks.float(), spacing=spacing).abs()
+    torch.testing.assert_close(unsigned_distance_map(masks, spacing), expected)
+    assert unsigned_distance_map(masks, spacing)[1, 2].abs().sum() == 0
+
+
+def test_hd_matches_monai():
+    monai_losses = pytest.importorskip("monai.losses")
+    labels = blobs((2, 16, 14), 3)
+    logits = logits_like(labels, 3, dtype=torch.float32)
+    onehot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float()
+    for include_background in (False, True):
+        peer = monai_losses.HausdorffDTLoss(softmax=True, include_background=include_background)
+        ours = hausdorff_dt_loss(logits, labels, include_background=include_background)
+        torch.testing.assert_close(ours, peer(logits, onehot), rtol=1e-5, atol=1e-6)
