@@ -1,0 +1,306 @@
+"""``medsegloss bench``: the controlled loss benchmark — losses × datasets × seeds through ``fit``.
+
+Controlled means that, per dataset and seed, only the loss changes: every loss's run starts from
+the same initial weights (``OUT/<dataset>/init/seed<k>.pt``, made once by ``initial_state`` and
+loaded through ``config.init_weights``), and sees the same split, batch order and augmentation
+(all drawn from the seed). Runs are ordinary training runs in ``OUT/<dataset>/<loss slug>/seed<k>/``:
+finished ones are skipped, interrupted ones resume, and ``--shard i/n`` runs every n-th one so a
+SLURM array can spread a sweep over machines (``medsegloss report OUT...`` merges the folders).
+At the end the report is written into OUT (``REPORT.md``, ``report.html``, ``results.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# The default benchmark: 6 losses x 3 seeds x 2 phantom datasets in about 7 minutes on 2 CPU cores
+# (docs/benchmark.md has the measurements). A small UNet on 64x64 slices, trained long enough to
+# learn the shapes but short enough that CE is clearly imperfect on the small lesions.
+DEFAULT_LOSSES = ("ce", "dice", "dice_ce", "focal", "tversky", "gdl_boundary")
+DEFAULT_DATASETS = ("phantom-lesion", "phantom-cardiac")
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "epochs": 8, "batch_size": 8,
+                    "lr": 3e-3, "metrics": ("dice", "iou", "pixel_error", "hd95", "assd"),
+                    "dataset_options": {}}
+# The seed paper's experiment (Config.preset("paper")): CE against CE + 1 * Dice on real data.
+PAPER = {"losses": ("ce", "ce + 1.0*dice"), "datasets": ("covid-ct", "acdc"), "seeds": (0, 1, 2),
+         "settings": {"metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}}
+# config fields that decide the initial weights; an OUT holding other ones is refused
+MODEL_FIELDS = ("dataset", "seed", "base_width", "depth", "dims", "binary_as_one_channel", "dataset_options",
+                "data_root", "image_size")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the sweep."""
+
+    dataset: str
+    loss: str
+    seed: int
+
+    def run_dir(self, out: Path) -> Path:
+        from medsegloss.experiment.config import loss_slug
+
+        return out / self.dataset / loss_slug(self.loss) / f"seed{self.seed}"
+
+
+def plan(datasets, losses, seeds, shard: tuple[int, int] = (1, 1)) -> list[Job]:
+    """The sweep in a fixed order (dataset, seed, loss), then every ``n``-th job from the ``i``-th
+    for ``shard = (i, n)``: shards are disjoint, cover the sweep, and are balanced over losses.
+
+    >>> [(j.loss, j.seed) for j in plan(["d"], ["ce", "dice"], [0, 1], shard=(2, 2))]
+    [('dice', 0), ('dice', 1)]
+    """
+    index, count = shard
+    if not (isinstance(count, int) and count >= 1 and 1 <= index <= count):
+        raise ValueError(f"shard must be i/n with 1 <= i <= n, got {index}/{count}")
+    jobs = [Job(dataset, loss, int(seed)) for dataset in datasets for seed in seeds for loss in losses]
+    return jobs[index - 1::count]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``; also SLURM's ``$SLURM_ARRAY_TASK_ID`` given as ``"2/4"``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n (e.g. 1/4), got {text!r}") from None
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"--shard i/n needs 1 <= i <= n, got {text!r}")
+    return index, count
+
+
+def split_losses(items) -> list[str]:
+    """Loss arguments, each a name or ``build()`` string; commas outside parentheses separate
+    several in one argument: ``["ce,dice", "tversky(alpha=0.3, beta=0.7)"]`` -> 3 losses."""
+    losses = []
+    for item in items:
+        depth, current = 0, ""
+        for char in item:
+            depth += (char == "(") - (char == ")")
+            if char == "," and depth == 0:
+                losses.append(current.strip())
+                current = ""
+            else:
+                current += char
+        losses.append(current.strip())
+    losses = [loss for loss in losses if loss]
+    duplicates = sorted({loss for loss in losses if losses.count(loss) > 1})
+    if duplicates:
+        raise ValueError(f"loss(es) given twice: {', '.join(duplicates)}")
+    return losses
+
+
+def parse_data_roots(items, datasets) -> dict[str, str]:
+    """``["acdc=/data/ACDC", "covid-ct=/data/covid"]`` -> {dataset: root}; a bare ``DIR`` is the
+    root of the only dataset."""
+    roots = {}
+    for item in items or []:
+        name, separator, root = item.partition("=")
+        if not separator:
+            if len(datasets) != 1:
+                raise ValueError(f"--data-root {item!r}: name the dataset (NAME=DIR) when the sweep has "
+                                 f"several datasets ({', '.join(datasets)})")
+            name, root = datasets[0], item
+        if name not in datasets:
+            raise ValueError(f"--data-root {item!r}: {name!r} is not a dataset of this sweep ({', '.join(datasets)})")
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"--data-root {item!r}: folder {root} does not exist")
+        roots[name] = root
+    from medsegloss import data
+
+    missing = [d for d in datasets if data.info(d).needs_root and d not in roots]
+    if missing:
+        raise ValueError(
+            f"dataset(s) {', '.join(missing)} need their data: give "
+            + " ".join(f"--data-root {d}=DIR" for d in missing)
+            + " (docs/benchmark.md says where to get them and how the folders look)")
+    return roots
+
+
+def configs(base, jobs: list[Job], out: Path, roots: dict[str, str]) -> dict[Job, object]:
+    """The config of every job (``init_weights`` pointing at its dataset and seed's init file)."""
+    return {job: base.replace(dataset=job.dataset, loss=job.loss, seed=job.seed, data_root=roots.get(job.dataset),
+                              init_weights=str(init_path(out, job).resolve()), out=str(job.run_dir(out)))
+            for job in jobs}
+
+
+def init_path(out: Path, job: Job) -> Path:
+    return out / job.dataset / "init" / f"seed{job.seed}.pt"
+
+
+def ensure_initial_weights(config, path: Path) -> bool:
+    """Write ``initial_state(config)`` to ``path`` unless it is there (made by this or another
+    shard: the state is a function of the config, so concurrent shards write the same bytes).
+    The model-deciding fields are kept beside it; another OUT's settings are refused. Returns
+    whether it was created."""
+    from medsegloss.experiment import _io
+    from medsegloss.experiment.train import initial_state
+
+    fields = {name: config.to_dict()[name] for name in MODEL_FIELDS}
+    record = path.with_suffix(".json")
+    if path.exists() and record.exists():
+        stored = _io.read_json(record)
+        if stored != fields:
+            differ = ", ".join(f"{k}: {stored.get(k)!r} there, {v!r} now" for k, v in fields.items()
+                               if stored.get(k) != v)
+            raise ValueError(f"{path} holds the initial weights of other settings ({differ}); "
+                             f"use another --out for a benchmark with other model or data settings")
+        return False
+    _io.save_torch(path, initial_state(config))
+    _io.write_json(record, fields)
+    return True
+
+
+def check_sweep(base, datasets, losses, roots: dict[str, str]) -> None:
+    """Fail before any training on an unknown dataset or loss, a bad option or a missing data
+    root (``train.check_config`` on every dataset × loss)."""
+    from medsegloss.experiment.train import check_config
+
+    for dataset in datasets:
+        for loss in losses:
+            check_config(base.replace(dataset=dataset, loss=loss, data_root=roots.get(dataset), init_weights=None))
+
+
+def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1, 1), roots=None,
+              quiet: bool = False) -> dict:
+    """Train every job of this shard that is not finished; returns ``{"trained", "skipped",
+    "failed": [(job, error)], "jobs"}``. A failing run (e.g. a loss that diverges) is reported
+    and the sweep goes on; ``medsegloss bench`` then exits with status 1."""
+    from tqdm import tqdm
+
+    from medsegloss.experiment import _io
+    from medsegloss.experiment.train import fit, mean_dice
+
+    out, roots = Path(out), dict(roots or {})
+    check_sweep(base, datasets, losses, roots)
+    jobs = plan(datasets, losses, seeds, shard)
+    job_configs = configs(base, jobs, out, roots)
+    _io.write_json(out / "bench.json", {"datasets": list(datasets), "losses": list(losses),
+                                        "seeds": [int(s) for s in seeds], "settings": base.to_dict()})
+    todo = [job for job in jobs if not (job.run_dir(out) / "metrics.json").exists()]
+    say = (lambda message: None) if quiet else tqdm.write
+    say(f"bench: {len(jobs)} runs" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
+        + f" ({len(jobs) - len(todo)} finished already, {len(todo)} to train) into {out}")
+    failed = []
+    width = max((len(job.loss) for job in todo), default=0)
+    with tqdm(total=len(todo), unit="run", desc="bench", disable=quiet, dynamic_ncols=True) as bar:
+        for number, job in enumerate(todo, start=1):
+            config = job_configs[job]
+            started = time.perf_counter()
+            try:
+                ensure_initial_weights(config.replace(init_weights=None), init_path(out, job))
+                result = fit(config, job.run_dir(out), quiet=True)
+                outcome = f"test Dice {mean_dice(result.get('test_rows', [])):.3f}"
+            except Exception as error:  # noqa: BLE001 -- one broken loss must not stop the sweep
+                failed.append((job, f"{type(error).__name__}: {error}"))
+                outcome = f"FAILED ({type(error).__name__}: {error})"
+            bar.update(1)
+            say(f"[{number:>{len(str(len(todo)))}}/{len(todo)}] {job.dataset:<16} {job.loss:<{width}} seed {job.seed}"
+                f"  {outcome}  {time.perf_counter() - started:.1f} s")
+    return {"jobs": len(jobs), "trained": len(todo) - len(failed), "skipped": len(jobs) - len(todo), "failed": failed}
+
+
+def _sweep_finished(out: Path, datasets, losses, seeds) -> bool:
+    return all((job.run_dir(out) / "metrics.json").exists() for job in plan(datasets, losses, seeds))
+
+
+# ---------------------------------------------------------------- command line
+SWEEP_FIELDS = ("dataset", "loss", "seed", "out", "init_weights", "data_root")  # set per run by the sweep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``medsegloss bench`` options: the sweep's own, then one flag per remaining config field
+    (the same flags as ``medsegloss train``)."""
+    import dataclasses
+    import typing
+
+    from medsegloss.experiment.config import Config, field_help
+    from medsegloss.experiment.train import _argument_for
+
+    parser = argparse.ArgumentParser(
+        prog="medsegloss bench", description=__doc__.split("\n\n")[1].strip(),
+        epilog="examples:\n  medsegloss bench                       # the default benchmark (~7 min on 2 CPU cores)\n"
+               "  medsegloss bench --losses ce dice \"ce + 0.5*dice\" --seeds 0 1 --epochs 4\n"
+               "  medsegloss bench --preset paper --data-root covid-ct=/data/covid --data-root acdc=/data/ACDC\n"
+               "  medsegloss bench --shard $SLURM_ARRAY_TASK_ID/8 --out /scratch/bench   # one of 8 machines",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("default", "paper"), default="default",
+                        help="default: the CPU benchmark on the phantoms; paper: the seed paper's experiment "
+                             "(UNet base 64, 256x256, Adam lr 0.01, 100 epochs, ce vs ce + 1.0*dice on covid-ct and acdc)")
+    parser.add_argument("--losses", nargs="+", metavar="LOSS",
+                        help=f"registry names or build() strings (default: {' '.join(DEFAULT_LOSSES)})")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME", help=f"default: {' '.join(DEFAULT_DATASETS)}")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="K", help="seed values (default: 0 1 2)")
+    parser.add_argument("--data-root", action="append", metavar="NAME=DIR", help="a dataset's folder (repeatable)")
+    parser.add_argument("--out", default="runs/bench", help="benchmark folder (default: runs/bench)")
+    parser.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="i/n",
+                        help="run every n-th run from the i-th (1-based), e.g. a SLURM array task")
+    parser.add_argument("--baseline", default="ce", help="the loss the report tests the others against (default: ce)")
+    parser.add_argument("--no-report", action="store_true", help="train only; write no report")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    hints, helps = typing.get_type_hints(Config), field_help()
+    group = parser.add_argument_group("experiment settings (config fields; default: the preset's)")
+    for field in dataclasses.fields(Config):
+        if field.name not in SWEEP_FIELDS:
+            group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
+                               help=helps.get(field.name, ""), **_argument_for(hints[field.name]))
+    return parser
+
+
+def sweep_from_args(args) -> tuple:
+    """(base config, datasets, losses, seeds, data roots) from parsed arguments."""
+    from medsegloss.experiment.config import Config
+
+    own = {"preset", "losses", "datasets", "seeds", "data_root", "out", "shard", "baseline", "no_report", "quiet"}
+    given = {key: value for key, value in vars(args).items() if key not in own}
+    if args.preset == "paper":
+        base = Config.preset("paper", **{**PAPER["settings"], **given})
+        datasets, losses, seeds = PAPER["datasets"], PAPER["losses"], PAPER["seeds"]
+    else:
+        base = Config.preset("default", **{**DEFAULT_SETTINGS, **given})
+        datasets, losses, seeds = DEFAULT_DATASETS, DEFAULT_LOSSES, DEFAULT_SEEDS
+    datasets = list(dict.fromkeys(args.datasets or datasets))
+    losses = split_losses(args.losses or losses)
+    seeds = list(dict.fromkeys(args.seeds if args.seeds is not None else seeds))
+    roots = parse_data_roots(args.data_root, datasets)
+    return base, datasets, losses, seeds, roots
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    try:
+        base, datasets, losses, seeds, roots = sweep_from_args(args)
+        out = Path(args.out)
+        outcome = run_sweep(base, datasets, losses, seeds, out, shard=args.shard, roots=roots, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"medsegloss bench: error: {error}", file=sys.stderr)
+        return 2
+    for job, error in outcome["failed"]:
+        print(f"failed: {job.run_dir(out)}: {error}", file=sys.stderr)
+    if args.no_report:
+        pass
+    elif args.shard[1] > 1 and not _sweep_finished(out, datasets, losses, seeds):
+        print(f"shard {args.shard[0]}/{args.shard[1]} done; when every shard is, merge them: "
+              f"medsegloss report OUT1 OUT2 ... --dest DIR")
+    else:
+        from medsegloss.experiment.report import main_table, write_report
+
+        try:
+            path = write_report([out], out, baseline=args.baseline)
+        except ValueError as error:  # e.g. every run failed
+            print(f"medsegloss bench: no report: {error}", file=sys.stderr)
+            return 1
+        print("\n" + main_table(out))
+        print(f"\nreport: {path}  (and {out / 'report.html'})")
+    print(f"bench: {outcome['trained']} trained, {outcome['skipped']} skipped, {len(outcome['failed'])} failed "
+          f"in {time.perf_counter() - started:.0f} s")
+    return 1 if outcome["failed"] else 0
