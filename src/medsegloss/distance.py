@@ -21,6 +21,8 @@ Conventions
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -124,3 +126,120 @@ def surface(mask) -> np.ndarray:
             interior[tuple(edge)] = False
         interior[tuple(inner)] &= mask[tuple(before)] & mask[tuple(after)]
     return mask & ~interior
+
+
+def bounding_box(*masks) -> tuple[slice, ...] | None:
+    """The smallest box holding the foreground of every mask, as slices (``None`` if all empty).
+
+    Cropping to it loses nothing for surfaces: ``surface(mask[box]) == surface(mask)[box]``,
+    because every voxel just outside the box is background, as is the image edge.
+
+    >>> m = np.zeros((4, 6), bool); m[1, 2] = m[2, 4] = True
+    >>> bounding_box(m)
+    (slice(1, 3, None), slice(2, 5, None))
+    """
+    union = None
+    for mask in masks:
+        mask = _as_numpy_mask(mask)
+        union = mask if union is None else union | mask
+    box = []
+    for axis in range(union.ndim):
+        # one reduction over the other axes per axis: cheaper than np.nonzero on a large mask
+        present = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        if present.size == 0:
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def surface_distances(pred, ref, spacing=None, max_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Directed surface distances between two non-empty masks, in spacing units.
+
+    Returns ``(pred_to_ref, ref_to_pred)``: for every :func:`surface` voxel of ``pred`` (in C
+    order) the Euclidean distance from its centre to the nearest surface voxel centre of ``ref``,
+    and the same the other way. These are the distances medpy's ``hd``/``hd95``/``assd`` take
+    (surface = ``mask ^ binary_erosion(mask)`` with the face-connected structure, image edge
+    outside) and the ones MONAI, MetricsReloaded and surface-distance reduce.
+
+    How: both masks are cropped to the bounding box of their union (exact, see
+    :func:`bounding_box`); each surface voxel then looks for the other surface at the offsets of
+    a small window in increasing order of their exact distance, so the first hit is its nearest
+    neighbour. Voxels with no hit inside the window go to a KD-tree over the other surface, so
+    the result is exact either way. On near-correct segmentations almost every voxel is
+    settled in a few offsets, which is several times faster than a dense distance transform of
+    the box (measured in ``benchmarks/metrics.py``).
+
+    Args:
+        max_distance: distances larger than this may be returned as ``inf`` (enough for a
+            tolerance test such as the surface Dice, and faster). ``None``: all exact.
+
+    Shape:
+        pred, ref: ``(H, W)`` or ``(D, H, W)``, bool or 0/1, same shape, both non-empty.
+        Returns two float64 1-D arrays (lengths: the numbers of surface voxels).
+    """
+    pred, ref = _as_numpy_mask(pred), _as_numpy_mask(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"pred and ref must have the same shape, got {pred.shape} and {ref.shape}")
+    spacing = np.asarray(check_spacing(spacing, pred.ndim))
+    box = bounding_box(pred, ref)
+    pred_surface, ref_surface = (surface(pred[box]), surface(ref[box])) if box else (pred, ref)
+    if not pred_surface.any() or not ref_surface.any():
+        raise ValueError("surface_distances needs two non-empty masks (a surface to measure from and to)")
+    return (
+        _nearest_surface_distance(pred_surface, ref_surface, spacing, max_distance),
+        _nearest_surface_distance(ref_surface, pred_surface, spacing, max_distance),
+    )
+
+
+# A window search stops once it has looked up this many offsets per source voxel on average;
+# beyond that a KD-tree query (~0.5-2 us per voxel) is the cheaper way to finish.
+_WINDOW_BUDGET = 32
+
+
+def _nearest_surface_distance(source: np.ndarray, target: np.ndarray, spacing: np.ndarray,
+                              max_distance: float | None) -> np.ndarray:
+    """Distance from each ``source`` voxel to the nearest ``target`` voxel (both bool, same shape)."""
+    radius = 3.0 * float(spacing.max())  # a few voxels: where near-correct surfaces meet
+    if max_distance is not None:
+        radius = min(radius, float(max_distance))
+    offsets, distances, half_width = _window(tuple(spacing.tolist()), radius)
+    padding = [(k, k) for k in half_width]  # every window offset stays inside the padded array
+    lookup = np.pad(target, padding).ravel()
+    shape = tuple(n + 2 * k for n, k in zip(target.shape, half_width))
+    strides = np.array([int(np.prod(shape[axis + 1:])) for axis in range(len(shape))], dtype=np.intp)
+    flat = np.flatnonzero(np.pad(source, padding))  # indices into the padded arrays
+    result = np.full(flat.size, np.inf)
+    remaining = np.arange(flat.size)
+    budget = _WINDOW_BUDGET * flat.size
+    for offset, distance in zip(offsets @ strides, distances):
+        hit = lookup[flat + offset]
+        budget -= flat.size
+        if hit.any():
+            result[remaining[hit]] = distance
+            missed = ~hit
+            remaining, flat = remaining[missed], flat[missed]
+            if remaining.size == 0:
+                return result
+        if budget < 0:
+            break
+    else:
+        if max_distance is not None and radius >= max_distance:
+            return result  # the whole window was searched: what is left lies beyond max_distance
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.argwhere(target) * spacing)
+    queries = (np.stack(np.unravel_index(flat, shape), axis=1) - np.asarray(half_width)) * spacing
+    result[remaining] = tree.query(queries)[0]
+    return result
+
+
+@functools.lru_cache(maxsize=32)
+def _window(spacing: tuple[float, ...], radius: float) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Integer offsets within ``radius`` (spacing units), sorted by their exact length."""
+    half_width = tuple(int(radius // s) for s in spacing)
+    grids = np.meshgrid(*[np.arange(-k, k + 1) for k in half_width], indexing="ij")
+    offsets = np.stack([grid.ravel() for grid in grids], axis=1).astype(np.intp)
+    distances = np.sqrt(((offsets * np.asarray(spacing)) ** 2).sum(axis=1))
+    inside = distances <= radius
+    order = np.argsort(distances[inside], kind="stable")
+    return offsets[inside][order], distances[inside][order], half_width

@@ -1,0 +1,95 @@
+"""Metric registry: name -> function, with direction, unit and empty-mask rule on record.
+
+Registry names are the public vocabulary of ``evaluate(..., metrics=("dice", "hd95"))``, the
+experiment config's ``metrics`` field and ``medsegloss metrics``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+KINDS = ("overlap", "surface")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What the registry knows about a metric."""
+
+    name: str
+    kind: str  # "overlap": from the confusion counts; "surface": from surface distances
+    higher_is_better: bool
+    unit: str  # "fraction" (in [0, 1]) or "spacing units" (mm when the spacing is in mm)
+    perfect: float  # value of a perfect prediction (also: both masks empty, empty="worst")
+    worst: float | None  # worst value; None: the image diagonal (distances)
+    empty_rule: str  # one line: what an empty mask gives (the full table is in the docs)
+    function: Callable  # the public binary-mask function, fn(pred, ref, ...)
+    from_parts: Callable  # fn(counts_or_distances, empty) -> float, used by evaluate
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.function) or ""
+        return doc.splitlines()[0] if doc else ""
+
+    @property
+    def options(self) -> dict[str, object]:
+        """The keyword options of the binary function, with their defaults."""
+        return {
+            name: parameter.default
+            for name, parameter in list(inspect.signature(self.function).parameters.items())[2:]
+            if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+        }
+
+
+_REGISTRY: dict[str, MetricInfo] = {}
+
+
+def register(name: str, *, kind: str, higher_is_better: bool, unit: str, perfect: float,
+             worst: float | None, empty_rule: str, from_parts: Callable):
+    """Function decorator adding a binary-mask metric to the registry under ``name``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def decorator(function):
+        if name in _REGISTRY:
+            raise ValueError(f"metric {name!r} is already registered")
+        _REGISTRY[name] = MetricInfo(name, kind, higher_is_better, unit, perfect, worst, empty_rule,
+                                     function, from_parts)
+        return function
+
+    return decorator
+
+
+def lookup(name: str) -> MetricInfo:
+    """The registry entry of ``name``; an unknown name raises ``ValueError`` naming the closest."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown metric {name!r}.{hint} Registered metrics: {', '.join(available())}"
+        ) from None
+
+
+def available(kind: str | None = None) -> list[str]:
+    """Registered metric names: overlap metrics first, then surface metrics, in registration order."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return [info.name for kind_ in KINDS for info in _REGISTRY.values()
+            if info.kind == kind_ and kind in (None, kind_)]
+
+
+def get(name: str, **options) -> Callable:
+    """The binary-mask function of metric ``name``, with ``options`` bound (e.g. ``tolerance``)."""
+    info = lookup(name)
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        raise TypeError(
+            f"metric {name!r} has no option(s) {', '.join(unknown)}; its options are: "
+            + ", ".join(f"{key}={value!r}" for key, value in info.options.items())
+        )
+    return functools.partial(info.function, **options) if options else info.function
