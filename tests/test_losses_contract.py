@@ -1,0 +1,150 @@
+"""The input contract, checked for every registered loss: registering a loss gets it tested.
+
+Tiny shapes (2×3×8×8, 2×3×4×6×6) keep the whole matrix at a few seconds. Losses marked
+``binary_only`` run on one-channel logits; ``needs_distance`` ones compute their maps from the
+target (and get the same maps as ``dist=`` where the result must match).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import random_labels, random_logits
+from medsegloss import losses
+from medsegloss.distance import signed_distance_map
+
+NAMES = losses.available()
+SHAPES = {"2d": (2, 3, 8, 8), "3d": (2, 3, 4, 6, 6)}
+
+
+def _channels(name: str, shape) -> tuple:
+    """One-channel logits for binary-only losses."""
+    return (shape[0], 1, *shape[2:]) if losses.info(name).binary_only else tuple(shape)
+
+
+def _case(name, shape=SHAPES["2d"], seed=0, scale=1.0):
+    shape = _channels(name, shape)
+    logits = random_logits(shape, seed=seed, scale=scale)
+    labels = random_labels((shape[0], *shape[2:]), shape[1], seed=seed + 1)
+    return logits, labels
+
+
+def _perfect_logits(labels, channels):
+    """Logits whose prediction is the target (±20 for one channel, 20·one-hot otherwise)."""
+    if channels == 1:
+        return 20.0 * (2.0 * labels.unsqueeze(1).float() - 1.0)
+    return 20.0 * torch.nn.functional.one_hot(labels, channels).movedim(-1, 1).float()
+
+
+def _value_and_grad(loss, logits, target):
+    value = loss(logits, target)
+    value.backward()
+    return value, logits.grad
+
+
+@pytest.mark.parametrize("dims", ["2d", "3d"])
+@pytest.mark.parametrize("name", NAMES)
+def test_finite_value_and_gradient_reach_the_logits(name, dims):
+    logits, labels = _case(name, SHAPES[dims])
+    value, grad = _value_and_grad(losses.get(name), logits, labels)
+    assert value.shape == () and torch.isfinite(value)
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_absent_from_the_target(name):
+    logits, labels = _case(name)
+    labels = labels.clone()
+    labels[labels == labels.max()] = 0  # the highest class (the foreground for one channel) is absent
+    value, grad = _value_and_grad(losses.get(name), logits, labels)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saturated_logits_stay_finite(name):
+    logits, labels = _case(name, scale=1000.0)
+    value, grad = _value_and_grad(losses.get(name), logits, labels)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    perfect = (_perfect_logits(labels, logits.shape[1]) * 50).requires_grad_()  # ±1000, p exactly 0 / 1
+    value, grad = _value_and_grad(losses.get(name), perfect, labels)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_computes_in_float32(name):
+    logits, labels = _case(name)
+    half = logits.detach().to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = losses.get(name)(half, labels)
+    value.backward()
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    assert torch.isfinite(half.grad.float()).all()
+    torch.testing.assert_close(value, losses.get(name)(half.detach().float(), labels), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_perfect_prediction_scores_no_higher_than_random(name):
+    loss = losses.get(name)
+    logits, labels = _case(name)
+    perfect = _perfect_logits(labels, logits.shape[1])
+    assert float(loss(perfect, labels)) <= float(loss(logits, labels))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_equals_function(name):
+    info = losses.info(name)
+    assert info.function is not None, f"{name} has no functional form registered"
+    logits, labels = _case(name)
+    if info.needs_distance:
+        dist = signed_distance_map(labels, num_classes=logits.shape[1])
+        expected = info.function(logits, labels, dist=dist)
+        torch.testing.assert_close(losses.get(name)(logits, labels, dist=dist), expected)
+        torch.testing.assert_close(losses.get(name)(logits, labels), expected)  # computes the same maps
+    else:
+        torch.testing.assert_close(losses.get(name)(logits, labels), info.function(logits, labels))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reduction_none_gives_one_value_per_sample(name):
+    if "reduction" not in losses.info(name).options:
+        pytest.skip(f"{name} has no reduction option")
+    logits, labels = _case(name, (3, 3, 8, 8))
+    per_sample = losses.get(name, reduction="none")(logits, labels)
+    assert per_sample.shape == (3,)
+    torch.testing.assert_close(per_sample.mean(), losses.get(name)(logits, labels))
+    torch.testing.assert_close(per_sample.sum(), losses.get(name, reduction="sum")(logits, labels))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_targets_raise_clear_errors(name):
+    loss = losses.get(name)
+    logits, labels = _case(name)
+    n, c, h, w = logits.shape
+    with pytest.raises(ValueError, match=r"integer target must have shape \(N, \*spatial\) = \(2, 8, 8\).*got \(2, 8, 7\)"):
+        loss(logits, labels[..., :7])
+    out_of_range = labels.clone()
+    out_of_range[0, 0, 0] = max(c, 2)
+    with pytest.raises(ValueError, match=rf"target labels must lie in \[0, {max(c, 2) - 1}\].*got values in"):
+        loss(logits, out_of_range)
+    with pytest.raises(ValueError, match=rf"one-hot target has {c + 1} channels but logits have C={c}"):
+        loss(logits, torch.zeros(n, c + 1, h, w))
+
+
+@pytest.mark.parametrize("name", [name for name in NAMES if not losses.info(name).binary_only])
+def test_one_channel_logits_are_binary(name):
+    loss = losses.get(name)
+    logits, labels = random_logits((2, 1, 8, 8), seed=3), random_labels((2, 8, 8), 1, seed=4)
+    value, grad = _value_and_grad(loss, logits, labels)
+    assert torch.isfinite(value) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert float(loss(_perfect_logits(labels, 1), labels)) <= float(value)
+    with pytest.raises(ValueError, match="target labels must lie in"):
+        loss(logits, labels + 1)  # label 2 with one channel: binary means {0, 1}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_entry_is_complete(name):
+    info = losses.info(name)
+    assert info.family in losses.FAMILIES and info.paper and info.summary
+    module = losses.get(name)
+    assert getattr(module, "needs_distance", False) == info.needs_distance
