@@ -1,0 +1,137 @@
+"""The dataset every loader returns: whole cases held in memory, already normalized and resized,
+served as 2-D slices or 3-D volumes.
+
+Loaders (phantom, mni152, acdc, covid, folder) only turn files into :class:`Case` objects; this
+module owns the item format of ``interfaces.md``, so every dataset yields the same dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger("medsegloss.data")
+
+ON_ERROR = ("raise", "skip")
+
+
+class DatasetError(ValueError):
+    """Bad data on disk (missing root, corrupt file, shape mismatch, label out of range, missing
+    mask). The message names the file."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One volume of a dataset, ready to serve.
+
+    Attributes:
+        id: case id, unique in the dataset (e.g. ``"patient001_ED"``).
+        image: ``(D, H, W)`` normalized intensities (float32, or float16 where memory matters).
+        label: ``(D, H, W)`` uint8 class indices in ``[0, num_classes)``.
+        spacing: ``(sz, sy, sx)`` voxel size of ``image`` (after resizing), array-axis order.
+        single: a single 2-D image (no volume): its items have ``"slice": -1``.
+    """
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, float, float]
+    single: bool = False
+
+
+def handle_bad(message: str, on_error: str) -> None:
+    """Raise :class:`DatasetError` (``on_error="raise"``), or log a warning and let the caller skip
+    the case (``on_error="skip"``): bad data is never dropped silently."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if on_error == "raise":
+        raise DatasetError(message)
+    log.warning("skipped: %s", message)
+
+
+def check_labels(label: np.ndarray, num_classes: int, path) -> None:
+    """Every label value must be a class index; the error names the file and the values found."""
+    if label.size and (label.min() < 0 or label.max() >= num_classes):
+        values = np.unique(label)
+        bad = values[(values < 0) | (values >= num_classes)]
+        raise DatasetError(
+            f"{path}: label values {bad.tolist()} lie outside the {num_classes} declared classes "
+            f"[0, {num_classes - 1}] (values found: {values.tolist()[:20]})"
+        )
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Cases of one split, served as slices (``dims=2``) or volumes (``dims=3``).
+
+    Items: ``{"image": float32 (1, H, W) | (1, D, H, W), "label": int64 (H, W) | (D, H, W),
+    "case": str, "slice": int (-1 for volumes and single images), "spacing": tuple}`` with the
+    in-plane ``(sy, sx)`` spacing for slices and ``(sz, sy, sx)`` for volumes.
+    """
+
+    def __init__(self, cases: list[Case], *, name: str, class_names: list[str], dims: int,
+                 split: dict[str, list[str]], split_name: str, options: dict | None = None):
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 (slices) or 3 (volumes), got {dims!r}")
+        self.name = name
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.dims = dims
+        self.split = {key: list(value) for key, value in split.items()}
+        self.split_name = split_name
+        self.options = dict(options or {})
+        self._cases = list(cases)
+        self._by_id = {case.id: case for case in self._cases}
+        if dims == 2:
+            self._index = [(c, z) for c, case in enumerate(self._cases) for z in range(case.image.shape[0])]
+        else:
+            self._index = [(c, -1) for c in range(len(self._cases))]
+
+    @property
+    def cases(self) -> list[str]:
+        """The ids of this split's cases, in order."""
+        return [case.id for case in self._cases]
+
+    def case(self, case_id: str) -> Case:
+        """The whole :class:`Case` (normalized image and label volumes, spacing)."""
+        try:
+            return self._by_id[case_id]
+        except KeyError:
+            raise KeyError(f"case {case_id!r} is not in the {self.split_name!r} split of {self.name}") from None
+
+    def volume_spacing(self, case_id: str) -> tuple[float, float, float]:
+        """The case's 3-D voxel size ``(sz, sy, sx)`` of the served (resized) arrays."""
+        return self.case(case_id).spacing
+
+    def save_split(self, path) -> None:
+        """Write the split (every split's case ids) as JSON, atomically."""
+        from medsegloss.data.splits import save_split
+
+        save_split(self.split, path, dataset=self.name)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        case_index, z = self._index[index]
+        case = self._cases[case_index]
+        if self.dims == 3:
+            image, label, spacing, slice_ = case.image, case.label, case.spacing, -1
+        else:
+            image, label, spacing = case.image[z], case.label[z], case.spacing[1:]
+            slice_ = -1 if case.single else z
+        return {
+            "image": torch.from_numpy(np.array(image, dtype=np.float32)[None]),  # a copy, never a view
+            "label": torch.from_numpy(np.asarray(label, dtype=np.int64)),
+            "case": case.id,
+            "slice": slice_,
+            "spacing": tuple(float(s) for s in spacing),
+        }
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name!r}, split={self.split_name!r}, cases={len(self._cases)}, "
+                f"items={len(self)}, dims={self.dims}, classes={self.class_names})")

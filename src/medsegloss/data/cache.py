@@ -1,0 +1,97 @@
+"""Decode each volume once: an in-memory cache, plus an optional on-disk ``.npy`` cache.
+
+Keys hold each source file's absolute path, modification time and size, plus every option that
+changes the result (size, normalization, target...), so an edited file or a new option is
+decoded afresh and nothing stale is served. The memory cache keeps the most recently used
+results up to ``MEDSEGLOSS_CACHE_MB`` (default 4096) MiB; the disk cache (``cache_dir=`` or the
+``MEDSEGLOSS_CACHE_DIR`` environment variable) stores ``<hash>.image.npy``, ``<hash>.label.npy``
+and ``<hash>.json`` (written last, atomically: its presence marks a complete entry) and maps the
+arrays back read-only, so even large CT collections cost page cache rather than process memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from medsegloss.data.base import Case
+
+_MEMORY: OrderedDict[str, Case] = OrderedDict()
+
+
+def file_key(path) -> tuple[str, int, int]:
+    """``(absolute path, mtime in ns, size)``: changes whenever the file does."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def _limit_bytes() -> int:
+    return int(float(os.environ.get("MEDSEGLOSS_CACHE_MB", 4096)) * 2**20)
+
+
+def _remember(key: str, case: Case) -> None:
+    _MEMORY[key] = case
+    _MEMORY.move_to_end(key)
+    total = sum(c.image.nbytes + c.label.nbytes for c in _MEMORY.values() if not isinstance(c.image, np.memmap))
+    while total > _limit_bytes() and len(_MEMORY) > 1:
+        _, old = _MEMORY.popitem(last=False)
+        if not isinstance(old.image, np.memmap):
+            total -= old.image.nbytes + old.label.nbytes
+
+
+def _atomic_save(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode) as file:
+            write(file)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def _disk_dir(cache_dir) -> Path | None:
+    cache_dir = cache_dir if cache_dir is not None else os.environ.get("MEDSEGLOSS_CACHE_DIR")
+    return Path(cache_dir) if cache_dir else None
+
+
+def cached_case(key: tuple, compute: Callable[[], Case], cache_dir=None) -> Case:
+    """The :class:`Case` for ``key``, computed by ``compute()`` on a miss.
+
+    ``key`` must hold everything the result depends on: :func:`file_key` of each file read and
+    the options used.
+    """
+    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:24]
+    if digest in _MEMORY:
+        _MEMORY.move_to_end(digest)
+        return _MEMORY[digest]
+    folder = _disk_dir(cache_dir)
+    meta_path = folder / f"{digest}.json" if folder else None
+    if meta_path is not None and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        case = Case(meta["id"], np.load(folder / f"{digest}.image.npy", mmap_mode="r"),
+                    np.load(folder / f"{digest}.label.npy", mmap_mode="r"), tuple(meta["spacing"]),
+                    meta["single"])
+    else:
+        case = compute()
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_save(folder / f"{digest}.image.npy", lambda f: np.save(f, case.image))
+            _atomic_save(folder / f"{digest}.label.npy", lambda f: np.save(f, case.label))
+            meta = {"id": case.id, "spacing": list(case.spacing), "single": case.single, "key": repr(key)}
+            _atomic_save(meta_path, lambda f: json.dump(meta, f), mode="w")
+    _remember(digest, case)
+    return case
+
+
+def clear() -> None:
+    """Forget every in-memory entry (the disk cache is left alone)."""
+    _MEMORY.clear()

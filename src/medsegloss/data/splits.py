@@ -1,0 +1,156 @@
+"""Train / val / test splits by case (never by slice), deterministic from a seed, saved as JSON.
+
+A split assigns *units* to parts: a unit is a patient (ACDC: its ED and ES volumes go together),
+a slab (mni152) or simply a case. With groups (ACDC's pathology), each part takes its share of
+every group (largest-remainder rounding, so the totals match the fractions as closely as the
+counts allow). Saving the split with a run and reloading it (``split_file=``) makes every loss of
+a benchmark see exactly the same cases.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+PARTS = ("train", "val", "test")
+
+
+def _largest_remainder(total: int, sizes: list[int]) -> list[int]:
+    """Share ``total`` among groups proportionally to ``sizes``, in integers summing to ``total``."""
+    whole = sum(sizes)
+    if whole == 0:
+        return [0] * len(sizes)
+    quotas = [total * size / whole for size in sizes]
+    counts = [math.floor(q) for q in quotas]
+    order = sorted(range(len(sizes)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _part_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Numbers of val and test units: rounded fractions, at least one each when asked for and there
+    are enough units, and always at least one training unit."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
+    n_test = round(n * test_fraction)
+    n_val = round(n * val_fraction)
+    if n >= 3:
+        n_test = max(n_test, 1 if test_fraction > 0 else 0)
+        n_val = max(n_val, 1 if val_fraction > 0 else 0)
+    while n_test + n_val >= n and n_test + n_val > 0:  # keep a training unit
+        if n_val >= n_test and n_val > 0:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_val, n_test
+
+
+def make_split(case_ids: Sequence[str], *, seed: int = 0, val_fraction: float = 0.1,
+               test_fraction: float = 0.2, unit_of: Callable[[str], str] | None = None,
+               group_of: Callable[[str], str] | None = None) -> dict[str, list[str]]:
+    """Deterministic split of ``case_ids`` into ``{"train", "val", "test"}`` lists.
+
+    Args:
+        unit_of: case id -> unit id; cases of one unit always land in the same part.
+        group_of: unit id -> stratum (e.g. pathology group); each part takes its share of each.
+
+    >>> split = make_split([f"c{i}" for i in range(10)], seed=1)
+    >>> [len(split[part]) for part in PARTS]
+    [7, 1, 2]
+    >>> split == make_split([f"c{i}" for i in reversed(range(10))], seed=1)  # order-independent
+    True
+    """
+    unit_of = unit_of or (lambda case: case)
+    group_of = group_of or (lambda unit: "")
+    units = sorted({unit_of(case) for case in case_ids})
+    n_val, n_test = _part_sizes(len(units), val_fraction, test_fraction)
+    by_group: dict[str, list[str]] = {}
+    for unit in units:
+        by_group.setdefault(str(group_of(unit)), []).append(unit)
+    names = sorted(by_group)
+    rng = np.random.default_rng(seed)
+    shuffled = {name: [by_group[name][i] for i in rng.permutation(len(by_group[name]))] for name in names}
+    sizes = [len(shuffled[name]) for name in names]
+    tests = _largest_remainder(n_test, sizes)
+    vals = _largest_remainder(n_val, [size - t for size, t in zip(sizes, tests)])
+    part_of = {}
+    for name, n_t, n_v in zip(names, tests, vals):
+        for position, unit in enumerate(shuffled[name]):
+            part_of[unit] = "test" if position < n_t else "val" if position < n_t + n_v else "train"
+    split = {part: [] for part in PARTS}
+    for case in sorted(case_ids):
+        split[part_of[unit_of(case)]].append(case)
+    return split
+
+
+def save_split(split: dict[str, list[str]], path, **meta) -> None:
+    """Write ``split`` (plus ``meta`` such as the dataset name) as JSON, atomically."""
+    path = Path(path)
+    content = {**meta, **{part: list(split.get(part, [])) for part in PARTS}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(content, file, indent=1)
+            file.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def load_split(path, case_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Read a split JSON; with ``case_ids``, every listed case must exist in the dataset."""
+    from medsegloss.data.base import DatasetError
+
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"split file {path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"split file {path} is not readable JSON: {error}") from None
+    if not isinstance(content, dict) or not all(isinstance(content.get(p, []), list) for p in PARTS):
+        raise DatasetError(f"split file {path} must hold a JSON object with lists 'train', 'val', 'test'")
+    split = {part: [str(case) for case in content.get(part, [])] for part in PARTS}
+    seen: dict[str, str] = {}
+    for part in PARTS:
+        for case in split[part]:
+            if case in seen:
+                raise DatasetError(f"split file {path}: case {case!r} is in both {seen[case]!r} and {part!r}")
+            seen[case] = part
+    if case_ids is not None:
+        missing = sorted(set(seen) - set(case_ids))
+        if missing:
+            raise DatasetError(
+                f"split file {path} names {len(missing)} case(s) the dataset does not have: {missing[:10]}"
+            )
+    return split
+
+
+def resolve_split(case_ids: Sequence[str], *, split_file=None, seed: int = 0, val_fraction: float = 0.1,
+                  test_fraction: float = 0.2, unit_of=None, group_of=None) -> dict[str, list[str]]:
+    """The split a dataset uses: the saved one when ``split_file`` is given, else a new one."""
+    if split_file is not None:
+        return load_split(split_file, case_ids)
+    return make_split(case_ids, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                      unit_of=unit_of, group_of=group_of)
+
+
+def select(split: dict[str, list[str]], split_name: str, case_ids: Sequence[str]) -> list[str]:
+    """The case ids of one part (``"all"`` = every case of the dataset)."""
+    if split_name == "all":
+        return list(case_ids)
+    if split_name not in PARTS:
+        raise ValueError(f"split must be one of {PARTS + ('all',)}, got {split_name!r}")
+    return list(split[split_name])
