@@ -58,7 +58,7 @@ def _ratio(numerator: int, denominator: int, both_empty: bool, empty: str) -> fl
         return numerator / denominator
     if both_empty:
         return 1.0
-    return math.nan if check_empty(empty) == "nan" else 0.0
+    return math.nan if empty == "nan" else 0.0
 
 
 def _dice(c: Counts, empty: str = "nan") -> float:
@@ -104,7 +104,7 @@ def dice(pred, ref, *, empty: str = "nan") -> float:
     Shape:
         pred, ref: ``(H, W)`` or ``(D, H, W)``, bool or 0/1 (NumPy or torch). Returns a float.
     """
-    return _dice(confusion(pred, ref), empty)
+    return _dice(confusion(pred, ref), check_empty(empty))
 
 
 @register("iou", **_FRACTION, from_parts=_iou, empty_rule="both empty: 1; one empty: 0")
@@ -117,7 +117,7 @@ def iou(pred, ref, *, empty: str = "nan") -> float:
     Shape:
         pred, ref: ``(H, W)`` or ``(D, H, W)``, bool or 0/1. Returns a float.
     """
-    return _iou(confusion(pred, ref), empty)
+    return _iou(confusion(pred, ref), check_empty(empty))
 
 
 @register("pixel_error", higher_is_better=False, unit="fraction", perfect=0.0, worst=1.0, kind="overlap",
@@ -145,7 +145,7 @@ def precision(pred, ref, *, empty: str = "nan") -> float:
     Shape:
         pred, ref: ``(H, W)`` or ``(D, H, W)``, bool or 0/1. Returns a float.
     """
-    return _precision(confusion(pred, ref), empty)
+    return _precision(confusion(pred, ref), check_empty(empty))
 
 
 @register("recall", **_FRACTION, from_parts=_recall,
@@ -156,7 +156,7 @@ def recall(pred, ref, *, empty: str = "nan") -> float:
     Shape:
         pred, ref: ``(H, W)`` or ``(D, H, W)``, bool or 0/1. Returns a float.
     """
-    return _recall(confusion(pred, ref), empty)
+    return _recall(confusion(pred, ref), check_empty(empty))
 
 
 sensitivity = recall
@@ -170,7 +170,7 @@ def specificity(pred, ref, *, empty: str = "nan") -> float:
     Shape:
         pred, ref: ``(H, W)`` or ``(D, H, W)``, bool or 0/1. Returns a float.
     """
-    return _specificity(confusion(pred, ref), empty)
+    return _specificity(confusion(pred, ref), check_empty(empty))
 
 
 @register("volume_similarity", **_FRACTION, from_parts=_volume_similarity,
