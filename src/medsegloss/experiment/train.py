@@ -68,18 +68,25 @@ def loss_names(config: Config) -> list[str]:
 
 
 def check_config(config: Config) -> None:
-    """Fail before any work on an unknown dataset or loss, a bad option, or a missing data root."""
+    """Fail before any work on an unknown dataset, loss or option, or a missing data root."""
+    import inspect
+
     from medsegloss import data
 
-    if config.dataset not in data.available():
-        import difflib
-
-        close = difflib.get_close_matches(config.dataset, data.available(), n=3, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown dataset {config.dataset!r}.{hint} Datasets: {', '.join(data.available())}")
+    info = data.info(config.dataset)  # an unknown name fails here, naming the closest
     if config.data_root is not None and not Path(config.data_root).exists():
         raise FileNotFoundError(f"data root {config.data_root} of dataset {config.dataset!r} does not exist")
+    if config.data_root is None and info.needs_root:
+        raise ValueError(f"dataset {config.dataset!r} needs --data-root (the folder holding its files)")
+    parameters = inspect.signature(data.loader(config.dataset)).parameters.values()
+    accepted = {p.name for p in parameters if p.kind == p.KEYWORD_ONLY}
+    unknown = sorted(set(config.dataset_options) - accepted)
+    if unknown:
+        raise ValueError(f"dataset {config.dataset!r} has no option(s) {', '.join(unknown)}; "
+                         f"its options: {', '.join(sorted(accepted))}")
     make_loss(config)
+    if info.class_names:  # known before loading (a folder dataset's classes are known only after)
+        _check_binary_only(config, output_channels(config, len(info.class_names)))
     if config.init_weights is not None and not Path(config.init_weights).is_file():
         raise FileNotFoundError(f"init_weights file {config.init_weights} does not exist")
 

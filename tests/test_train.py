@@ -1,0 +1,258 @@
+"""The trainer end to end on tiny phantoms: run directory format, determinism, resume after an
+interruption equal to an uninterrupted run, per-case volume evaluation, cached distance maps,
+non-finite losses and clear errors before any work."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from medsegloss.experiment import train
+from medsegloss.experiment.config import Config
+
+TIMING = {"seconds", "train_seconds", "images_per_second"}  # the only fields allowed to differ
+
+
+def tiny(**changes) -> Config:
+    """5 cardiac cases x 3 slices of 32x32 (3 train cases = 3 steps of 3 slices), a 4-wide UNet."""
+    settings = dict(dataset="phantom-cardiac", image_size=32, base_width=4, depth=2, epochs=2, batch_size=3,
+                    dataset_options={"num_cases": 5, "slices_per_case": 3}, loss="ce + 1.0*dice",
+                    val_fraction=0.2, test_fraction=0.2, lr=0.01)
+    return Config(**{**settings, **changes})
+
+
+def trip_loss(monkeypatch, at_call: int, action: str):
+    """Make the trainer's loss raise KeyboardInterrupt (Ctrl-C) or return NaN at call ``at_call``."""
+    make_loss = train.make_loss
+
+    def patched(config):
+        loss = make_loss(config)
+        forward, calls = loss.forward, [0]
+
+        def tripping(logits, target, **options):
+            calls[0] += 1
+            if calls[0] == at_call:
+                if action == "interrupt":
+                    raise KeyboardInterrupt
+                return forward(logits, target, **options) * float("nan")
+            return forward(logits, target, **options)
+
+        loss.forward = tripping
+        return loss
+
+    monkeypatch.setattr(train, "make_loss", patched)
+
+
+def weights(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def lines_without_timing(run_dir) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in line.items() if key not in TIMING} for line in lines]
+
+
+def result_without_cost(run_dir) -> dict:
+    result = json.loads((run_dir / "metrics.json").read_text())
+    result.pop("cost")
+    return result
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a loaded machine OpenMP's thread sync makes
+    each op wait for a descheduled thread (10x slower steps); one thread keeps these tests fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted 3-epoch run, shared by the determinism and resume tests."""
+    out = tmp_path_factory.mktemp("reference")
+    result = train.fit(tiny(epochs=3), out, quiet=True)
+    return out, result
+
+
+def test_run_directory_holds_the_documented_files(reference_run):
+    out, result = reference_run
+    assert {p.name for p in out.iterdir()} >= {"config.json", "split.json", "metrics.jsonl", "last.pt",
+                                               "best.pt", "metrics.json"}
+    assert Config.from_dict(json.loads((out / "config.json").read_text())) == tiny(epochs=3)
+    split = json.loads((out / "split.json").read_text())
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (3, 1, 1)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3] and [line["step"] for line in lines] == [3, 6, 9]
+    for line in lines:
+        assert {"epoch", "step", "train_loss", "terms", "val", "lr", "seconds"} <= set(line)
+        assert set(line["terms"]) == {"ce", "dice"} and line["lr"] == 0.01
+        # the total is the weighted sum of the epoch-averaged terms
+        assert line["train_loss"] == pytest.approx(line["terms"]["ce"] + line["terms"]["dice"], rel=1e-5)
+        assert {row["class"] for row in line["val"]} >= {1, 2, 3}
+    assert set(result) == {"config", "epochs", "best_epoch", "val", "test_rows", "test", "cost"}
+    assert result["epochs"] == 3
+    best = max(lines, key=lambda line: line["val_dice"])
+    assert result["best_epoch"] == best["epoch"] and result["val"] == best["val"]
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == result["best_epoch"]
+    assert set(result["cost"]) == {"seconds_per_step", "peak_memory_mb", "train_seconds"}
+    assert result["cost"]["seconds_per_step"] > 0 and result["cost"]["peak_memory_mb"] > 10
+    # the test rows: one per test case (a whole volume) and foreground class
+    assert [(row["case"], row["class"]) for row in result["test_rows"]] == [(split["test"][0], c) for c in (1, 2, 3)]
+    assert train.fit(tiny(epochs=3), out) == result  # finished: the stored result, no training
+
+
+def test_same_config_and_seed_give_the_same_weights(reference_run, tmp_path):
+    out, _ = reference_run
+    train.fit(tiny(epochs=3), tmp_path, quiet=True)
+    assert_same_weights(weights(out / "last.pt"), weights(tmp_path / "last.pt"))
+    assert lines_without_timing(out) == lines_without_timing(tmp_path)
+    assert result_without_cost(out) == result_without_cost(tmp_path)
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_path, monkeypatch, capsys):
+    out, _ = reference_run
+    trip_loss(monkeypatch, at_call=5, action="interrupt")  # Ctrl-C at step 5, in epoch 2
+    code = train.main(["--dataset", "phantom-cardiac", "--image-size", "32", "--base-width", "4", "--depth", "2",
+                       "--epochs", "3", "--batch-size", "3", "--dataset-options", '{"num_cases": 5, "slices_per_case": 3}',
+                       "--loss", "ce + 1.0*dice", "--lr", "0.01", "--out", str(tmp_path), "--quiet"])
+    assert code == 130 and f"--resume {tmp_path}" in capsys.readouterr().err
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
+    assert not (tmp_path / "metrics.json").exists()
+    monkeypatch.undo()
+    assert train.main(["--resume", str(tmp_path), "--quiet"]) == 0
+    assert_same_weights(weights(out / "last.pt"), weights(tmp_path / "last.pt"))
+    assert_same_weights(weights(out / "best.pt"), weights(tmp_path / "best.pt"))
+    assert lines_without_timing(out) == lines_without_timing(tmp_path)
+    reference, resumed = result_without_cost(out), result_without_cost(tmp_path)
+    assert resumed.pop("config")["out"] == str(tmp_path) and reference.pop("config")["out"] is None
+    assert resumed == reference
+
+
+def test_initial_state_is_the_fit_starting_point(reference_run, tmp_path):
+    out, _ = reference_run
+    state = train.initial_state(tiny(epochs=3))
+    assert not all(torch.equal(state[k], v) for k, v in train.initial_state(tiny(seed=1)).items())
+    torch.save(state, tmp_path / "init.pt")
+    config = tiny(epochs=3, init_weights=str(tmp_path / "init.pt"))
+    train.fit(config, tmp_path / "run", quiet=True)
+    assert_same_weights(weights(out / "last.pt"), weights(tmp_path / "run" / "last.pt"))
+
+
+def test_validation_scores_whole_volumes_with_their_spacing(reference_run, monkeypatch):
+    """Rows are per case: the case's slices stacked in order, scored with its 3-D spacing;
+    recomputed here from best.pt with a plain NumPy Dice."""
+    from medsegloss import data, metrics
+
+    out, result = reference_run
+    model, config = train.load_checkpoint(out / "best.pt")
+    test = data.get_dataset("phantom-cardiac", split="test", size=32, split_file=str(out / "split.json"),
+                            **config.dataset_options)
+    (case,) = test.cases
+    items = sorted((test[i] for i in range(len(test))), key=lambda item: item["slice"])
+    with torch.no_grad():
+        predicted = model(torch.stack([item["image"] for item in items])).argmax(1).numpy()
+    label = np.stack([item["label"].numpy() for item in items])
+    for row in result["test_rows"]:
+        p, t = predicted == row["class"], label == row["class"]
+        expected = 2 * (p & t).sum() / (p.sum() + t.sum()) if p.sum() + t.sum() else float("nan")
+        assert row["dice"] == pytest.approx(expected, abs=1e-12, nan_ok=True)
+    seen = {}
+    real = metrics.evaluate
+
+    def spy(predictions, labels, num_classes, spacing=None, **options):
+        seen.update(shapes=[p.shape for p in predictions], spacing=spacing, cases=options["case_ids"])
+        return real(predictions, labels, num_classes, spacing=spacing, **options)
+
+    monkeypatch.setattr(metrics, "evaluate", spy)
+    rows = train.evaluate(model, test, metrics=("dice", "hd95"))
+    assert seen == {"shapes": [(3, 32, 32)], "spacing": [test.volume_spacing(case)], "cases": [case]}
+    assert [row["dice"] for row in rows] == pytest.approx([row["dice"] for row in result["test_rows"]], nan_ok=True)
+    assert all("hd95" in row for row in rows)
+
+
+def test_distance_maps_come_cached_from_the_pipeline(tmp_path, monkeypatch):
+    """A boundary loss gets ``dist`` from the data pipeline: the signed distance map of the
+    batch's target (one channel for a one-channel binary model), computed once per item."""
+    from medsegloss import distance
+
+    calls, received = [0], []
+    real_map = distance.signed_distance_map
+
+    def counting_map(*args, **kwargs):
+        calls[0] += 1
+        return real_map(*args, **kwargs)
+
+    monkeypatch.setattr(distance, "signed_distance_map", counting_map)
+    make_loss = train.make_loss
+
+    def spying_make_loss(config):
+        loss = make_loss(config)
+        forward = loss.forward
+
+        def spy(logits, target, dist=None):
+            received.append((logits.shape, target.clone(), dist))
+            return forward(logits, target, dist=dist)
+
+        loss.forward = spy
+        return loss
+
+    monkeypatch.setattr(train, "make_loss", spying_make_loss)
+    config = tiny(dataset="phantom-lesion", loss="dice + 0.5*boundary", epochs=2)
+    result = train.fit(config, tmp_path, quiet=True)
+    train_items = 3 * 3
+    assert calls[0] == train_items  # once per item over two epochs: cached
+    assert len(received) == 6
+    for shape, target, dist in received:
+        assert shape[1] == 1 and dist is not None and dist.shape == (shape[0], 1, 32, 32)
+        torch.testing.assert_close(dist, real_map(target, num_classes=1), rtol=0, atol=0)
+    line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert set(line["terms"]) == {"dice", "boundary"}
+    assert {row["class"] for row in result["test_rows"]} == {1}
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch, capsys):
+    trip_loss(monkeypatch, at_call=5, action="nan")
+    with pytest.raises(train.NonFiniteLossError, match="at epoch 2, step 5"):
+        train.fit(tiny(epochs=3), tmp_path, quiet=True)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1  # the last good checkpoint
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not (tmp_path / "metrics.json").exists()
+    assert train.main(["--resume", str(tmp_path), "--quiet"]) == 1  # the loss still trips at its 5th call
+    assert "epoch 3, step 8" in capsys.readouterr().err  # resumed at step 4 of epoch 2: call 5 = step 8
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--loss", "dcie"], r"unknown loss 'dcie'\. Did you mean: .*dice"),
+    (["--dataset", "phantom-lesoin"], r"unknown dataset 'phantom-lesoin'\. Did you mean: phantom-lesion"),
+    (["--loss", "tversky", "--loss-options", '{"alpah": 0.3}'], r"has no option\(s\) alpah"),
+    (["--loss", "ce + tversky", "--loss-options", '{"alpah": 0.3}'], r"takes option\(s\) alpah"),
+    (["--dataset-options", '{"num_case": 3}'], r"has no option\(s\) num_case"),
+    (["--dataset", "acdc"], "needs --data-root"),
+    (["--data-root", "/nonexistent/acdc", "--dataset", "acdc"], "data root /nonexistent/acdc"),
+    (["--dataset", "phantom-cardiac", "--loss", "bce_iou_ssim"], r"binary \(one-channel\) outputs only"),
+    (["--epochs", "0"], "epochs must be a positive int"),
+    (["--resume", "/nonexistent/run"], "/nonexistent/run/config.json does not exist"),
+])
+def test_clear_errors_before_any_work(flags, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    if "--resume" not in flags:
+        flags = flags + ["--out", str(out)]
+    assert train.main(flags + ["--quiet"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()  # nothing was written
+
+
+def test_a_run_directory_refuses_another_config(reference_run):
+    out, _ = reference_run
+    with pytest.raises(ValueError, match=r"holds a run with another config \(epochs: 3 there, 4 here\)"):
+        train.fit(tiny(epochs=4), out)
