@@ -134,11 +134,12 @@ def lesion_volume(seed: int, index: int, size: int = 256, slices: int = 16):
     lungs *= 1 - organs
     lungs *= _soft((1 - fat - 0.08 - body_r) * ay, edge)  # keep a chest wall
 
-    texture = 25.0 * _smooth_noise(rng, depth, size, cells=max(size // 24, 4), cells_z=4)
+    texture = 35.0 * _smooth_noise(rng, depth, size, cells=max(size // 24, 4), cells_z=4)
+    dependent = 120.0 * np.clip((y - 0.1) / 0.35, 0, 1)  # gravity: denser posterior lung
     hilum = np.minimum(np.hypot(y - 0.0, x - 0.22 * ax), np.hypot(y - 0.0, x + 0.22 * ax))
     vessels_noise = _smooth_noise(rng, depth, size, cells=max(size // 5, 8), cells_z=max(depth // 2, 2))
     vessels = 650.0 * _soft(vessels_noise - (2.4 - 0.9 * np.exp(-(hilum / 0.25) ** 2)), 0.25)
-    parenchyma = -860.0 + texture + vessels
+    parenchyma = -870.0 + texture + dependent + vessels
     image = _mix(image, parenchyma, lungs)
     image = _mix(image, 45.0, _soft((1 - heart_r) * 0.15, edge))
     image = _mix(image, 350.0, _soft((1 - spine_r) * 0.09, edge))
@@ -232,10 +233,10 @@ def cardiac_volume(seed: int, index: int, size: int = 256, slices: int = 10):
     # RV: an ellipse beside the septum, minus the LV's epicardium -> crescent; fades at the apex
     rv_angle = np.pi + rng.uniform(0.15, 0.55)
     size_rv = (radius0 + thickness0) * rv_scale * np.sqrt(np.clip(1 - (t / 0.82) ** 2, 0, None)) + 1e-3
-    rv_cy = cy + 0.55 * size_rv * np.sin(rv_angle)
-    rv_cx = cx + 0.55 * size_rv * np.cos(rv_angle)
-    # semi-axes: 0.85 radially (x of the rotated frame), 1.5 along the septum: wraps about ±100°
-    rv_r = _ellipse_radius(y, x, rv_cy, rv_cx, 1.5 * size_rv, 0.85 * size_rv, angle=rv_angle)
+    rv_cy = cy + 0.5 * size_rv * np.sin(rv_angle)
+    rv_cx = cx + 0.5 * size_rv * np.cos(rv_angle)
+    # semi-axes: 0.8 radially (x of the rotated frame), 1.5 along the septum: wraps about ±100°
+    rv_r = _ellipse_radius(y, x, rv_cy, rv_cx, 1.5 * size_rv, 0.8 * size_rv, angle=rv_angle)
     rv_outline = _soft((1 - rv_r) * size_rv * 0.8, edge)
     rv_wall_outline = _soft((1.12 - rv_r) * size_rv * 0.8, edge)
     outside_lv = _soft(rho - epi - 0.004, edge)
@@ -243,11 +244,11 @@ def cardiac_volume(seed: int, index: int, size: int = 256, slices: int = 10):
 
     # papillary muscles: dark discs inside the cavity, labelled LV
     papillary = np.zeros_like(lv)
-    for offset in (-0.6, 0.6):
+    for offset, scale in ((-0.6, rng.uniform(0.1, 0.2)), (0.6, rng.uniform(0.1, 0.2))):
         angle = np.pi / 2 + 0.3 + offset + rng.uniform(-0.2, 0.2)
         py, px = cy + 0.62 * endo * np.sin(angle), cx + 0.62 * endo * np.cos(angle)
         present = (t > 0.15) & (t < 0.75)
-        papillary = np.maximum(papillary, _soft(0.2 * endo - np.hypot(y - py, x - px), edge) * present)
+        papillary = np.maximum(papillary, _soft(scale * endo - np.hypot(y - py, x - px), edge) * present)
 
     image = np.zeros((depth, size, size), np.float32)
     body_r = _ellipse_radius(y, x, 0.05, 0.0, 0.62, 0.88, power=2.2)
@@ -257,15 +258,15 @@ def cardiac_volume(seed: int, index: int, size: int = 256, slices: int = 10):
     for side in (-1, 1):
         lung = _soft((1 - _ellipse_radius(y, x, 0.08, side * 0.46, 0.42, 0.27)) * 0.27, edge)
         image = _mix(image, 0.06 + 0.03 * side, lung * (1 - _soft(heart_zone - 0.5, 0.2)))
-    liver = _soft((0.2 + 0.2 * t) - np.hypot(y - 0.38, x + 0.35), edge) * (t > 0.3)
-    image = _mix(image, 0.45, liver)
+    liver = _soft((0.05 + 0.25 * t) - np.hypot(y - 0.42, x + 0.38), edge) * (t > 0.4)
+    image = _mix(image, 0.36 + 0.04 * _smooth_noise(rng, depth, size, cells=max(size // 16, 4)), liver)
     fat_ring = _soft(epi + 0.025 - rho, edge) * _soft(np.cos(theta - rng.uniform(0, 2 * np.pi)) + 0.2, 0.2)
     image = _mix(image, 0.8, fat_ring)
     image = _mix(image, 0.27, np.maximum(epicardium, rv_wall_outline))
     flow = 0.05 * _smooth_noise(rng, depth, size, cells=max(size // 32, 4))
     image = _mix(image, 0.9 + flow, rv)
     image = _mix(image, 0.95 + flow, lv)
-    image = _mix(image, 0.3, papillary)
+    image = _mix(image, 0.35, 0.8 * papillary)  # partial volume: grey, not black
     image = image + 0.03 * _smooth_noise(rng, depth, size, cells=max(size // 12, 6), cells_z=depth)
 
     image = image * np.exp(0.35 * _smooth_noise(rng, depth, size, cells=3))  # coil bias field
