@@ -221,3 +221,11 @@ def test_gradcheck_binary_and_soft_focal():
     soft = torch.rand((2, 1, 3, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(8))
     assert torch.autograd.gradcheck(lambda x: D.focal_loss(x, soft, alpha=0.25), (logits,))
     assert torch.autograd.gradcheck(lambda x: D.weighted_cross_entropy_loss(x, soft), (logits,))
+
+
+def test_focal_agrees_with_monai():
+    monai_losses = pytest.importorskip("monai.losses")
+    logits, labels = random_logits(SHAPE_2D, seed=9), random_labels((2, 5, 6), 3, seed=10)
+    monai_focal = monai_losses.FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=True)(logits, labels.unsqueeze(1))
+    # MONAI averages over classes too (its per-class terms are zero off the true class): × C
+    torch.testing.assert_close(D.focal_loss(logits, labels, gamma=2.0), 3 * monai_focal)
