@@ -464,6 +464,9 @@ def _run_epoch(run: _Run, epoch: int) -> None:
                                 device=run.device, epoch=epoch, step=run.state["step"], amp_dtype=run.amp_dtype,
                                 channels_last=run.channels_last, progress=progress, loss_name=config.loss.strip())
     train_loss, *terms = _reduce_mean(run, [stats["train_loss"], *stats["terms"].values()])
+    if run.world_size > 1:  # DDP syncs BatchNorm statistics only at the next forward: every rank
+        for buffer in run.model.buffers():  # validates with rank 0's model, the one best.pt saves
+            torch.distributed.broadcast(buffer, 0)
     rows = evaluate(run.model, run.parts["val"], metrics=config.metrics, batch_size=config.batch_size,
                     amp_dtype=run.amp_dtype, rank=run.rank, world_size=run.world_size)
     run.state["epoch"], run.state["step"] = epoch, stats["step"]

@@ -1,0 +1,110 @@
+"""`medsegloss predict`: NIfTI masks keep the input's affine and header, PNG masks its size;
+labels equal the model applied to the normalized input (2-D slice by slice, and 3-D)."""
+
+import nibabel
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medsegloss.data.transforms import normalize_percentile
+from medsegloss.experiment import predict, train
+from medsegloss.experiment.config import Config
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """best.pt of three one-epoch runs: binary one-channel 2-D, 4-class 2-D, binary 3-D."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: see tests/test_train.py
+    common = dict(image_size=32, base_width=4, depth=2, epochs=1, batch_size=3,
+                  dataset_options={"num_cases": 4, "slices_per_case": 3})
+    runs = {"binary": Config(dataset="phantom-lesion", **common),
+            "cardiac": Config(dataset="phantom-cardiac", **common),
+            "volume": Config(dataset="phantom-lesion", dims=3, **{**common, "base_width": 2})}
+    paths = {}
+    for name, config in runs.items():
+        out = tmp_path_factory.mktemp(name)
+        train.fit(config, out, quiet=True)
+        paths[name] = out / "best.pt"
+    yield paths
+    torch.set_num_threads(threads)
+
+
+def reference_labels(checkpoint, volume_zyx: np.ndarray) -> np.ndarray:
+    """The model on the percentile-normalized volume, no resizing (in-plane size = training size)."""
+    model, _ = train.load_checkpoint(checkpoint)
+    image = torch.from_numpy(normalize_percentile(volume_zyx.astype(np.float32)))
+    with torch.no_grad():
+        if model.dims == 3:
+            logits = model(image[None, None])[0].transpose(0, 1)
+        else:
+            logits = model(image[:, None])
+    return train.labels_from_logits(logits).numpy().astype(np.uint8)
+
+
+def write_nifti(path, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    array = (rng.normal(100, 30, shape)).astype(np.float32)
+    affine = np.array([[0.0, -0.8, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 2.5, 3.0], [0, 0, 0, 1]])
+    image = nibabel.Nifti1Image(array, affine)
+    image.header["descrip"] = b"medsegloss test"
+    image.header.set_xyzt_units("mm", "sec")
+    nibabel.save(image, str(path))
+    return array, nibabel.load(str(path))  # as stored (the header holds the affine in float32)
+
+
+@pytest.mark.parametrize("name", ["binary", "volume"])
+def test_nifti_mask_keeps_affine_header_and_equals_the_model(name, checkpoints, tmp_path):
+    array, image = write_nifti(tmp_path / "case.nii.gz", (32, 32, 4))
+    assert predict.main(["--checkpoint", str(checkpoints[name]), str(tmp_path / "case.nii.gz"),
+                         "--out", str(tmp_path / "out")]) == 0
+    mask = nibabel.load(str(tmp_path / "out" / "case.nii.gz"))
+    assert mask.shape == array.shape and mask.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(mask.affine, image.affine)
+    assert mask.header["descrip"] == image.header["descrip"]
+    assert mask.header.get_zooms() == image.header.get_zooms()
+    assert mask.header.get_xyzt_units() == ("mm", "sec")
+    labels = np.asarray(mask.dataobj)
+    # NIfTI (x, y, z) <-> medsegloss (z, y, x): the reference is computed in array order
+    np.testing.assert_array_equal(labels.T, reference_labels(checkpoints[name], array.T))
+
+
+def test_nifti_of_another_size_is_resized_and_back(checkpoints, tmp_path):
+    array, _ = write_nifti(tmp_path / "odd.nii", (20, 45, 2))
+    predict.predict_files(checkpoints["cardiac"], [tmp_path / "odd.nii"], tmp_path / "out")
+    labels = np.asarray(nibabel.load(str(tmp_path / "out" / "odd.nii")).dataobj)
+    assert labels.shape == (20, 45, 2) and labels.dtype == np.uint8 and labels.max() < 4
+
+
+def test_png_mask_has_the_input_size_and_equals_the_model(checkpoints, tmp_path):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "slice.png")
+    Image.fromarray(rng.integers(0, 256, (25, 40, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    written = predict.predict_files(checkpoints["cardiac"], [tmp_path / "slice.png", tmp_path / "wide.png"],
+                                    tmp_path / "out")
+    assert [path.name for path in written] == ["slice.png", "wide.png"]
+    with Image.open(tmp_path / "out" / "slice.png") as mask:
+        assert mask.mode == "L" and mask.size == (32, 32)
+        np.testing.assert_array_equal(np.asarray(mask), reference_labels(checkpoints["cardiac"], pixels[None])[0])
+    with Image.open(tmp_path / "out" / "wide.png") as mask:
+        assert mask.size == (40, 25) and np.asarray(mask).max() < 4
+
+
+def test_errors_name_the_path(checkpoints, tmp_path, capsys):
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    assert predict.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "missing.nii.gz"),
+                         "--out", str(tmp_path)]) == 2
+    assert f"input {tmp_path / 'missing.nii.gz'} does not exist" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "photo.jpg"),
+                         "--out", str(tmp_path)]) == 2
+    assert "neither NIfTI (.nii, .nii.gz) nor PNG" in capsys.readouterr().err
+    write_nifti(tmp_path / "case.nii.gz", (8, 8, 2))
+    assert predict.main(["--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path / "case.nii.gz"),
+                         "--out", str(tmp_path)]) == 2
+    assert f"checkpoint {tmp_path / 'nope.pt'} does not exist" in capsys.readouterr().err
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    assert predict.main(["--checkpoint", str(tmp_path / "other.pt"), str(tmp_path / "case.nii.gz"),
+                         "--out", str(tmp_path)]) == 2
+    assert "is not a medsegloss checkpoint" in capsys.readouterr().err
