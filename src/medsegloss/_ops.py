@@ -1,4 +1,5 @@
-"""The primitives every loss is written in: probabilities, one-hot targets, soft counts, reduction.
+"""The primitives every loss is written in: probabilities, one-hot targets, soft counts, reduction,
+the per-voxel cross-entropy, and :class:`FunctionalLoss`, the thin module every registered loss is.
 
 Conventions (the package's one input contract):
   * ``logits (N, C, *spatial)``; ``C >= 2`` -> softmax over dim 1, ``C == 1`` -> sigmoid (binary).
