@@ -191,9 +191,10 @@ def surface_distances(pred, ref, spacing=None, max_distance: float | None = None
     )
 
 
-# A window search stops once it has looked up this many offsets per source voxel on average;
-# beyond that a KD-tree query (~0.5-2 us per voxel) is the cheaper way to finish.
-_WINDOW_BUDGET = 32
+# A window search stops once it has looked up this many offsets per source voxel on average:
+# one look-up costs a few ns, a KD-tree query 0.5-2 us per voxel (more for far ones), and beyond
+# this the voxels still unresolved are mostly far away, where the tree does better.
+_WINDOW_BUDGET = 64
 
 
 def _nearest_surface_distance(source: np.ndarray, target: np.ndarray, spacing: np.ndarray,
@@ -208,16 +209,19 @@ def _nearest_surface_distance(source: np.ndarray, target: np.ndarray, spacing: n
     shape = tuple(n + 2 * k for n, k in zip(target.shape, half_width))
     strides = np.array([int(np.prod(shape[axis + 1:])) for axis in range(len(shape))], dtype=np.intp)
     flat = np.flatnonzero(np.pad(source, padding))  # indices into the padded arrays
+    flat_offsets = offsets @ strides
     result = np.full(flat.size, np.inf)
     remaining = np.arange(flat.size)
     budget = _WINDOW_BUDGET * flat.size
-    for offset, distance in zip(offsets @ strides, distances):
-        hit = lookup[flat + offset]
-        budget -= flat.size
-        if hit.any():
-            result[remaining[hit]] = distance
-            missed = ~hit
-            remaining, flat = remaining[missed], flat[missed]
+    # offsets in blocks of 32 (sorted by distance, so the first hit in a block is the nearest):
+    # one NumPy call per block instead of one per offset
+    for start in range(0, len(flat_offsets), 32):
+        hits = lookup[flat[:, None] + flat_offsets[start:start + 32]]
+        budget -= hits.size
+        found = hits.any(axis=1)
+        if found.any():
+            result[remaining[found]] = distances[start:start + 32][hits[found].argmax(axis=1)]
+            remaining, flat = remaining[~found], flat[~found]
             if remaining.size == 0:
                 return result
         if budget < 0:
@@ -227,7 +231,7 @@ def _nearest_surface_distance(source: np.ndarray, target: np.ndarray, spacing: n
             return result  # the whole window was searched: what is left lies beyond max_distance
     from scipy.spatial import cKDTree
 
-    tree = cKDTree(np.argwhere(target) * spacing)
+    tree = cKDTree(np.argwhere(target) * spacing, balanced_tree=False, compact_nodes=False)  # 2x faster build
     queries = (np.stack(np.unravel_index(flat, shape), axis=1) - np.asarray(half_width)) * spacing
     result[remaining] = tree.query(queries)[0]
     return result
