@@ -17,11 +17,12 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from medsegloss._checks import check_probability, check_reduction, check_target, check_weight
 from medsegloss._ops import (
-    FunctionalLoss, cross_entropy_map, per_voxel_reduce, probabilities, reduce, select_classes, soft_counts,
-    target_probabilities,
+    FunctionalLoss, at_least_float32, cross_entropy_map, per_voxel_reduce, probabilities, reduce, select_classes,
+    soft_counts, target_probabilities,
 )
 from medsegloss.losses._registry import get, lookup, register
 
@@ -189,34 +190,83 @@ def _term(name: str, **options) -> nn.Module:
     return get(name, **{key: value for key, value in options.items() if key in accepted})
 
 
+class _SoftmaxLabelCounts(torch.autograd.Function):
+    """Per sample, from logits ``(N, C, *spatial)`` and integer labels, in few passes over memory:
+    ``Σ_v −log p_{y_v}`` ``(N,)``, ``TP_c = Σ_{v: y_v = c} p_c`` and ``Σ_v p_c`` ``(N, C)``.
+
+    The backward pass is written out, so no one-hot tensor or autograd chain through softmax is
+    ever built: with ``G_c = ∂L/∂p_c = g^{Σp}_c + [c = y](g^{TP}_c − g^{nll}/p_y)``, the chain
+    rule through the softmax gives ``∂L/∂x_c = p_c (g^{Σp}_c − s) + [c = y](p_y g^{TP}_y − g^{nll})``
+    with ``s = Σ_c p_c G_c``. CPU only (``scatter_add_`` with colliding indices is
+    nondeterministic on CUDA), labels in range (no ``ignore_index``).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, bins):
+        n, c = logits.shape[:2]
+        y = labels.reshape(n, 1, -1)
+        probs = torch.log_softmax(logits.reshape(n, c, -1), 1)
+        log_p_true = probs.gather(1, y)
+        probs.exp_()  # in place: the log-probabilities are not needed any more
+        p_true = log_p_true.exp()
+        tp = probs.new_zeros(n * c).scatter_add_(0, bins, p_true.flatten()).view(n, c)
+        ctx.save_for_backward(probs, y, p_true)
+        ctx.shape = logits.shape
+        return -log_p_true.sum((1, 2)), tp, probs.sum(-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_nll, grad_tp, grad_sum_p):
+        probs, y, p_true = ctx.saved_tensors
+        n = probs.shape[0]
+        grad_nll = grad_nll.view(n, 1, 1)
+        grad_tp_true = grad_tp.gather(1, y[:, 0]).unsqueeze(1)
+        s = torch.bmm(grad_sum_p.unsqueeze(1), probs).addcmul_(p_true, grad_tp_true).sub_(grad_nll)
+        grad = (probs * grad_sum_p.unsqueeze(-1)).addcmul_(probs, s, value=-1)
+        grad.scatter_add_(1, y, p_true * grad_tp_true - grad_nll)
+        return grad.view(ctx.shape), None, None
+
+
+def _fused_dice_ce_counts(logits: torch.Tensor, labels: torch.Tensor):
+    """Per-sample CE ``(N,)`` and ``tp, fp, fn`` ``(N, C)`` for softmax logits and in-range labels."""
+    n, c = logits.shape[:2]
+    bins = (labels.reshape(n, -1) + c * torch.arange(n, device=labels.device).view(n, 1)).flatten()
+    nll, tp, sum_p = _SoftmaxLabelCounts.apply(logits, labels, bins)
+    sum_g = torch.bincount(bins, minlength=n * c).view(n, c).to(tp.dtype)
+    return nll / labels[0].numel(), tp, sum_p - tp, sum_g - tp
+
+
 def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smooth: float = 1e-5,
                   include_background: bool = True, ignore_index: int | None = None,
                   reduction: str = "mean") -> dict[str, torch.Tensor]:
-    """``{"ce": ce_loss, "dice": dice_loss}`` from one log-softmax: ``p = exp(log p)`` feeds the
-    Dice counts, ``log p`` the cross-entropy. Equal to the two losses computed apart; ~1.5x CE
-    instead of ~2.2x (benchmarks/losses.py)."""
+    """``{"ce": ce_loss, "dice": dice_loss}`` computed together, equal to the two losses computed
+    apart. Softmax logits with labels on the CPU take one fused pass (:class:`_SoftmaxLabelCounts`,
+    ~1.5x CE instead of ~2.2x, benchmarks/losses.py); otherwise one log-softmax feeds both."""
     from medsegloss.losses.region import reduce_classes
 
     check_reduction(reduction)
     target = check_target(target, logits, ignore_index)
+    logits = at_least_float32(logits)
     n, c = logits.shape[:2]
-    if c == 1:  # binary: BCE with logits is one fused kernel already
-        log_probs, probs = None, probabilities(logits)
-        ce_map = cross_entropy_map(logits, target, ignore_index)
+    labels = not target.is_floating_point()
+    if c > 1 and labels and ignore_index is None and logits.device.type == "cpu":
+        ce, tp, fp, fn = _fused_dice_ce_counts(logits, target)
+        ce = reduce(ce, reduction)
     else:
-        log_probs = torch.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, 1)
-        probs = log_probs.exp()
-        if target.is_floating_point():
-            ce_map = -(target * log_probs).sum(1)
+        if c == 1:  # binary: BCE with logits is one fused kernel already
+            probs, ce_map = probabilities(logits), cross_entropy_map(logits, target, ignore_index)
         else:
-            ce_map = F.nll_loss(log_probs, target, reduction="none",
-                                ignore_index=-100 if ignore_index is None else ignore_index)
-    onehot, valid = target_probabilities(target, c, ignore_index, probs.dtype)
-    tp, fp, fn = soft_counts(probs, onehot, valid)
+            log_probs = torch.log_softmax(logits, 1)
+            probs = log_probs.exp()
+            ce_map = (F.nll_loss(log_probs, target, reduction="none",
+                                 ignore_index=-100 if ignore_index is None else ignore_index)
+                      if labels else -(target * log_probs).sum(1))
+        onehot, valid = target_probabilities(target, c, ignore_index, probs.dtype)
+        tp, fp, fn = soft_counts(probs, onehot, valid)
+        ce = per_voxel_reduce(ce_map, None if valid is None else valid[:, 0], reduction)
     dice = reduce_classes(1.0 - (2 * tp + smooth) / (2 * tp + fp + fn + smooth), n,
                           include_background=include_background, reduction=reduction)
-    voxel_valid = None if valid is None else valid[:, 0]
-    return {"ce": per_voxel_reduce(ce_map, voxel_valid, reduction), "dice": dice}
+    return {"ce": ce, "dice": dice}
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, smooth: float = 1e-5,
