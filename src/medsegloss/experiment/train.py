@@ -556,7 +556,7 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
     check_config(config)
     rank, world_size, local_rank = _distributed_env()
     run = _Run(config, out, resolve_device(config, local_rank), rank, world_size, quiet)
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     started_group = world_size > 1 and not torch.distributed.is_initialized()
     if started_group:
         torch.distributed.init_process_group("nccl" if run.device.type == "cuda" else "gloo")
@@ -564,6 +564,8 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
             torch.cuda.set_device(run.device)
     try:
         set_deterministic(config.deterministic, run.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
         if run.writer:
             _io.write_json(out / "config.json", config.to_dict())
         _prepare(run)
@@ -578,6 +580,7 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
         return result
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
+        torch.set_num_threads(threads_before)
         if started_group:
             torch.distributed.destroy_process_group()
 
