@@ -129,6 +129,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
     assert not (tmp_path / "metrics.json").exists()
     monkeypatch.undo()
+    with open(tmp_path / "metrics.jsonl", "a") as log:  # as if it crashed between the log and last.pt
+        log.write(json.dumps({"epoch": 2, "step": 6, "train_loss": 0.0}) + "\n")
     assert train.main(["--resume", str(tmp_path), "--quiet"]) == 0
     assert_same_weights(weights(out / "last.pt"), weights(tmp_path / "last.pt"))
     assert_same_weights(weights(out / "best.pt"), weights(tmp_path / "best.pt"))

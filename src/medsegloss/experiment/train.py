@@ -425,16 +425,18 @@ def _resume(run: _Run) -> None:
     run.scaler.load_state_dict(checkpoint["scaler"])
     set_rng_states(checkpoint["rng"], run.generator)
     run.state = {key: checkpoint[key] for key in ("epoch", "step", "best_epoch", "best_dice")}
-    if run.writer:  # drop log lines of an epoch that ended after the checkpoint was written
-        lines = [line for line in _io.read_jsonl(run.out / "metrics.jsonl") if line["epoch"] <= run.state["epoch"]]
-        _io.write_text(run.out / "metrics.jsonl", "".join(_json_line(line) for line in lines))
     run.log(f"resumed {run.out} after epoch {run.state['epoch']} (step {run.state['step']})")
 
 
-def _json_line(record: dict) -> str:
+def _drop_unsaved_epochs(run: _Run) -> None:
+    """Drop log lines of epochs that ended after the last checkpoint was written (a crash
+    between the two writes): those epochs run again."""
     import json
 
-    return json.dumps(record) + "\n"
+    path = run.out / "metrics.jsonl"
+    if run.writer and path.exists():
+        lines = [line for line in _io.read_jsonl(path) if line["epoch"] <= run.state["epoch"]]
+        _io.write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
 
 
 def _reduce_mean(run: _Run, values: list[torch.Tensor]) -> list[float]:
@@ -489,9 +491,29 @@ def _run_epoch(run: _Run, epoch: int) -> None:
             f"lr {record['lr']:.3g}  {seconds:.1f} s ({record['images_per_second']:.1f} img/s)")
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start the peak-memory count at this run (a benchmark runs many in one process)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:
+        pass
+
+
 def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory in MiB: allocated CUDA memory on GPU; the peak resident set size on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -571,6 +593,8 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
         _prepare(run)
         if (out / "last.pt").exists():
             _resume(run)
+        _drop_unsaved_epochs(run)
+        _reset_peak_memory(run.device)
         for epoch in range(run.state["epoch"] + 1, config.epochs + 1):
             _run_epoch(run, epoch)
         result = _finish(run)
