@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import inspect
@@ -144,3 +145,52 @@ def field_help() -> dict[str, str]:
         if match:
             help_[match[1]] = match[2]
     return help_
+
+
+# ---------------------------------------------------------------- command-line flags from the fields
+def _parse_json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"alpha\": 0.3}}', got {text!r}")
+    return value
+
+
+def _parse_optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "") else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def argument_for(annotation) -> dict:
+    """argparse keyword arguments for a config field's type."""
+    import typing
+
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if annotation is dict:
+        return {"type": _parse_json_object, "metavar": "JSON"}
+    if typing.get_origin(annotation) is tuple:
+        return {"type": lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+                "metavar": "A,B,..."}
+    arguments = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if arguments:  # Optional[X]
+        return {"type": _parse_optional(arguments[0]), "metavar": arguments[0].__name__.upper()}
+    return {"type": annotation, "metavar": annotation.__name__.upper()}
+
+
+def add_arguments(parser) -> None:
+    """One ``--field-name`` flag per field, typed from its annotation, its comment as help.
+    Defaults are left out of the namespace (``SUPPRESS``), so only the flags given appear."""
+    import typing
+
+    hints, helps = typing.get_type_hints(Config), field_help()
+    for field in dataclasses.fields(Config):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
+                            help=f"{helps.get(field.name, '')} (default: {default!r})", **argument_for(hints[field.name]))

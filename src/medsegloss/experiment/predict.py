@@ -20,9 +20,53 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsegloss.experiment.config import Config
+
 PNG_SUFFIXES = (".png",)
 
 
+# ---------------------------------------------------------------- models from checkpoints
+def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Class labels ``(N, *spatial)``: ``logit > 0`` for one channel, else the argmax."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, amp_dtype=None) -> torch.Tensor:
+    """Raw logits ``(N, C, *spatial)`` of ``images (N, 1, *spatial)``, in eval mode, float32."""
+    model.eval()
+    device = next(model.parameters()).device
+    images = images.to(device)
+    if images.ndim == 4 and next(model.parameters()).is_contiguous(memory_format=torch.channels_last):
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        return model(images).float()
+
+
+def load_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, Config]:
+    """The model of a ``best.pt`` / ``last.pt`` (eval mode, on ``device``) and its run's config.
+
+    The model also carries ``class_names`` and ``dataset_num_classes`` (the dataset's classes;
+    ``model.num_classes`` is its output channels, 1 for a one-channel binary model).
+    """
+    from medsegloss.models import UNet
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    checkpoint = torch.load(path, map_location=device, weights_only=path.name != "last.pt")
+    if not isinstance(checkpoint, dict) or "model_args" not in checkpoint:
+        raise ValueError(f"{path} is not a medsegloss checkpoint (no 'model_args'; expected best.pt or last.pt)")
+    model = UNet(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    model.class_names = checkpoint["class_names"]
+    model.dataset_num_classes = checkpoint["num_classes"]
+    return model.to(device).eval(), Config.from_dict(checkpoint["config"])
+
+
+# ---------------------------------------------------------------- segmenting files
 @torch.no_grad()
 def segment_volume(model, volume: np.ndarray, image_size: int, batch_size: int = 16) -> np.ndarray:
     """Labels of a ``(D, H, W)`` image volume (raw intensities), as uint8 ``(D, H, W)``.
@@ -31,7 +75,6 @@ def segment_volume(model, volume: np.ndarray, image_size: int, batch_size: int =
         volume ``(D, H, W)``; returns uint8 ``(D, H, W)`` class labels.
     """
     from medsegloss.data.transforms import normalize_percentile, resize_image
-    from medsegloss.experiment.train import labels_from_logits, predict_logits
 
     depth, height, width = volume.shape
     side = max(height, width)
@@ -100,7 +143,6 @@ def _save_atomic(target: Path, save) -> None:
 def predict_files(checkpoint, inputs, out, device: str = "cpu") -> list[Path]:
     """Segment every input file (NIfTI or PNG) into ``out``; returns the written paths."""
     from medsegloss.data.nifti import is_nifti
-    from medsegloss.experiment.train import load_checkpoint
 
     paths = [Path(path) for path in inputs]
     for path in paths:  # every input checked before any work

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from medsegloss.experiment import _io
-from medsegloss.experiment.config import Config
+from medsegloss.experiment.config import PRESETS, Config, add_arguments
+from medsegloss.experiment.config import argument_for as _argument_for  # noqa: F401  (used by bench)
+from medsegloss.experiment.predict import labels_from_logits, load_checkpoint, predict_logits  # noqa: F401
 
 LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
 
@@ -251,26 +253,7 @@ def _check_finite(first_bad: torch.Tensor, epoch: int, step: int) -> None:
             "learning rate or check the loss and its options.")
 
 
-# ---------------------------------------------------------------- inference and evaluation
-def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Class labels ``(N, *spatial)``: ``logit > 0`` for one channel, else the argmax."""
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).long()
-    return logits.argmax(dim=1)
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, amp_dtype=None) -> torch.Tensor:
-    """Raw logits ``(N, C, *spatial)`` of ``images (N, 1, *spatial)``, in eval mode, float32."""
-    model.eval()
-    device = next(model.parameters()).device
-    images = images.to(device)
-    if images.ndim == 4 and next(model.parameters()).is_contiguous(memory_format=torch.channels_last):
-        images = images.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        return model(images).float()
-
-
+# ---------------------------------------------------------------- evaluation
 def _predict_items(model, dataset, indices, batch_size: int, amp_dtype=None) -> list[tuple]:
     """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays."""
     from torch.utils.data import DataLoader, Subset
@@ -609,74 +592,10 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
             torch.distributed.destroy_process_group()
 
 
-# ---------------------------------------------------------------- checkpoints for inference
-def load_checkpoint(path, device="cpu") -> tuple[nn.Module, Config]:
-    """The model of a ``best.pt`` / ``last.pt`` (eval mode, on ``device``) and its run's config.
-
-    The model also carries ``class_names`` and ``dataset_num_classes`` (the dataset's classes;
-    ``model.num_classes`` is its output channels, 1 for a one-channel binary model).
-    """
-    from medsegloss.models import UNet
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    checkpoint = torch.load(path, map_location=device, weights_only=path.name != "last.pt")
-    if not isinstance(checkpoint, dict) or "model_args" not in checkpoint:
-        raise ValueError(f"{path} is not a medsegloss checkpoint (no 'model_args'; expected best.pt or last.pt)")
-    model = UNet(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
-    model.class_names = checkpoint["class_names"]
-    model.dataset_num_classes = checkpoint["num_classes"]
-    return model.to(device).eval(), Config.from_dict(checkpoint["config"])
-
-
 # ---------------------------------------------------------------- command line
-def _parse_json_object(text: str) -> dict:
-    import argparse
-    import json
-
-    try:
-        value = json.loads(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"alpha\": 0.3}}', got {text!r}")
-    return value
-
-
-def _parse_optional(kind):
-    def parse(text: str):
-        return None if text.lower() in ("none", "null", "") else kind(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _argument_for(annotation) -> dict:
-    """argparse keyword arguments for a config field's type."""
-    import argparse
-    import typing
-
-    if annotation is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if annotation is dict:
-        return {"type": _parse_json_object, "metavar": "JSON"}
-    if typing.get_origin(annotation) is tuple:
-        return {"type": lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
-                "metavar": "A,B,..."}
-    arguments = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-    if arguments:  # Optional[X]
-        return {"type": _parse_optional(arguments[0]), "metavar": arguments[0].__name__.upper()}
-    return {"type": annotation, "metavar": annotation.__name__.upper()}
-
-
 def build_parser():
     """``medsegloss train`` options: one flag per config field, plus --preset, --resume, --quiet."""
     import argparse
-    import dataclasses
-    import typing
-
-    from medsegloss.experiment.config import PRESETS, field_help
 
     parser = argparse.ArgumentParser(
         prog="medsegloss train", description="Train a UNet with one loss; writes a resumable run directory.",
@@ -685,12 +604,7 @@ def build_parser():
                         help="start from these settings (paper: UNet base 64, 256x256, Adam lr 0.01, 100 epochs)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the unfinished run in RUN_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    hints, helps = typing.get_type_hints(Config), field_help()
-    group = parser.add_argument_group("experiment (config fields; defaults from --preset)")
-    for field in dataclasses.fields(Config):
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
-                           help=f"{helps.get(field.name, '')} (default: {default!r})", **_argument_for(hints[field.name]))
+    add_arguments(parser.add_argument_group("experiment (config fields; defaults from --preset)"))
     return parser
 
 
