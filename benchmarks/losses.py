@@ -4,7 +4,7 @@ segmentation_models_pytorch and kornia where they implement the same loss.
 
     python benchmarks/losses.py                      # full: (16,4,256²), (2,4,96³), (16,1,256²)
     python benchmarks/losses.py --quick              # smaller tensors, fewer repetitions
-    python benchmarks/losses.py --losses dice,dice_ce,hd --json speed.json
+    python benchmarks/losses.py --losses dice,dice_ce,hd --cases 2-D --threads 1 --json speed.json
 
 Method: for each loss, the baseline, our implementation and the peers run interleaved (one call
 each per repetition, so machine noise hits them alike); each reports the minimum over the
@@ -184,6 +184,8 @@ def main(argv=None) -> int:
     parser.add_argument("--losses", default=None, help="comma-separated registry names (default: all)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--repetitions", type=int, default=None, help="default 5 (3 with --quick)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 is steadier on a shared, loaded machine")
     parser.add_argument("--json", default=None, help="write all results here")
     args = parser.parse_args(argv)
     names = losses.available() if args.losses is None else [name.strip() for name in args.losses.split(",")]
@@ -194,6 +196,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
     repetitions = args.repetitions or (3 if args.quick else 5)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repetitions} repetitions", file=sys.stderr)
     all_results = {}
     for case in cases:

@@ -59,6 +59,8 @@ def test_duplicates_get_numbered_labels():
     ("ce - dice", "cannot parse term 'ce - dice'"),
     ("dice(0.3)", "key=value"),
     ("dice(smooth=)", "key=value"),
+    ("dice(**{'smooth': 1})", "key=value"),
+    ("dice(smooth=1, smooth=2)", "key=value"),
     ("", "at least one loss"),
     ("   ", "at least one loss"),
 ])

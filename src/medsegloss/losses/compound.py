@@ -122,8 +122,8 @@ def _parse_options(args: str, term: str) -> dict:
         return {}
     try:
         call = ast.parse(f"f({args})", mode="eval").body
-        if call.args:
-            raise ValueError("positional")
+        if call.args or any(keyword.arg is None for keyword in call.keywords):
+            raise ValueError("positional or ** arguments")
         return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
     except (SyntaxError, ValueError) as error:
         raise ValueError(
@@ -398,8 +398,10 @@ def gdl_boundary_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: torch
 @register("gdl_boundary", family="compound", paper="Kervadec et al., 2019", function=gdl_boundary_loss,
           needs_distance=True)
 def gdl_boundary(*, alpha: float = 0.01, spacing=None, reduction: str = "mean") -> WeightedSum:
-    """Generalized Dice + α·boundary loss (Kervadec: α from 0.01, raised by 0.01 per epoch through
-    ``loss.weights["boundary"]``), as a WeightedSum."""
+    """Generalized Dice + α·boundary loss, as a WeightedSum (α is ``loss.weights["boundary"]``).
+
+    Kervadec et al. start at α = 0.01 and raise it by 0.01 per epoch: set
+    ``loss.weights["boundary"]`` between epochs."""
     return WeightedSum([("gdl", 1.0, _term("gdl", reduction=reduction)),
                         ("boundary", alpha, _term("boundary", spacing=spacing, reduction=reduction))])
 
