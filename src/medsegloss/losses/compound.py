@@ -124,11 +124,14 @@ def _parse_options(args: str, term: str) -> dict:
         call = ast.parse(f"f({args})", mode="eval").body
         if call.args or any(keyword.arg is None for keyword in call.keywords):
             raise ValueError("positional or ** arguments")
+        names = [keyword.arg for keyword in call.keywords]
+        if len(set(names)) != len(names):
+            raise ValueError("an option given twice")
         return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
     except (SyntaxError, ValueError) as error:
         raise ValueError(
-            f"cannot read the options of term {term.strip()!r}: write them as key=value pairs, "
-            f"e.g. 'tversky(alpha=0.3, beta=0.7)'"
+            f"cannot read the options of term {term.strip()!r} ({error}): write them as key=value "
+            f"pairs, each once, e.g. 'tversky(alpha=0.3, beta=0.7)'"
         ) from error
 
 
