@@ -78,6 +78,8 @@ def test_list_of_cases_with_different_sizes_and_spacings():
     assert len(rows) == 4
     assert rows[3]["hd"] == metrics.hd(b[0] == 2, b[1] == 2, spacings[1])
     assert rows[0]["hd"] == metrics.hd(a[0] == 1, a[1] == 1, spacings[0])
+    as_array = metrics.evaluate([a[0], b[0]], [a[1], b[1]], 3, spacing=np.array(spacings), metrics=("dice", "hd"))
+    assert as_array == rows
 
 
 def test_torch_batch_equals_numpy_batch():

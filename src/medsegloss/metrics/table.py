@@ -131,7 +131,10 @@ def _cases(labels, name: str) -> list:
 
 
 def _spacings(spacing, n: int) -> list:
-    """One spacing for every case, or a list with one per case."""
+    """One spacing for every case, or one per case (a list of tuples or an ``(N, ndim)`` array).
+    A DataLoader collates per-item tuples axis-first; pass ``list(zip(*batch["spacing"]))``."""
+    if isinstance(spacing, (np.ndarray, torch.Tensor)) and spacing.ndim == 2:  # (N, ndim)
+        spacing = [tuple(float(s) for s in row) for row in spacing.tolist()]
     per_case = isinstance(spacing, (list, tuple)) and len(spacing) > 0 and all(
         isinstance(s, (list, tuple, np.ndarray, torch.Tensor)) for s in spacing)
     if not per_case:
