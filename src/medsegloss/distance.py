@@ -4,7 +4,9 @@ and the surface metrics.
 Everything here works on the *target* (or a thresholded prediction), without gradients, on the
 CPU with NumPy arrays, through the exact anisotropic EDT of the ``edt`` package (2-8x faster than
 ``scipy.ndimage.distance_transform_edt``, same values). Distances are in spacing units (mm when
-the spacing is the voxel size in mm).
+the spacing is the voxel size in mm). The surface metrics need distances between two surfaces
+only, not a whole map: :func:`surface_distances` finds them exactly with a window search on the
+cropped surfaces and a KD-tree for the far ones, faster than a dense transform.
 
 Conventions
 -----------
