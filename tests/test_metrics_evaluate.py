@@ -195,3 +195,17 @@ def test_cli_lists_the_metrics(capsys):
     assert cli_main(["--kind", "surface", "--options"]) == 0
     out = capsys.readouterr().out
     assert "tolerance=1.0" in out and "dice" not in out
+
+
+def test_metric_options_and_the_nsd_shortcut():
+    pred, target = batch(2, (18, 20), 3, 11)
+    spacing = (1.0, 0.6)
+    options = {"nsd": {"tolerance": 0.9}, "hd95": {"pooled": True}}
+    full = metrics.evaluate(pred, target, 3, spacing=spacing, metrics=("nsd", "hd95"), metric_options=options)
+    only_nsd = metrics.evaluate(pred, target, 3, spacing=spacing, metrics=("nsd",),
+                                metric_options={"nsd": {"tolerance": 0.9}})
+    assert [row["nsd"] for row in full] == [row["nsd"] for row in only_nsd]
+    for row in full:
+        p, r = pred[int(row["case"])] == row["class"], target[int(row["case"])] == row["class"]
+        assert row["hd95"] == metrics.hd95_pooled(p, r, spacing)
+        assert row["nsd"] == metrics.nsd(p, r, spacing, tolerance=0.9)
