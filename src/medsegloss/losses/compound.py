@@ -448,6 +448,7 @@ def combo_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.5
     check_probability("alpha", alpha)
     check_probability("beta", beta)
     target = check_target(target, logits)
+    logits = at_least_float32(logits)
     n, c = logits.shape[:2]
     if c == 1:
         probs, log_p, log_not_p = torch.sigmoid(logits), F.logsigmoid(logits), F.logsigmoid(-logits)
@@ -488,6 +489,7 @@ def ell_loss(logits: torch.Tensor, target: torch.Tensor, *, w_dice: float = 0.8,
     """
     check_reduction(reduction)
     target = check_target(target, logits)
+    logits = at_least_float32(logits)
     logits, target = _two_channel(logits, target)
     n, c = logits.shape[:2]
     log_p = torch.log_softmax(logits, 1)
@@ -537,9 +539,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window_size: int = 11, sigma: floa
     Shape:
         a, b: ``(N, K, *spatial)`` with 2 or 3 spatial axes; returns ``(N,)``.
     """
+    a, b = at_least_float32(a), at_least_float32(b).to(a.dtype)
     window = _gaussian_window(window_size, sigma, a.dtype, a.device)
     k = a.shape[1]
-    stats = _gaussian_blur(torch.cat([a, b, a * a, b * b, a * b], 1), window)
+    with torch.autocast(a.device.type, enabled=False):  # autocast would run the filter in half precision
+        stats = _gaussian_blur(torch.cat([a, b, a * a, b * b, a * b], 1), window)
     mu_a, mu_b, aa, bb, ab = stats.split(k, 1)
     var_a, var_b, cov = aa - mu_a.square(), bb - mu_b.square(), ab - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -567,6 +571,7 @@ def bce_iou_ssim_loss(logits: torch.Tensor, target: torch.Tensor, *, w_bce: floa
     """
     check_reduction(reduction)
     target = check_target(target, logits)
+    logits = at_least_float32(logits)
     if logits.shape[1] != 1:
         raise ValueError(
             f"bce_iou_ssim is a binary loss: logits must have one channel (N, 1, *spatial), "
@@ -637,6 +642,7 @@ def lesion_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.
     check_reduction(reduction)
     check_probability("alpha", alpha)
     target = check_target(target, logits)
+    logits = at_least_float32(logits)
     if target.is_floating_point():
         target = (target[:, 0] > 0.5).long() if logits.shape[1] == 1 else target.argmax(1)
     num_classes = max(logits.shape[1], 2)
