@@ -23,9 +23,9 @@ from pathlib import Path
 DEFAULT_LOSSES = ("ce", "dice", "dice_ce", "focal", "tversky", "gdl_boundary")
 DEFAULT_DATASETS = ("phantom-lesion", "phantom-cardiac")
 DEFAULT_SEEDS = (0, 1, 2)
-DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "epochs": 8, "batch_size": 8,
+DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "epochs": 12, "batch_size": 8,
                     "lr": 3e-3, "metrics": ("dice", "iou", "pixel_error", "hd95", "assd"),
-                    "dataset_options": {}}
+                    "dataset_options": {"num_cases": 20}}
 # The seed paper's experiment (Config.preset("paper")): CE against CE + 1 * Dice on real data.
 PAPER = {"losses": ("ce", "ce + 1.0*dice"), "datasets": ("covid-ct", "acdc"), "seeds": (0, 1, 2),
          "settings": {"metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}}

@@ -195,7 +195,7 @@ def metric_table(results: dict, metrics) -> tuple[list[str], list[list[str]]]:
 def test_table(results: dict) -> tuple[list[str], list[list[str]]]:
     """Per dataset and loss: median paired difference to the baseline, Holm-adjusted p and the
     verdict, for every metric."""
-    header = ["dataset", "loss"] + [f"{METRIC_LABELS.get(m, m)} Δ median (p Holm)" for m in results["metrics"]]
+    header = ["dataset", "loss"] + [f"{METRIC_LABELS.get(m, m)} Δ (p Holm)" for m in results["metrics"]]
     lookup = {(r["dataset"], r["loss"], r["metric"]): r for r in results["tests"]}
     rows = []
     for dataset in results["datasets"]:
@@ -233,8 +233,16 @@ def cost_table(results: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _numeric(text: str) -> bool:
+    """A table cell holding a number (right-aligned), rather than a name."""
+    import re
+
+    return re.match(r"^(\*\*)?[-+]?[0-9–]", text) is not None
+
+
 def markdown_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    align = ["---:" if rows and all(_numeric(row[i]) for row in rows) else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
 
@@ -387,7 +395,7 @@ def _sections(results: dict) -> list[tuple[str, str, tuple]]:
     sections = [("Results", _settings(results), metric_table(results, MAIN_METRICS))]
     surface = [m for m in results["metrics"] if m not in MAIN_METRICS]
     if surface:
-        sections.append(("Surface distances", "Mean ± std over seeds, in pixels (voxel spacing applied); "
+        sections.append(("Surface distances", "Mean ± std over seeds, in the units of the voxel spacing (mm for scans); "
                          "lower is better. A case whose class is missing in the prediction or the ground truth "
                          "has no distance and is left out.", metric_table(results, surface)))
     sections.append((f"Paired tests against {baseline}",
@@ -399,7 +407,10 @@ def _sections(results: dict) -> list[tuple[str, str, tuple]]:
     sections.append(("Mean rank", "Rank of each loss's mean per dataset and metric (1 = best, in the metric's "
                      "direction; ties share the average rank), averaged over datasets and metrics.",
                      rank_table(results)))
-    sections.append(("Cost", "Mean over seeds of each run's training cost (from metrics.json).", cost_table(results)))
+    sections.append(("Cost", "Mean over seeds of each run's training cost (metrics.json). Peak memory is "
+                     "torch.cuda.max_memory_allocated on a GPU; on a CPU it is the training process's peak "
+                     "resident memory, which only grows while one process (like `medsegloss bench`) trains run "
+                     "after run, so compare it across losses on a GPU.", cost_table(results)))
     return sections
 
 
@@ -420,8 +431,8 @@ _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{font-size:1.2em;
 margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}p.note{color:#555;font-size:.9em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right;white-space:nowrap}
-th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+th,td{border:1px solid #ddd;padding:.3em .6em;white-space:nowrap}
+th{background:#f4f6f8;text-align:center}td.num{text-align:right}td.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .scroll{overflow-x:auto}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%}
 code{background:#f4f6f8;padding:0 .2em}"""
 
@@ -432,9 +443,8 @@ def render_html(results: dict, figures: dict[str, Path], sources) -> str:
     import re
 
     def cell(text: str, tag: str) -> str:
-        escaped = html.escape(text)
-        escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
-        return f"<{tag}>{escaped}</{tag}>"
+        escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+        return f"<{tag} class='{'num' if _numeric(text) else 'text'}'>{escaped}</{tag}>"
 
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<title>Loss benchmark</title>", f"<style>{_CSS}</style></head><body>", "<h1>Loss benchmark</h1>",
