@@ -226,3 +226,10 @@ def test_gradcheck(name):
 def test_gradcheck_bce_iou_ssim():
     logits, labels = make((1, 6, 5), 1, seed=3)
     assert torch.autograd.gradcheck(lambda x: bce_iou_ssim_loss(x, labels, window_size=3), (logits,))
+
+
+@pytest.mark.parametrize("name", ["combo", "ell", "lesion", "dice_ce", "dice_focal"])
+def test_one_hot_float_target_equals_labels(name):
+    logits, labels = make((2, 7, 6), 3)
+    function = losses.info(name).function
+    torch.testing.assert_close(function(logits, one_hot(labels, 3)), function(logits, labels))

@@ -501,8 +501,13 @@ def ell_loss(logits: torch.Tensor, target: torch.Tensor, *, w_dice: float = 0.8,
     if weight is None:
         counts = onehot.transpose(0, 1).reshape(c, -1).sum(-1)
         weight = torch.where(counts > 0, (counts.sum() / counts.clamp_min(1e-12)).sqrt(), torch.zeros_like(counts))
-    per_voxel = (-log_p).clamp_min(1e-6).pow(gamma_cross) * onehot * weight.view(1, -1, *[1] * (logits.ndim - 2))
-    cross_term = per_voxel.sum(1).reshape(n, -1).mean(-1)
+    if target.is_floating_point():  # soft labels: every class's term, weighted by g_c
+        per_voxel = ((-log_p).clamp_min(1e-6).pow(gamma_cross) * onehot
+                     * weight.view(1, -1, *[1] * (logits.ndim - 2))).sum(1)
+    else:  # labels: only the label's term, gathered (1/C of the work)
+        log_p_true = log_p.gather(1, target.unsqueeze(1))[:, 0]
+        per_voxel = (-log_p_true).clamp_min(1e-6).pow(gamma_cross) * weight[target]
+    cross_term = per_voxel.reshape(n, -1).mean(-1)
     return reduce(w_dice * dice_term + w_cross * cross_term, reduction)
 
 
