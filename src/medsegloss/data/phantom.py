@@ -2,7 +2,8 @@
 (``phantom-lesion``) and MRI-like cardiac short-axis slices (``phantom-cardiac``).
 
 Each case is a 3-D volume with anisotropic spacing, generated from ``(seed, kind, case index)``
-alone with vectorized NumPy (tens of milliseconds per case at 256², cached in memory), so the
+alone (every random shape is drawn in resolution-independent units, so ``size`` changes the
+resolution, not the anatomy) with vectorized NumPy (tens of milliseconds per case at 256², cached in memory), so the
 same seed gives the same pixels on every machine and 2-D items are slices of those volumes.
 
 The images are meant to be hard enough that losses differ: lesions are small, faint and blurred
@@ -101,7 +102,7 @@ def lesion_volume(seed: int, index: int, size: int = 256, slices: int = 16):
     fat = rng.uniform(0.05, 0.10)
     image = np.full((depth, size, size), -1000.0, np.float32)
     image = _mix(image, -100.0, _soft((1 - body_r) * ay, edge))
-    soft_tissue = 40.0 + 12.0 * _smooth_noise(rng, 1, size, cells=max(size // 20, 4), cells_z=1)
+    soft_tissue = 40.0 + 12.0 * _smooth_noise(rng, 1, size, cells=12, cells_z=1)
     image = _mix(image, soft_tissue, _soft((1 - fat - body_r) * ay, edge))
 
     # ribs: bright ovals just inside the fat, at angles that drift from slice to slice; drawn in
@@ -134,10 +135,10 @@ def lesion_volume(seed: int, index: int, size: int = 256, slices: int = 16):
     lungs *= 1 - organs
     lungs *= _soft((1 - fat - 0.08 - body_r) * ay, edge)  # keep a chest wall
 
-    texture = 35.0 * _smooth_noise(rng, depth, size, cells=max(size // 24, 4), cells_z=4)
+    texture = 35.0 * _smooth_noise(rng, depth, size, cells=10, cells_z=4)
     dependent = 120.0 * np.clip((y - 0.1) / 0.35, 0, 1)  # gravity: denser posterior lung
     hilum = np.minimum(np.hypot(y - 0.0, x - 0.22 * ax), np.hypot(y - 0.0, x + 0.22 * ax))
-    vessels_noise = _smooth_noise(rng, depth, size, cells=max(size // 5, 8), cells_z=max(depth // 2, 2))
+    vessels_noise = _smooth_noise(rng, depth, size, cells=40, cells_z=max(depth // 2, 2))
     vessels = 650.0 * _soft(vessels_noise - (2.4 - 0.9 * np.exp(-(hilum / 0.25) ** 2)), 0.25)
     parenchyma = -870.0 + texture + dependent + vessels
     image = _mix(image, parenchyma, lungs)
@@ -158,17 +159,17 @@ def _lesions(rng, lungs, y, x, t, size):
     count = rng.choice(5, p=[0.12, 0.3, 0.3, 0.18, 0.1])
     added = np.zeros(lungs.shape, np.float32)
     label = np.zeros(lungs.shape, np.uint8)
-    lobes = _smooth_noise(rng, depth, size, cells=max(size // 16, 4), cells_z=4)
-    heterogeneity = _smooth_noise(rng, depth, size, cells=max(size // 10, 6), cells_z=4)
+    lobes = _smooth_noise(rng, depth, size, cells=12, cells_z=4)
+    heterogeneity = _smooth_noise(rng, depth, size, cells=20, cells_z=4)
     for _ in range(count):
         z = rng.uniform(0, depth - 1)
         inside = np.argwhere(lungs[int(round(z))] > 0.9)
         if len(inside) == 0:
             continue
-        row, col = inside[rng.integers(len(inside))]
+        row, col = inside[int(rng.uniform() * len(inside))]  # about the same place at any size
         cy, cx = (row + 0.5) / size * 2 - 1, (col + 0.5) / size * 2 - 1
-        a, b = rng.uniform(0.05, 0.15, size=2)
-        c = rng.uniform(1.5, 4.0)  # semi-axis in slices (7-20 mm)
+        a, b = rng.uniform(0.06, 0.17, size=2)
+        c = rng.uniform(1.5, 4.5)  # semi-axis in slices (7-22 mm)
         near = np.arange(max(0, int(z - c - 1)), min(depth, int(z + c + 2)))
         dz = ((near[:, None, None] - z) / c).astype(np.float32)
         inplane = _ellipse_radius(y, x, cy, cx, a, b, angle=rng.uniform(0, np.pi))
@@ -259,15 +260,15 @@ def cardiac_volume(seed: int, index: int, size: int = 256, slices: int = 10):
         lung = _soft((1 - _ellipse_radius(y, x, 0.08, side * 0.46, 0.42, 0.27)) * 0.27, edge)
         image = _mix(image, 0.06 + 0.03 * side, lung * (1 - _soft(heart_zone - 0.5, 0.2)))
     liver = _soft((0.05 + 0.25 * t) - np.hypot(y - 0.42, x + 0.38), edge) * (t > 0.4)
-    image = _mix(image, 0.36 + 0.04 * _smooth_noise(rng, depth, size, cells=max(size // 16, 4)), liver)
+    image = _mix(image, 0.36 + 0.04 * _smooth_noise(rng, depth, size, cells=12), liver)
     fat_ring = _soft(epi + 0.025 - rho, edge) * _soft(np.cos(theta - rng.uniform(0, 2 * np.pi)) + 0.2, 0.2)
     image = _mix(image, 0.8, fat_ring)
     image = _mix(image, 0.27, np.maximum(epicardium, rv_wall_outline))
-    flow = 0.05 * _smooth_noise(rng, depth, size, cells=max(size // 32, 4))
+    flow = 0.05 * _smooth_noise(rng, depth, size, cells=6)
     image = _mix(image, 0.9 + flow, rv)
     image = _mix(image, 0.95 + flow, lv)
     image = _mix(image, 0.35, 0.8 * papillary)  # partial volume: grey, not black
-    image = image + 0.03 * _smooth_noise(rng, depth, size, cells=max(size // 12, 6), cells_z=depth)
+    image = image + 0.03 * _smooth_noise(rng, depth, size, cells=20, cells_z=depth)
 
     image = image * np.exp(0.35 * _smooth_noise(rng, depth, size, cells=3))  # coil bias field
     sigma = rng.uniform(0.03, 0.07)
