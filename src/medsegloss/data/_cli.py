@@ -27,7 +27,8 @@ def preview(names, out, *, roots=None, size: int = 192, per_dataset: int = 4, se
     colours = ["#ff4040", "#ffd000", "#30d0ff", "#60ff60"]
     fig, axes = plt.subplots(len(names), per_dataset, figsize=(2.6 * per_dataset, 2.75 * len(names)), squeeze=False)
     for row, name in enumerate(names):
-        dataset = get_dataset(name, roots.get(name), split="all", size=size, seed=seed)
+        options = {"num_cases": 8} if name.startswith("phantom-") else {}  # 8 cases are plenty to show
+        dataset = get_dataset(name, roots.get(name), split="all", size=size, seed=seed, **options)
         # slices with every class present if possible, spread over different cases
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(dataset))

@@ -139,7 +139,7 @@ def lesion_volume(seed: int, index: int, size: int = 256, slices: int = 16):
     dependent = 120.0 * np.clip((y - 0.1) / 0.35, 0, 1)  # gravity: denser posterior lung
     hilum = np.minimum(np.hypot(y - 0.0, x - 0.22 * ax), np.hypot(y - 0.0, x + 0.22 * ax))
     vessels_noise = _smooth_noise(rng, depth, size, cells=40, cells_z=max(depth // 2, 2))
-    vessels = 650.0 * _soft(vessels_noise - (2.4 - 0.9 * np.exp(-(hilum / 0.25) ** 2)), 0.25)
+    vessels = 650.0 * _soft(vessels_noise - (2.1 - 0.9 * np.exp(-(hilum / 0.3) ** 2)), 0.25)
     parenchyma = -870.0 + texture + dependent + vessels
     image = _mix(image, parenchyma, lungs)
     image = _mix(image, 45.0, _soft((1 - heart_r) * 0.15, edge))
