@@ -258,3 +258,53 @@ def test_a_run_directory_refuses_another_config(reference_run):
     out, _ = reference_run
     with pytest.raises(ValueError, match=r"holds a run with another config \(epochs: 3 there, 4 here\)"):
         train.fit(tiny(epochs=4), out)
+
+
+def test_progress_bar_and_epoch_line_unless_quiet(tmp_path, capsys, monkeypatch):
+    import tqdm
+
+    bars = []
+
+    class RecordingBar(tqdm.tqdm):  # what the bar was told: images done, unit (-> img/s), loss
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.record = {"total": kwargs["total"], "unit": kwargs["unit"], "done": 0, "postfix": {},
+                           "disable": kwargs["disable"]}
+            bars.append(self.record)
+
+        def update(self, n=1):
+            self.record["done"] += n
+            return super().update(n)
+
+        def set_postfix(self, **kwargs):
+            self.record["postfix"].update(kwargs)
+            return super().set_postfix(**kwargs)
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
+    train.fit(tiny(epochs=1), tmp_path / "loud")
+    captured = capsys.readouterr()
+    assert re.search(r"epoch 1/1  loss \d+\.\d+ \(ce \d+\.\d+, dice \d+\.\d+\)  val dice \d\.\d+  lr 0\.01  "
+                     r"\d+\.\d s \(\d+\.\d img/s\)", captured.out)
+    assert "epoch 1/1" in captured.err  # the bar itself
+    (bar,) = bars
+    assert (bar["total"], bar["unit"], bar["done"], bar["disable"]) == (9, "img", 9, False)
+    assert float(bar["postfix"]["loss"]) > 0
+    train.fit(tiny(epochs=1), tmp_path / "quiet", quiet=True)
+    assert capsys.readouterr() == ("", "") and bars[1]["disable"]
+
+
+def test_mixed_precision_on_cpu_runs_in_bfloat16(tmp_path, monkeypatch):
+    dtypes = []
+    make_loss = train.make_loss
+
+    def spying_make_loss(config):
+        loss = make_loss(config)
+        forward = loss.forward
+        loss.forward = lambda logits, target, **options: dtypes.append(logits.dtype) or forward(logits, target, **options)
+        return loss
+
+    monkeypatch.setattr(train, "make_loss", spying_make_loss)
+    result = train.fit(tiny(epochs=1, amp=True, device="cpu"), tmp_path, quiet=True)
+    assert dtypes == [torch.float32] * 3  # the network ran in bfloat16, the loss gets float32 logits
+    line = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert np.isfinite(line["train_loss"]) and result["test_rows"]
