@@ -189,9 +189,8 @@ def test_covid_bad_data(tmp_path, caplog):
         get_dataset("covid-ct", tmp_path, split="all", size=8)
 
 
-def _png(path, array, mode=None):
-    Image.fromarray(array, mode) if mode else Image.fromarray(array)
-    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(path)
+def _png(path, array):
+    Image.fromarray(array).save(path)
 
 
 @pytest.fixture()
