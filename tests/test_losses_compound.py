@@ -233,3 +233,10 @@ def test_one_hot_float_target_equals_labels(name):
     logits, labels = make((2, 7, 6), 3)
     function = losses.info(name).function
     torch.testing.assert_close(function(logits, one_hot(labels, 3)), function(logits, labels))
+
+
+def test_gradcheck_dice_ce_binary_fused_path():
+    logits, labels = make((2, 5, 4), 1, seed=4)
+    assert torch.autograd.gradcheck(lambda x: dice_ce_loss(x, labels, alpha=0.7), (logits,))
+    soft = torch.rand(2, 1, 5, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: dice_ce_loss(x, soft, reduction="none").sum(), (logits,))
