@@ -240,3 +240,5 @@ def test_gradcheck_dice_ce_binary_fused_path():
     assert torch.autograd.gradcheck(lambda x: dice_ce_loss(x, labels, alpha=0.7), (logits,))
     soft = torch.rand(2, 1, 5, 4, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda x: dice_ce_loss(x, soft, reduction="none").sum(), (logits,))
+    expected = losses.cross_entropy_loss(logits, soft) + 0.7 * losses.dice_loss(logits, soft)
+    torch.testing.assert_close(dice_ce_loss(logits, soft, alpha=0.7), expected)
