@@ -79,7 +79,7 @@ def unet_step_seconds(size: int, base: int, depth: int, batch_size: int, rounds:
     images = torch.randn(batch_size, 1, size, size).to(memory_format=torch.channels_last)
     labels = torch.randint(0, 4, (batch_size, size, size))
     times = []
-    for _ in range(rounds + 1):  # the first step warms up
+    for _ in range(max(rounds, 5) + 1):  # the first step warms up; min of at least 5
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(images), labels).backward()
