@@ -117,7 +117,8 @@ def load(root=None, split: str = "train", *, size: int = 256, frames=FRAMES, see
             if not image_path.is_file():
                 handle_bad(f"{image_path} ({frame} frame of {folder / 'Info.cfg'}) does not exist", on_error)
             elif not label_path.is_file():
-                handle_bad(f"{image_path} has no ground truth: {label_path} does not exist", on_error)
+                handle_bad(f"{image_path} has no ground truth: {label_path} does not exist (an old release "
+                           "without test labels? on_error='skip' leaves such frames out)", on_error)
             else:
                 files[f"{folder.name}_{frame}"] = (image_path, label_path)
     ids = sorted(files)

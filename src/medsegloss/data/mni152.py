@@ -120,7 +120,7 @@ def load(root=None, split: str = "train", *, size: int = 256, axis="axial", num_
     ids = [f"slab{k:02d}" for k in range(len(slabs))]
     split_dict = resolve_split(ids, split_file=split_file, seed=seed, val_fraction=val_fraction,
                                test_fraction=test_fraction)
-    by_id = dict(zip(ids, slabs))
+    by_id = {case: slice(int(slab[0]), int(slab[-1]) + 1) for case, slab in zip(ids, slabs)}  # views, no copies
     cases = [Case(case_id, volume.image[by_id[case_id]], volume.label[by_id[case_id]], volume.spacing)
              for case_id in select(split_dict, split, ids)]
     options = dict(size=size, axis=axis, num_slabs=num_slabs, gap=gap, min_brain_fraction=min_brain_fraction)
