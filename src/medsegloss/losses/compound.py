@@ -638,20 +638,23 @@ def component_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     from scipy import ndimage
 
     labels_np = labels.cpu().numpy()
+    n = labels_np.shape[0]
+    # face connectivity within each sample, none along the batch axis: one call labels the batch
+    structure = np.zeros((3,) * labels_np.ndim, bool)
+    structure[1] = ndimage.generate_binary_structure(labels_np.ndim - 1, 1)
+    pieces, count_per_sample = [], np.zeros(n)
+    for c in [1] if num_classes <= 2 else range(1, num_classes):
+        components, count = ndimage.label(labels_np == c, structure)
+        if count:
+            # the sample of each component: where its bounding box starts along the batch axis
+            sample_of = np.array([0] + [box[0].start for box in ndimage.find_objects(components)])
+            count_per_sample += np.bincount(sample_of[1:], minlength=n)
+            pieces.append((components, np.bincount(components.ravel()), sample_of))
     out = np.zeros(labels_np.shape, np.float32)
-    classes = [1] if num_classes <= 2 else range(1, num_classes)
-    for sample in range(labels_np.shape[0]):
-        pieces = []
-        for c in classes:
-            components, count = ndimage.label(labels_np[sample] == c)
-            if count:
-                sizes = np.bincount(components.ravel())
-                pieces.append((components, sizes))
-        total = sum(len(sizes) - 1 for _, sizes in pieces)
-        for components, sizes in pieces:
-            inverse = np.zeros(len(sizes), np.float32)
-            inverse[1:] = 1.0 / (total * sizes[1:])
-            out[sample] += inverse[components]
+    for components, sizes, sample_of in pieces:
+        inverse = np.zeros(len(sizes), np.float32)
+        inverse[1:] = 1.0 / (count_per_sample[sample_of[1:]] * sizes[1:])
+        out += inverse[components]
     return torch.from_numpy(out).to(labels.device)
 
 
@@ -681,14 +684,16 @@ def lesion_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.
     if target.is_floating_point():
         target = (target[:, 0] > 0.5).long() if logits.shape[1] == 1 else target.argmax(1)
     num_classes = max(logits.shape[1], 2)
-    logits, _ = _two_channel(logits, target)
-    log_p_true = torch.log_softmax(logits, 1).gather(1, target.unsqueeze(1))[:, 0]
+    if logits.shape[1] == 1:  # log σ(x) for the foreground, log σ(−x) for the background
+        log_p_true = F.logsigmoid(logits[:, 0] * (2 * target - 1).to(logits.dtype))
+    else:
+        log_p_true = torch.log_softmax(logits, 1).gather(1, target.unsqueeze(1))[:, 0]
     focal = -(1 - log_p_true.exp()).pow(gamma) * log_p_true
     n = logits.shape[0]
-    weights = component_weights(target, num_classes).to(focal.dtype)
-    lesion_term = (focal * weights).reshape(n, -1).sum(-1)
-    pixel_term = focal.reshape(n, -1).mean(-1)
-    return reduce(alpha * lesion_term + (1 - alpha) * pixel_term, reduction)
+    # both terms as one weighted sum over the voxels: α·w_component + (1 − α)/V
+    voxel_weight = component_weights(target, num_classes).to(focal.dtype).mul_(alpha)
+    voxel_weight.add_((1 - alpha) / focal[0].numel())
+    return reduce((focal * voxel_weight).reshape(n, -1).sum(-1), reduction)
 
 
 @register("combo", family="compound", paper="Taghanaki et al., 2019", function=combo_loss)
