@@ -92,6 +92,7 @@ def test_common_options_go_to_terms_that_take_them_and_none_reduction_flows_thro
         logits, labels, reduction="none", include_background=False, smooth=1.0)
     torch.testing.assert_close(value, expected)
     assert loss.last_values["ce"] == pytest.approx(float(losses.cross_entropy_loss(logits, labels).detach()))
+    assert loss.last_tensors["dice"].shape == (2,) and not loss.last_tensors["dice"].requires_grad
 
 
 def test_last_values_and_weights_schedule():

@@ -88,6 +88,12 @@ class WeightedSum(nn.Module):
         """Each term's last value (unweighted; the mean when a term returned ``(N,)``)."""
         return {name: float(value.float().mean()) for name, value in self._last.items()}
 
+    @property
+    def last_tensors(self) -> dict[str, torch.Tensor]:
+        """Each term's last value as a detached tensor on the loss's device: logging that sums
+        them over an epoch need not synchronise with the GPU every step."""
+        return dict(self._last)
+
     def extra_repr(self) -> str:
         return " + ".join(f"{self.weights[name]:g}*{name}" for name in self.names)
 
