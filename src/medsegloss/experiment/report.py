@@ -25,6 +25,7 @@ MAIN_METRICS = ("dice", "iou", "pixel_error")  # the seed paper's table
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "pixel_error": "pixel error (%)", "hd95": "HD95",
                  "assd": "ASSD", "hd": "HD", "nsd": "NSD"}
 PERCENT_METRICS = ("pixel_error",)  # shown ×100 in the tables (raw fractions in results.*)
+DISTANCE_METRICS = ("hd", "hd95", "assd", "masd")  # in mm (or pixels): 2 decimals are plenty
 BENCH_FILE = "bench.json"  # written by `medsegloss bench`: the sweep's losses, datasets and seeds
 
 
@@ -155,6 +156,8 @@ def _number(value, metric: str | None = None, digits: int = 3) -> str:
     if metric in PERCENT_METRICS:
         value = 100 * value
         digits = 2
+    elif metric in DISTANCE_METRICS:
+        digits = 2
     return f"{value:.{digits}f}"
 
 
@@ -180,7 +183,7 @@ def metric_table(results: dict, metrics) -> tuple[list[str], list[list[str]]]:
     mean of each column in bold (``**``)."""
     metrics = [m for m in metrics if m in results["metrics"]]
     lookup = {(r["dataset"], r["loss"], r["metric"]): r for r in results["summary"]}
-    header = ["loss"] + [f"{d} {METRIC_LABELS.get(m, m)}" for d in results["datasets"] for m in metrics]
+    header = ["loss"] + [(d, METRIC_LABELS.get(m, m)) for d in results["datasets"] for m in metrics]
     rows = []
     for loss in results["losses"]:
         cells = [loss]
@@ -216,7 +219,7 @@ def test_table(results: dict) -> tuple[list[str], list[list[str]]]:
 
 def rank_table(results: dict) -> tuple[list[str], list[list[str]]]:
     columns = [f"{d}/{m}" for d in results["datasets"] for m in results["metrics"]]
-    header = ["loss", "mean rank"] + [f"{d} {METRIC_LABELS.get(m, m)}" for d in results["datasets"]
+    header = ["loss", "mean rank"] + [(d, METRIC_LABELS.get(m, m)) for d in results["datasets"]
                                       for m in results["metrics"]]
     rows = [[row["loss"], f"{row['mean_rank']:.2f}"]
             + [f"{row['ranks'][c]:g}" if c in row["ranks"] else "–" for c in columns]
@@ -241,6 +244,8 @@ def _numeric(text: str) -> bool:
 
 
 def markdown_table(header, rows) -> str:
+    """A Markdown table; a ``(group, label)`` header cell is written ``group label``."""
+    header = [" ".join(cell) if isinstance(cell, tuple) else cell for cell in header]
     align = ["---:" if rows and all(_numeric(row[i]) for row in rows) else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
@@ -248,14 +253,14 @@ def markdown_table(header, rows) -> str:
 
 
 def _settings(results: dict) -> str:
-    counts = {(r["dataset"], r["loss"]): 0 for r in results["runs"]}
-    for r in results["runs"]:
-        counts[(r["dataset"], r["loss"])] += 1
-    n_cases = sorted({r["n_cases"] for r in results["summary"]})
+    cases = {}
+    for row in results["cases"]:
+        cases.setdefault(row["dataset"], {}).setdefault(row["seed"], set()).add(row["case"])
+    per_seed = ", ".join(f"{dataset} {'/'.join(sorted({str(len(c)) for c in seeds.values()}))}"
+                         for dataset, seeds in cases.items())
     return (f"{len(results['runs'])} runs: {len(results['losses'])} losses × {len(results['datasets'])} "
-            f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per (loss, dataset), "
-            f"pooled over seeds: {', '.join(map(str, n_cases))}. Mean ± std over seeds (each seed's mean "
-            f"over its test cases); best mean in bold.")
+            f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per seed: {per_seed}. "
+            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold.")
 
 
 # ---------------------------------------------------------------- figures
@@ -395,9 +400,10 @@ def _sections(results: dict) -> list[tuple[str, str, tuple]]:
     sections = [("Results", _settings(results), metric_table(results, MAIN_METRICS))]
     surface = [m for m in results["metrics"] if m not in MAIN_METRICS]
     if surface:
-        sections.append(("Surface distances", "Mean ± std over seeds, in the units of the voxel spacing (mm for scans); "
-                         "lower is better. A case whose class is missing in the prediction or the ground truth "
-                         "has no distance and is left out.", metric_table(results, surface)))
+        sections.append(("Surface distances", "Mean ± std over seeds, in the units of the voxel spacing (mm for scans and phantoms); "
+                         "lower is better. Where a distance is undefined (a class missing from the prediction or "
+                         "the ground truth) the case is left out, so a loss that misses whole structures can look "
+                         "better here than in the Dice table.", metric_table(results, surface)))
     sections.append((f"Paired tests against {baseline}",
                      f"Median over (seed, case) pairs of loss − {baseline}, two-sided Wilcoxon signed-rank test "
                      f"on those pairs, p-values Holm-adjusted over the {len(results['losses']) - 1} losses of "
@@ -427,14 +433,33 @@ def render_markdown(results: dict, figures: dict[str, Path], dest: Path, sources
     return "\n".join(lines)
 
 
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1500px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{font-size:1.2em;
 margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}p.note{color:#555;font-size:.9em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #ddd;padding:.3em .6em;white-space:nowrap}
-th{background:#f4f6f8;text-align:center}td.num{text-align:right}td.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+th{background:#f4f6f8;text-align:center}th.group{border-bottom:2px solid #bbb}
+td.better{color:#1a7f37}td.worse{color:#cf222e}td.num{text-align:right}td.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .scroll{overflow-x:auto}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%}
 code{background:#f4f6f8;padding:0 .2em}"""
+
+
+def _html_header(header) -> str:
+    """Header rows; ``(group, label)`` cells get a spanning group row above their labels."""
+    import html
+    from itertools import groupby
+
+    if not any(isinstance(cell, tuple) for cell in header):
+        return "<tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in header) + "</tr>"
+    top, bottom = [], []
+    for group, cells in groupby(header, key=lambda cell: cell[0] if isinstance(cell, tuple) else None):
+        cells = list(cells)
+        if group is None:
+            top += [f"<th rowspan='2'>{html.escape(cell)}</th>" for cell in cells]
+        else:
+            top.append(f"<th colspan='{len(cells)}' class='group'>{html.escape(group)}</th>")
+            bottom += [f"<th>{html.escape(cell[1])}</th>" for cell in cells]
+    return f"<tr>{''.join(top)}</tr><tr>{''.join(bottom)}</tr>"
 
 
 def render_html(results: dict, figures: dict[str, Path], sources) -> str:
@@ -444,15 +469,18 @@ def render_html(results: dict, figures: dict[str, Path], sources) -> str:
 
     def cell(text: str, tag: str) -> str:
         escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
-        return f"<{tag} class='{'num' if _numeric(text) else 'text'}'>{escaped}</{tag}>"
+        kind = "num" if _numeric(text) else "text"
+        kind += " better" if text.endswith(" better") else " worse" if text.endswith(" worse") else ""
+        return f"<{tag} class='{kind}'>{escaped}</{tag}>"
 
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<title>Loss benchmark</title>", f"<style>{_CSS}</style></head><body>", "<h1>Loss benchmark</h1>",
              f"<p class='note'>Runs read from: {', '.join('<code>' + html.escape(str(s)) + '</code>' for s in sources)}</p>"]
     for title, text, (header, rows) in _sections(results):
         text = re.sub(r"\*(.+?)\*", r"<i>\1</i>", html.escape(text))
+        text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
         parts += [f"<h2>{html.escape(title)}</h2>", f"<p class='note'>{text}</p>", "<div class='scroll'><table>",
-                  "<tr>" + "".join(cell(h, "th") for h in header) + "</tr>"]
+                  _html_header(header)]
         parts += ["<tr>" + "".join(cell(c, "td") for c in cells) + "</tr>" for cells in rows]
         parts.append("</table></div>")
     if figures:
