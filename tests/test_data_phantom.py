@@ -20,6 +20,7 @@ def test_lesion_statistics(lesion_cases):
     assert 0.003 < np.mean(with_lesion) < 0.03, np.mean(with_lesion)
     assert 0.1 < np.mean(fractions == 0) < 0.8
     assert np.mean(fractions) < 0.02
+    assert all(label.any() for _, label, _ in lesion_cases)  # every case has a lesion, not every slice
     for image, label, spacing in lesion_cases:
         assert image.dtype == np.float32 and label.dtype == np.uint8
         assert image.min() >= -1 and image.max() <= 1  # lung window mapped to [-1, 1]

@@ -85,7 +85,7 @@ def lesion_volume(seed: int, index: int, size: int = 256, slices: int = 16):
     """One chest CT-like case: ``(image (D, S, S) float32 in [-1, 1], label uint8, spacing)``.
 
     Anatomy (HU): air -1000, subcutaneous fat -100, muscle and mediastinum 40, ribs and spine
-    300-700, lungs -860 with smooth texture and bright vessels (denser near the hila); 0-4
+    300-700, lungs -870 with smooth texture and bright vessels (denser near the hila); 1-4
     ground-glass lesions (ellipsoids with lobulated outlines, +100..+260 HU, edges blurred over a
     few pixels) kept inside the lungs. The label is the lesion where its blurred profile passes
     half height. Gaussian noise of 15-30 HU; lung window [-1000, 400] HU mapped to [-1, 1].
@@ -156,7 +156,7 @@ def lesion_volume(seed: int, index: int, size: int = 256, slices: int = 16):
 def _lesions(rng, lungs, y, x, t, size):
     """Ground-glass lesions inside the lungs: (HU to add, label uint8)."""
     depth = lungs.shape[0]
-    count = rng.choice(5, p=[0.12, 0.3, 0.3, 0.18, 0.1])
+    count = 1 + rng.choice(4, p=[0.35, 0.35, 0.2, 0.1])  # every case has one (per-case Dice stays defined)
     added = np.zeros(lungs.shape, np.float32)
     label = np.zeros(lungs.shape, np.uint8)
     lobes = _smooth_noise(rng, depth, size, cells=12, cells_z=4)
