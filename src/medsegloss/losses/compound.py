@@ -211,14 +211,14 @@ class _SoftmaxLabelCounts(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, bins):
+    def forward(ctx, logits, labels):
         n, c = logits.shape[:2]
         y = labels.reshape(n, 1, -1)
         probs = torch.log_softmax(logits.reshape(n, c, -1), 1)
         log_p_true = probs.gather(1, y)
         probs.exp_()  # in place: the log-probabilities are not needed any more
         p_true = log_p_true.exp()
-        tp = probs.new_zeros(n * c).scatter_add_(0, bins, p_true.flatten()).view(n, c)
+        tp = probs.new_zeros(n, c).scatter_add_(1, y[:, 0], p_true[:, 0])
         ctx.save_for_backward(probs, y, p_true)
         ctx.shape = logits.shape
         return -log_p_true.sum((1, 2)), tp, probs.sum(-1)
@@ -230,7 +230,9 @@ class _SoftmaxLabelCounts(torch.autograd.Function):
         n = probs.shape[0]
         grad_nll = grad_nll.view(n, 1, 1)
         grad_tp_true = grad_tp.gather(1, y[:, 0]).unsqueeze(1)
-        s = torch.bmm(grad_sum_p.unsqueeze(1), probs).addcmul_(p_true, grad_tp_true).sub_(grad_nll)
+        with torch.autocast(probs.device.type, enabled=False):  # bmm must stay in float32
+            s = torch.bmm(grad_sum_p.unsqueeze(1).to(probs.dtype), probs)
+        s.addcmul_(p_true, grad_tp_true).sub_(grad_nll)
         grad = (probs * grad_sum_p.unsqueeze(-1)).addcmul_(probs, s, value=-1)
         grad.scatter_add_(1, y, p_true * grad_tp_true - grad_nll)
         return grad.view(ctx.shape), None, None
@@ -262,9 +264,9 @@ class _SigmoidCounts(torch.autograd.Function):
 def _fused_dice_ce_counts(logits: torch.Tensor, labels: torch.Tensor):
     """Per-sample CE ``(N,)`` and ``tp, fp, fn`` ``(N, C)`` for softmax logits and in-range labels."""
     n, c = logits.shape[:2]
-    bins = (labels.reshape(n, -1) + c * torch.arange(n, device=labels.device).view(n, 1)).flatten()
-    nll, tp, sum_p = _SoftmaxLabelCounts.apply(logits, labels, bins)
-    sum_g = torch.bincount(bins, minlength=n * c).view(n, c).to(tp.dtype)
+    nll, tp, sum_p = _SoftmaxLabelCounts.apply(logits, labels)
+    flat = labels.reshape(n, -1)
+    sum_g = tp.new_zeros(n, c).scatter_add_(1, flat, tp.new_ones(1).expand(flat.shape))
     return nll / labels[0].numel(), tp, sum_p - tp, sum_g - tp
 
 
