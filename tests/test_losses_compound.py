@@ -242,3 +242,18 @@ def test_gradcheck_dice_ce_binary_fused_path():
     assert torch.autograd.gradcheck(lambda x: dice_ce_loss(x, soft, reduction="none").sum(), (logits,))
     expected = losses.cross_entropy_loss(logits, soft) + 0.7 * losses.dice_loss(logits, soft)
     torch.testing.assert_close(dice_ce_loss(logits, soft, alpha=0.7), expected)
+
+
+def test_dice_ce_fused_path_with_underflowing_probabilities():
+    # logit gaps of 200 make softmax underflow to 0 in float32: log p must still be exact
+    logits, labels = make((2, 6, 5), 3, dtype=torch.float32)
+    logits = logits.detach().clone()
+    logits[0, :, 0, 0] = torch.tensor([200.0, -200.0, 0.0])
+    labels[0, 0, 0] = 1
+    logits.requires_grad_(True)
+    value = dice_ce_loss(logits, labels)
+    expected = losses.cross_entropy_loss(logits, labels) + losses.dice_loss(logits, labels)
+    torch.testing.assert_close(value, expected)
+    assert float(value.detach()) > 400 / 30 / 2  # the one voxel's CE of 400, averaged over 30 voxels, 2 samples
+    value.backward()
+    assert torch.isfinite(logits.grad).all()

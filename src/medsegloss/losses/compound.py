@@ -214,10 +214,15 @@ class _SoftmaxLabelCounts(torch.autograd.Function):
     def forward(ctx, logits, labels):
         n, c = logits.shape[:2]
         y = labels.reshape(n, 1, -1)
-        probs = torch.log_softmax(logits.reshape(n, c, -1), 1)
-        log_p_true = probs.gather(1, y)
-        probs.exp_()  # in place: the log-probabilities are not needed any more
-        p_true = log_p_true.exp()
+        flat = logits.reshape(n, c, -1)
+        probs = torch.softmax(flat, 1)
+        p_true = probs.gather(1, y)
+        log_p_true = p_true.log()
+        # where p underflows (logit gaps beyond ~87 in float32) take log p = x − logsumexp(x)
+        tiny = p_true < torch.finfo(p_true.dtype).tiny * 2**24
+        if tiny.any():
+            exact = flat.gather(1, y) - torch.logsumexp(flat, 1, keepdim=True)
+            log_p_true = torch.where(tiny, exact, log_p_true)
         tp = probs.new_zeros(n, c).scatter_add_(1, y[:, 0], p_true[:, 0])
         ctx.save_for_backward(probs, y, p_true)
         ctx.shape = logits.shape
