@@ -199,6 +199,25 @@ def _term(name: str, **options) -> nn.Module:
     return get(name, **{key: value for key, value in options.items() if key in accepted})
 
 
+_LANES = 8  # accumulators per class (see _class_bins)
+
+
+def _class_bins(labels: torch.Tensor) -> torch.Tensor:
+    """``(N, V)`` labels -> bin ``label·8 + v mod 8`` of every voxel, for :func:`_class_sums`.
+
+    Neighbouring voxels mostly share a label; summing them into one accumulator per class makes
+    every addition wait for the previous one (1.5x slower on segmentation-like labels than on
+    random ones). Eight interleaved accumulators per class break that chain."""
+    lanes = torch.arange(labels.shape[-1], device=labels.device) % _LANES
+    return labels * _LANES + lanes
+
+
+def _class_sums(values: torch.Tensor, bins: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``Σ_{v: y_v = c} values_v`` per sample and class ``(N, C)`` from ``(N, V)`` values."""
+    sums = values.new_zeros(values.shape[0], num_classes * _LANES).scatter_add_(1, bins, values)
+    return sums.view(-1, num_classes, _LANES).sum(-1)
+
+
 class _SoftmaxLabelCounts(torch.autograd.Function):
     """Per sample, from logits ``(N, C, *spatial)`` and integer labels, in few passes over memory:
     ``Σ_v −log p_{y_v}`` ``(N,)``, ``TP_c = Σ_{v: y_v = c} p_c`` and ``Σ_v p_c`` ``(N, C)``.
@@ -211,7 +230,7 @@ class _SoftmaxLabelCounts(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, labels):
+    def forward(ctx, logits, labels, bins):
         n, c = logits.shape[:2]
         y = labels.reshape(n, 1, -1)
         flat = logits.reshape(n, c, -1)
@@ -223,7 +242,7 @@ class _SoftmaxLabelCounts(torch.autograd.Function):
         if tiny.any():
             exact = flat.gather(1, y) - torch.logsumexp(flat, 1, keepdim=True)
             log_p_true = torch.where(tiny, exact, log_p_true)
-        tp = probs.new_zeros(n, c).scatter_add_(1, y[:, 0], p_true[:, 0])
+        tp = _class_sums(p_true[:, 0], bins, c)
         ctx.save_for_backward(probs, y, p_true)
         ctx.shape = logits.shape
         return -log_p_true.sum((1, 2)), tp, probs.sum(-1)
@@ -240,7 +259,7 @@ class _SoftmaxLabelCounts(torch.autograd.Function):
         s.addcmul_(p_true, grad_tp_true).sub_(grad_nll)
         grad = (probs * grad_sum_p.unsqueeze(-1)).addcmul_(probs, s, value=-1)
         grad.scatter_add_(1, y, p_true * grad_tp_true - grad_nll)
-        return grad.view(ctx.shape), None, None
+        return grad.view(ctx.shape), None, None, None
 
 
 class _SigmoidCounts(torch.autograd.Function):
@@ -269,9 +288,9 @@ class _SigmoidCounts(torch.autograd.Function):
 def _fused_dice_ce_counts(logits: torch.Tensor, labels: torch.Tensor):
     """Per-sample CE ``(N,)`` and ``tp, fp, fn`` ``(N, C)`` for softmax logits and in-range labels."""
     n, c = logits.shape[:2]
-    nll, tp, sum_p = _SoftmaxLabelCounts.apply(logits, labels)
-    flat = labels.reshape(n, -1)
-    sum_g = tp.new_zeros(n, c).scatter_add_(1, flat, tp.new_ones(1).expand(flat.shape))
+    bins = _class_bins(labels.reshape(n, -1))
+    nll, tp, sum_p = _SoftmaxLabelCounts.apply(logits, labels, bins)
+    sum_g = _class_sums(tp.new_ones(1).expand(bins.shape), bins, c)
     return nll / labels[0].numel(), tp, sum_p - tp, sum_g - tp
 
 
