@@ -259,7 +259,7 @@ class _SoftmaxLabelCounts(torch.autograd.Function):
         s.addcmul_(p_true, grad_tp_true).sub_(grad_nll)
         grad = (probs * grad_sum_p.unsqueeze(-1)).addcmul_(probs, s, value=-1)
         grad.scatter_add_(1, y, p_true * grad_tp_true - grad_nll)
-        return grad.view(ctx.shape), None, None, None
+        return grad.view(ctx.shape), None, None
 
 
 class _SigmoidCounts(torch.autograd.Function):
@@ -312,7 +312,7 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
         ce, tp, fp, fn = _fused_dice_ce_counts(logits, target)
         ce = reduce(ce, reduction)
     elif c == 1 and ignore_index is None:  # binary: one sigmoid pass feeds BCE and the counts
-        foreground = (target if labels else target[:, 0]).to(logits.dtype).reshape(n, -1)  # labels are 0/1
+        foreground = (target if labels else target[:, 0]).to(logits.dtype).reshape(n, -1)  # labels: 0/1
         bce, tp, sum_p = _SigmoidCounts.apply(logits.reshape(n, -1), foreground)
         tp, sum_g = tp.unsqueeze(1), foreground.sum(-1, keepdim=True)
         ce, fp, fn = reduce(bce / foreground.shape[1], reduction), sum_p.unsqueeze(1) - tp, sum_g - tp
