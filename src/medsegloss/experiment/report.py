@@ -57,6 +57,8 @@ def find_runs(out_dirs) -> tuple[list[Run], list[Path]]:
     """The finished runs under ``out_dirs`` (each a folder searched recursively) and the
     unfinished ones (``config.json`` without ``metrics.json``). The same run found twice (e.g. a
     shard folder and the merged folder) is an error naming both paths."""
+    from medsegloss.experiment.config import loss_slug
+
     runs: dict[tuple, Run] = {}
     unfinished: list[Path] = []
     for out_dir in map(Path, out_dirs):
@@ -69,8 +71,6 @@ def find_runs(out_dirs) -> tuple[list[Run], list[Path]]:
                 continue
             result = read_json(run_dir / "metrics.json")
             config = result.get("config") or read_json(config_path)
-            from medsegloss.experiment.config import loss_slug
-
             label = loss_label(config)
             key = (config["dataset"], label, int(config["seed"]))
             run = Run(config["dataset"], label, int(config["seed"]),
@@ -162,20 +162,27 @@ def _number(value, metric: str | None = None, digits: int = 3) -> str:
 
 
 def _mean_std(row: dict | None, metric: str) -> str:
+    """``mean ± std`` over seeds; ``[k/n]`` when only k of the n (seed, case) values are defined."""
     if row is None or row["mean"] is None:
         return "–"
     text = _number(row["mean"], metric)
-    return text if row["std_seeds"] is None else f"{text} ± {_number(row['std_seeds'], metric)}"
+    text = text if row["std_seeds"] is None else f"{text} ± {_number(row['std_seeds'], metric)}"
+    if row["n_nan"]:
+        text += f" [{row['n_cases']}/{row['n_cases'] + row['n_nan']}]"
+    return text
 
 
 def _best(results: dict, dataset: str, metric: str) -> str | None:
-    """The loss with the best mean for (dataset, metric), in the metric's direction."""
+    """The loss with the best mean for (dataset, metric), in the metric's direction, among the
+    losses with the most defined values (a mean over the few cases where a loss found the
+    structure at all is not comparable)."""
     rows = [r for r in results["summary"] if r["dataset"] == dataset and r["metric"] == metric
             and r["mean"] is not None]
     if not rows:
         return None
+    most = max(r["n_cases"] for r in rows)
     sign = 1 if results["higher_is_better"][metric] else -1
-    return max(rows, key=lambda r: sign * r["mean"])["loss"]
+    return max((r for r in rows if r["n_cases"] == most), key=lambda r: sign * r["mean"])["loss"]
 
 
 def metric_table(results: dict, metrics) -> tuple[list[str], list[list[str]]]:
@@ -260,7 +267,8 @@ def _settings(results: dict) -> str:
                          for dataset, seeds in cases.items())
     return (f"{len(results['runs'])} runs: {len(results['losses'])} losses × {len(results['datasets'])} "
             f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per seed: {per_seed}. "
-            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold.")
+            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold; "
+            f"[k/n]: only k of the n (seed, case) values are defined.")
 
 
 # ---------------------------------------------------------------- figures
@@ -299,34 +307,22 @@ def _curves(runs: list[Run]) -> dict:
     return curves
 
 
-def _predict(model, images):
-    """Label maps from a model: argmax over classes, or logit > 0 for one-channel (sigmoid) models."""
-    import torch
-
-    with torch.no_grad():
-        parameter = next(model.parameters(), None)
-        logits = model(images.to(parameter.device if parameter is not None else "cpu")).float().cpu()
-    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-
-
 def _overlay_panels(runs: list[Run], losses, count: int = 4) -> tuple[list[dict], dict, list[str]]:
     """The ``count`` test slices where the losses' predictions disagree most (largest spread of
     per-slice Dice across losses; then most pixels on which they differ), one seed's runs."""
     import torch
 
-    from medsegloss import data, metrics
-    from medsegloss.experiment.train import load_checkpoint
+    from medsegloss import metrics
+    from medsegloss.experiment.config import Config
+    from medsegloss.experiment.train import labels_from_logits, load_checkpoint, make_dataset, predict_logits
 
     seed = min(run.seed for run in runs)
     by_loss = {run.loss: run for run in runs if run.seed == seed and (run.path / "best.pt").exists()}
     losses = [loss for loss in losses if loss in by_loss]
     if not losses:
         return [], {}, []
-    config = by_loss[losses[0]].config
-    dataset = data.get_dataset(config["dataset"], root=config.get("data_root"), split="test",
-                               size=config["image_size"], seed=config["seed"], dims=config.get("dims", 2),
-                               split_file=str(by_loss[losses[0]].path / "split.json"),
-                               **(config.get("dataset_options") or {}))
+    first = by_loss[losses[0]]
+    dataset = make_dataset(Config.from_dict(first.config), "test", split_file=first.path / "split.json")
     items = [dataset[i] for i in range(len(dataset))]
     if not items or items[0]["image"].ndim != 3:  # overlays of 2-D slices only
         return [], {}, []
@@ -335,31 +331,45 @@ def _overlay_panels(runs: list[Run], losses, count: int = 4) -> tuple[list[dict]
     predictions, dice = {}, {}
     for loss in losses:
         model, _ = load_checkpoint(by_loss[loss].path / "best.pt")
-        predicted = torch.cat([_predict(model, images[i:i + 32]) for i in range(0, len(items), 32)]).numpy()
+        predicted = torch.cat([labels_from_logits(predict_logits(model, images[i:i + 32]))
+                               for i in range(0, len(items), 32)]).cpu().numpy()
         predictions[loss] = predicted
         rows = metrics.evaluate(list(predicted), labels, dataset.num_classes, metrics=("dice",),
                                 case_ids=[str(i) for i in range(len(items))])
         per_item = np.full(len(items), np.nan)
         for i in range(len(items)):
             values = [r["dice"] for r in rows if r["case"] == str(i) and r["dice"] is not None
-                      and math.isfinite(r["dice"]) and r.get("empty") != "both"]
+                      and math.isfinite(r["dice"])]
             per_item[i] = np.mean(values) if values else np.nan
         dice[loss] = per_item
-    stacked = np.stack([predictions[loss] for loss in losses])
-    differing = (stacked != stacked[:1]).any(0).reshape(len(items), -1).mean(1)
-    with np.errstate(all="ignore"):
-        spread = np.nan_to_num(np.nanmax(np.stack(list(dice.values())), 0) - np.nanmin(np.stack(list(dice.values())), 0))
-    chosen, cases = [], set()
-    for i in sorted(range(len(items)), key=lambda i: (-spread[i], -differing[i])):
-        if len(chosen) < count and (items[i]["case"] not in cases or len(cases) >= len({it["case"] for it in items})):
-            chosen.append(i)
-            cases.add(items[i]["case"])
+    chosen = _most_disagreeing(items, [predictions[loss] for loss in losses], [dice[loss] for loss in losses], count)
     panels = [{"image": items[i]["image"][0].numpy(), "label": labels[i],
                "predictions": {loss: predictions[loss][i] for loss in losses},
                "dice": {loss: float(dice[loss][i]) for loss in losses},
                "name": f"{items[i]['case']}" + (f" slice {items[i]['slice']}" if items[i].get("slice", -1) >= 0 else "")}
               for i in chosen]
     return panels, {"seed": seed}, list(getattr(dataset, "class_names", []))
+
+
+def _most_disagreeing(items, predictions, dice, count: int) -> list[int]:
+    """Indices of the ``count`` items with the largest spread (max - min) of Dice across losses,
+    ties broken by the share of pixels where the predictions differ; one item per case first."""
+    import warnings
+
+    stacked = np.stack(predictions)  # (losses, items, H, W)
+    differing = (stacked != stacked[:1]).any(0).reshape(len(items), -1).mean(1)
+    with warnings.catch_warnings():  # an item with no defined Dice (all empty) has spread 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = np.nan_to_num(np.nanmax(np.stack(dice), 0) - np.nanmin(np.stack(dice), 0))
+    order = sorted(range(len(items)), key=lambda i: (-spread[i], -differing[i]))
+    chosen, cases = [], set()
+    for i in order:  # the best item of each case first, so the rows show different cases
+        if items[i]["case"] not in cases:
+            chosen.append(i)
+            cases.add(items[i]["case"])
+    chosen = chosen[:count]
+    chosen += [i for i in order if i not in chosen][:count - len(chosen)]
+    return sorted(chosen, key=order.index)
 
 
 def write_figures(results: dict, runs: list[Run], dest: Path, overlays: bool = True) -> dict[str, Path]:
@@ -402,8 +412,9 @@ def _sections(results: dict) -> list[tuple[str, str, tuple]]:
     if surface:
         sections.append(("Surface distances", "Mean ± std over seeds, in the units of the voxel spacing (mm for scans and phantoms); "
                          "lower is better. Where a distance is undefined (a class missing from the prediction or "
-                         "the ground truth) the case is left out, so a loss that misses whole structures can look "
-                         "better here than in the Dice table.", metric_table(results, surface)))
+                         "the ground truth) the case is left out and [k/n] counts the defined values: a mean over the "
+                         "few cases where a loss found the structure at all is not comparable, so bold marks the "
+                         "best among the losses with the most defined values.", metric_table(results, surface)))
     sections.append((f"Paired tests against {baseline}",
                      f"Median over (seed, case) pairs of loss − {baseline}, two-sided Wilcoxon signed-rank test "
                      f"on those pairs, p-values Holm-adjusted over the {len(results['losses']) - 1} losses of "
