@@ -20,7 +20,7 @@ from medsegloss.distance import signed_distance_map
 from medsegloss.losses._registry import register
 
 __all__ = [
-    "boundary_loss", "hausdorff_dt_loss", "boundary_weighted_loss", "target_distance", "unsigned_distance_map",
+    "boundary_loss", "hausdorff_dt_loss", "boundary_weighted_loss",
     "BoundaryLoss", "HausdorffDTLoss", "BoundaryWeightedLoss",
 ]
 
