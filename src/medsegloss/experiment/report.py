@@ -328,6 +328,7 @@ def _overlay_panels(runs: list[Run], losses, count: int = 4) -> tuple[list[dict]
         return [], {}, []
     images = torch.stack([item["image"] for item in items])
     labels = [item["label"].numpy() for item in items]
+    present = [set(np.unique(label).tolist()) - {0} for label in labels]
     predictions, dice = {}, {}
     for loss in losses:
         model, _ = load_checkpoint(by_loss[loss].path / "best.pt")
@@ -336,10 +337,12 @@ def _overlay_panels(runs: list[Run], losses, count: int = 4) -> tuple[list[dict]
         predictions[loss] = predicted
         rows = metrics.evaluate(list(predicted), labels, dataset.num_classes, metrics=("dice",),
                                 case_ids=[str(i) for i in range(len(items))])
+        # Dice of the classes present in the ground truth: on a class absent from it, Dice jumps
+        # between 0 and 1 with a single pixel, which says little about the loss
         per_item = np.full(len(items), np.nan)
         for i in range(len(items)):
-            values = [r["dice"] for r in rows if r["case"] == str(i) and r["dice"] is not None
-                      and math.isfinite(r["dice"])]
+            values = [r["dice"] for r in rows if r["case"] == str(i) and r["class"] in present[i]
+                      and r["dice"] is not None and math.isfinite(r["dice"])]
             per_item[i] = np.mean(values) if values else np.nan
         dice[loss] = per_item
     chosen = _most_disagreeing(items, [predictions[loss] for loss in losses], [dice[loss] for loss in losses], count)
@@ -353,7 +356,8 @@ def _overlay_panels(runs: list[Run], losses, count: int = 4) -> tuple[list[dict]
 
 def _most_disagreeing(items, predictions, dice, count: int) -> list[int]:
     """Indices of the ``count`` items with the largest spread (max - min) of Dice across losses,
-    ties broken by the share of pixels where the predictions differ; one item per case first."""
+    ties broken by the share of pixels where the predictions differ; items where the ground truth
+    shows a structure, and one item per case, first."""
     import warnings
 
     stacked = np.stack(predictions)  # (losses, items, H, W)
@@ -361,7 +365,8 @@ def _most_disagreeing(items, predictions, dice, count: int) -> list[int]:
     with warnings.catch_warnings():  # an item with no defined Dice (all empty) has spread 0
         warnings.simplefilter("ignore", RuntimeWarning)
         spread = np.nan_to_num(np.nanmax(np.stack(dice), 0) - np.nanmin(np.stack(dice), 0))
-    order = sorted(range(len(items)), key=lambda i: (-spread[i], -differing[i]))
+    has_dice = ~np.all(np.isnan(np.stack(dice)), 0)  # slices showing some ground truth first
+    order = sorted(range(len(items)), key=lambda i: (not has_dice[i], -spread[i], -differing[i]))
     chosen, cases = [], set()
     for i in order:  # the best item of each case first, so the rows show different cases
         if items[i]["case"] not in cases:
