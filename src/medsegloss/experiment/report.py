@@ -202,7 +202,7 @@ def metric_table(results: dict, metrics) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def test_table(results: dict) -> tuple[list[str], list[list[str]]]:
+def significance_table(results: dict) -> tuple[list[str], list[list[str]]]:
     """Per dataset and loss: median paired difference to the baseline, Holm-adjusted p and the
     verdict, for every metric."""
     header = ["dataset", "loss"] + [f"{METRIC_LABELS.get(m, m)} Δ (p Holm)" for m in results["metrics"]]
@@ -425,7 +425,7 @@ def _sections(results: dict) -> list[tuple[str, str, tuple]]:
                      f"on those pairs, p-values Holm-adjusted over the {len(results['losses']) - 1} losses of "
                      f"each dataset and metric. *better* / *worse*: significant at α = {alpha} in the "
                      f"metric's direction; *n.s.*: not significant — these data show no difference to "
-                     f"{baseline}, which is not proof that there is none.", test_table(results)))
+                     f"{baseline}, which is not proof that there is none.", significance_table(results)))
     sections.append(("Mean rank", "Rank of each loss's mean per dataset and metric (1 = best, in the metric's "
                      "direction; ties share the average rank), averaged over datasets and metrics.",
                      rank_table(results)))
