@@ -89,13 +89,16 @@ def _table(loss, dice_by_seed, dataset="d", pixel_error=None):
 
 def test_case_table_averages_classes_ignoring_nan():
     test_rows = [
-        {"case": "a", "class": 1, "dice": 0.6, "hd95": 2.0},
-        {"case": "a", "class": 2, "dice": 0.8, "hd95": math.nan},
-        {"case": "b", "class": 1, "dice": 0.5, "hd95": None},
-        {"case": "b", "class": 2, "dice": 0.7, "hd95": None},
+        {"case": "a", "class": 1, "dice": 0.6, "hd95": 2.0, "empty": "none"},
+        {"case": "a", "class": 2, "dice": 0.8, "hd95": math.nan, "empty": "both"},  # right: both empty
+        {"case": "b", "class": 1, "dice": 0.5, "hd95": None, "empty": "pred"},  # missed: failed
+        {"case": "b", "class": 2, "dice": 0.7, "hd95": None, "empty": "none"},
     ]
     rows = stats.case_table("d", "ce", 1, test_rows, ["dice", "hd95"])
     by_case = {row["case"]: row for row in rows}
+    assert by_case["a"]["failed"] == [] and by_case["b"]["failed"] == ["hd95"]
+    summary = {row["metric"]: row for row in stats.summarize(rows, ["dice", "hd95"])}
+    assert (summary["hd95"]["n_cases"], summary["hd95"]["n_nan"], summary["hd95"]["n_failed"]) == (1, 1, 1)
     assert by_case["a"]["dice"] == pytest.approx(0.7) and by_case["a"]["hd95"] == 2.0
     assert by_case["b"]["dice"] == pytest.approx(0.6) and math.isnan(by_case["b"]["hd95"])
     assert by_case["a"]["seed"] == 1 and by_case["a"]["loss"] == "ce"
@@ -172,6 +175,17 @@ def test_mean_ranks_respect_direction_and_ties():
     assert rows["ce"]["mean_rank"] == pytest.approx((2.5 + 1) / 2)
     assert rows["focal"]["mean_rank"] == pytest.approx((2.5 + 2) / 2)
     assert [row["loss"] for row in stats.mean_ranks(summary)] == ["ce", "dice", "focal"]  # 1.75, 2, 2.25
+
+
+def test_mean_ranks_put_fewer_defined_values_last():
+    # ce has the best HD95 mean, but over 3 of 12 cases only (it found nothing in 9)
+    summary = [
+        {"dataset": "a", "loss": "ce", "metric": "hd95", "mean": 1.0, "n_failed": 9},
+        {"dataset": "a", "loss": "dice", "metric": "hd95", "mean": 9.0, "n_failed": 0},
+        {"dataset": "a", "loss": "tversky", "metric": "hd95", "mean": 5.0, "n_failed": 0},
+    ]
+    ranks = {row["loss"]: row["ranks"]["a/hd95"] for row in stats.mean_ranks(summary)}
+    assert ranks == {"tversky": 1.0, "dice": 2.0, "ce": 3.0}
 
 
 def test_cost_table_means_over_seeds():

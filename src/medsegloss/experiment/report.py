@@ -162,27 +162,28 @@ def _number(value, metric: str | None = None, digits: int = 3) -> str:
 
 
 def _mean_std(row: dict | None, metric: str) -> str:
-    """``mean ± std`` over seeds; ``[k/n]`` when only k of the n (seed, case) values are defined."""
+    """``mean ± std`` over seeds, and ``(k failed)`` when k (seed, case) values are undefined because
+    a structure was missed or predicted where there is none."""
     if row is None or row["mean"] is None:
         return "–"
     text = _number(row["mean"], metric)
     text = text if row["std_seeds"] is None else f"{text} ± {_number(row['std_seeds'], metric)}"
-    if row["n_nan"]:
-        text += f" [{row['n_cases']}/{row['n_cases'] + row['n_nan']}]"
+    if row.get("n_failed"):
+        text += f" ({row['n_failed']} failed)"
     return text
 
 
 def _best(results: dict, dataset: str, metric: str) -> str | None:
     """The loss with the best mean for (dataset, metric), in the metric's direction, among the
-    losses with the most defined values (a mean over the few cases where a loss found the
+    losses with the fewest failed cases (a mean over the few cases where a loss found the
     structure at all is not comparable)."""
     rows = [r for r in results["summary"] if r["dataset"] == dataset and r["metric"] == metric
             and r["mean"] is not None]
     if not rows:
         return None
-    most = max(r["n_cases"] for r in rows)
+    fewest = min(r.get("n_failed", 0) for r in rows)
     sign = 1 if results["higher_is_better"][metric] else -1
-    return max((r for r in rows if r["n_cases"] == most), key=lambda r: sign * r["mean"])["loss"]
+    return max((r for r in rows if r.get("n_failed", 0) == fewest), key=lambda r: sign * r["mean"])["loss"]
 
 
 def metric_table(results: dict, metrics) -> tuple[list[str], list[list[str]]]:
@@ -267,8 +268,7 @@ def _settings(results: dict) -> str:
                          for dataset, seeds in cases.items())
     return (f"{len(results['runs'])} runs: {len(results['losses'])} losses × {len(results['datasets'])} "
             f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per seed: {per_seed}. "
-            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold; "
-            f"[k/n]: only k of the n (seed, case) values are defined.")
+            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold.")
 
 
 # ---------------------------------------------------------------- figures
@@ -417,9 +417,10 @@ def _sections(results: dict) -> list[tuple[str, str, tuple]]:
     if surface:
         sections.append(("Surface distances", "Mean ± std over seeds, in the units of the voxel spacing (mm for scans and phantoms); "
                          "lower is better. Where a distance is undefined (a class missing from the prediction or "
-                         "the ground truth) the case is left out and [k/n] counts the defined values: a mean over the "
-                         "few cases where a loss found the structure at all is not comparable, so bold marks the "
-                         "best among the losses with the most defined values.", metric_table(results, surface)))
+                         "the ground truth) it is left out of the mean; \"(k failed)\" counts the (seed, case) values "
+                         "where a structure was missed or predicted where there is none (a structure absent from "
+                         "both masks is right, not a failure). Bold marks the best among the losses with the "
+                         "fewest failures, and the mean rank puts more failures below fewer.", metric_table(results, surface)))
     sections.append((f"Paired tests against {baseline}",
                      f"Median over (seed, case) pairs of loss − {baseline}, two-sided Wilcoxon signed-rank test "
                      f"on those pairs, p-values Holm-adjusted over the {len(results['losses']) - 1} losses of "
@@ -427,7 +428,7 @@ def _sections(results: dict) -> list[tuple[str, str, tuple]]:
                      f"metric's direction; *n.s.*: not significant — these data show no difference to "
                      f"{baseline}, which is not proof that there is none.", significance_table(results)))
     sections.append(("Mean rank", "Rank of each loss's mean per dataset and metric (1 = best, in the metric's "
-                     "direction; ties share the average rank), averaged over datasets and metrics.",
+                     "direction; ties share the average rank; more failed cases rank lower), averaged over datasets and metrics.",
                      rank_table(results)))
     sections.append(("Cost", "Mean over seeds of each run's training cost (metrics.json). Peak memory is "
                      "torch.cuda.max_memory_allocated on a GPU; on a CPU it is the training process's peak "

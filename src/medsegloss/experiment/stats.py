@@ -112,18 +112,25 @@ def wilcoxon_paired(values, baseline_values) -> dict:
 
 def case_table(dataset: str, loss: str, seed: int, test_rows: list[dict], metrics) -> list[dict]:
     """One row per case from ``evaluate`` rows (one per case and class): each metric averaged over
-    the case's classes, ignoring NaN (a class absent from both masks has no Hausdorff distance)."""
+    the case's classes, ignoring NaN, and ``"failed"``: the metrics left undefined (NaN) for a
+    class that is not empty in both masks — a structure missed, or one predicted where there is
+    none. A class empty in both masks (``"empty": "both"``) is right, not failed."""
     by_case: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    failed: dict[str, set] = defaultdict(set)
     for row in test_rows:
         for metric in metrics:
             value = row.get(metric)
-            by_case[str(row["case"])][metric].append(math.nan if value is None else float(value))
+            value = math.nan if value is None else float(value)
+            by_case[str(row["case"])][metric].append(value)
+            if math.isnan(value) and row.get("empty") != "both":
+                failed[str(row["case"])].add(metric)
     rows = []
     for case, values in by_case.items():
         row = {"dataset": dataset, "loss": loss, "seed": int(seed), "case": case}
         for metric in metrics:
             finite = [v for v in values[metric] if not math.isnan(v)]
             row[metric] = sum(finite) / len(finite) if finite else math.nan
+        row["failed"] = sorted(failed[case])
         rows.append(row)
     return rows
 
@@ -148,8 +155,10 @@ def summarize(table: list[dict], metrics) -> list[dict]:
     """Per dataset, loss and metric: the mean, its std over seeds and its std over cases.
 
     Returns rows ``{"dataset", "loss", "metric", "mean", "std_seeds", "std_cases", "median",
-    "n_seeds", "n_cases", "n_nan"}``; ``mean`` is the mean of the per-seed means (equal to the
-    pooled mean when every seed has the same cases), ``n_cases`` counts (seed, case) values.
+    "n_seeds", "n_cases", "n_nan", "n_failed"}``; ``mean`` is the mean of the per-seed means
+    (equal to the pooled mean when every seed has the same cases), ``n_cases`` counts the defined
+    (seed, case) values, ``n_failed`` the cases where the metric is undefined because of a
+    segmentation error (see :func:`case_table`).
     """
     summary = []
     for (dataset, loss), rows in _groups(table).items():
@@ -164,6 +173,7 @@ def summarize(table: list[dict], metrics) -> list[dict]:
                 "std_seeds": std_seeds, "std_cases": _mean_std(pooled)[1],
                 "median": float(np.median(finite)) if finite else math.nan,
                 "n_seeds": len(seeds), "n_cases": len(finite), "n_nan": len(pooled) - len(finite),
+                "n_failed": sum(metric in row.get("failed", ()) for row in rows),
             })
     return summary
 
@@ -211,21 +221,23 @@ def mean_ranks(summary: list[dict], metrics=None) -> list[dict]:
     """Rank the losses per (dataset, metric) by their mean (1 = best, in the metric's direction;
     ties share the average rank), then average each loss's ranks over datasets and metrics.
 
-    Returns one row per loss, best first: ``{"loss", "mean_rank", "ranks": {"dataset/metric":
-    rank}}``. A loss missing a (dataset, metric) (or with a NaN mean there) is ranked on the rest.
+    A loss with more failed cases (``n_failed``: e.g. no HD95 because it found nothing) ranks
+    below the losses with fewer, whatever its mean over the cases it has: such an undefined value
+    is a failure, not a missing observation. Returns one row per loss, best first: ``{"loss",
+    "mean_rank", "ranks": {"dataset/metric": rank}}``. A loss missing a (dataset, metric) (or with
+    a NaN mean there) is ranked on the rest.
     """
-    from scipy.stats import rankdata
-
-    columns: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    columns: dict[tuple[str, str], dict[str, tuple]] = defaultdict(dict)
     for row in summary:
         if (metrics is None or row["metric"] in metrics) and not math.isnan(row["mean"]):
-            columns[(row["dataset"], row["metric"])][row["loss"]] = row["mean"]
+            sign = -1.0 if higher_is_better(row["metric"]) else 1.0
+            columns[(row["dataset"], row["metric"])][row["loss"]] = (row.get("n_failed", 0), sign * row["mean"])
     ranks: dict[str, dict[str, float]] = defaultdict(dict)
-    for (dataset, metric), means in sorted(columns.items()):
-        losses = sorted(means)
-        sign = -1.0 if higher_is_better(metric) else 1.0
-        for loss, rank in zip(losses, rankdata([sign * means[loss] for loss in losses])):
-            ranks[loss][f"{dataset}/{metric}"] = float(rank)
+    for (dataset, metric), keys in sorted(columns.items()):
+        ordered = sorted(keys.values())
+        for loss, key in keys.items():  # average rank of the tied block (1-based)
+            first = ordered.index(key)
+            ranks[loss][f"{dataset}/{metric}"] = first + (ordered.count(key) + 1) / 2
     rows = [{"loss": loss, "mean_rank": float(np.mean(list(by_column.values()))), "ranks": by_column}
             for loss, by_column in ranks.items()]
     return sorted(rows, key=lambda row: (row["mean_rank"], row["loss"]))
