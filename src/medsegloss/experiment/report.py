@@ -569,7 +569,7 @@ def main_table(dest) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="medsegloss report", description=__doc__.split("\n\n")[1],
+    parser = argparse.ArgumentParser(prog="medsegloss report", description=__doc__.split("\n\n")[1].replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dirs", nargs="+", metavar="OUT", help="benchmark folder(s); shards are merged")
     parser.add_argument("--dest", help="where to write the report (default: the first OUT)")
