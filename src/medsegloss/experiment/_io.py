@@ -38,6 +38,11 @@ def write_text(path, text: str) -> Path:
     return _replace_with(path, lambda file: file.write(text.encode()))
 
 
+def write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` (e.g. a PNG image) atomically."""
+    return _replace_with(path, lambda file: file.write(data))
+
+
 def append_jsonl(path, record: dict) -> Path:
     """Append one JSON line, atomically (the whole file is rewritten: the logs are small)."""
     path = Path(path)

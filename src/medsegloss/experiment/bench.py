@@ -215,11 +215,7 @@ SWEEP_FIELDS = ("dataset", "loss", "seed", "out", "init_weights", "data_root")  
 def build_parser() -> argparse.ArgumentParser:
     """``medsegloss bench`` options: the sweep's own, then one flag per remaining config field
     (the same flags as ``medsegloss train``)."""
-    import dataclasses
-    import typing
-
-    from medsegloss.experiment.config import Config, field_help
-    from medsegloss.experiment.train import _argument_for
+    from medsegloss.experiment.config import add_config_arguments
 
     parser = argparse.ArgumentParser(
         prog="medsegloss bench", description=__doc__.split("\n\n")[1].strip().replace("``", ""),
@@ -242,12 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline", default="ce", help="the loss the report tests the others against (default: ce)")
     parser.add_argument("--no-report", action="store_true", help="train only; write no report")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    hints, helps = typing.get_type_hints(Config), field_help()
     group = parser.add_argument_group("experiment settings (config fields; default: the preset's)")
-    for field in dataclasses.fields(Config):
-        if field.name not in SWEEP_FIELDS:
-            group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
-                               help=helps.get(field.name, ""), **_argument_for(hints[field.name]))
+    add_config_arguments(group, exclude=SWEEP_FIELDS, show_defaults=False)
     return parser
 
 

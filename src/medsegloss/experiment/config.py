@@ -184,13 +184,20 @@ def argument_for(annotation) -> dict:
     return {"type": annotation, "metavar": annotation.__name__.upper()}
 
 
-def add_arguments(parser) -> None:
-    """One ``--field-name`` flag per field, typed from its annotation, its comment as help.
-    Defaults are left out of the namespace (``SUPPRESS``), so only the flags given appear."""
+def add_config_arguments(parser, exclude=(), show_defaults: bool = True) -> None:
+    """One ``--field-name`` flag per field not in ``exclude``, typed from its annotation, its
+    comment as help (with the field's default when ``show_defaults``). Defaults are left out of
+    the namespace (``SUPPRESS``), so only the flags given appear: the caller applies them on top
+    of a preset."""
     import typing
 
     hints, helps = typing.get_type_hints(Config), field_help()
     for field in dataclasses.fields(Config):
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if field.name in exclude:
+            continue
+        help_ = helps.get(field.name, "")
+        if show_defaults:
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            help_ = f"{help_} (default: {default!r})"
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
-                            help=f"{helps.get(field.name, '')} (default: {default!r})", **argument_for(hints[field.name]))
+                            help=help_, **argument_for(hints[field.name]))

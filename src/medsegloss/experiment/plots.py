@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsegloss.experiment._io import _replace_with
+from medsegloss.experiment._io import write_bytes
 
 __all__ = ["validation_curves", "dice_boxes", "overlays", "loss_colors"]
 
@@ -43,7 +43,7 @@ def _save(figure, path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     _pyplot().close(figure)
-    return _replace_with(path, lambda file: file.write(buffer.getvalue()))
+    return write_bytes(path, buffer.getvalue())
 
 
 def _panels(count: int, width: float, height: float):

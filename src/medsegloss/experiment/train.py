@@ -11,21 +11,24 @@ run reaches. Under ``torchrun`` (``WORLD_SIZE`` set) it trains with DistributedD
 from __future__ import annotations
 
 import math
-import os
-import random
 import re
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from medsegloss.experiment import _io
-from medsegloss.experiment.config import PRESETS, Config, add_arguments
-from medsegloss.experiment.config import argument_for as _argument_for  # noqa: F401  (used by bench)
-from medsegloss.experiment.predict import labels_from_logits, load_checkpoint, predict_logits  # noqa: F401
+from medsegloss.experiment import _io, checkpoint, distributed
+from medsegloss.experiment.checkpoint import seed_everything
+from medsegloss.experiment.config import PRESETS, Config, add_config_arguments
+from medsegloss.experiment.evaluation import evaluate, mean_dice
+from medsegloss.experiment.memory import peak_memory_mb, reset_peak_memory
+from medsegloss.experiment.predict import labels_from_logits, load_checkpoint, predict_logits
+
+__all__ = ["fit", "train_one_epoch", "evaluate", "load_checkpoint", "initial_state", "main", "check_config",
+           "make_loss", "make_dataset", "make_datasets", "make_model", "output_channels", "mean_dice",
+           "labels_from_logits", "predict_logits", "NonFiniteLossError"]
 
 LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
 
@@ -152,45 +155,13 @@ def resolve_device(config: Config, local_rank: int = 0) -> torch.device:
     return torch.device(config.device)
 
 
-# ---------------------------------------------------------------- reproducibility
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_states(generator: torch.Generator) -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-              "loader": generator.get_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict, generator: torch.Generator) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    generator.set_state(states["loader"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def set_deterministic(enabled: bool, device: torch.device) -> None:
-    if enabled and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    # warn_only: an op without a deterministic kernel (some CUDA backward passes) warns, not fails
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = not enabled
-
-
 # ---------------------------------------------------------------- one epoch of training
 def _term_tensors(loss_fn: nn.Module, loss: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
     """Each term's value of this step, still on the device (no sync): a WeightedSum keeps them."""
-    last = getattr(loss_fn, "_last", None)  # WeightedSum's detached per-term values
-    if last:
-        return {key: value.float().mean() for key, value in last.items()}
+    from medsegloss.losses import WeightedSum
+
+    if isinstance(loss_fn, WeightedSum):
+        return {key: value.float().mean() for key, value in loss_fn.last_tensors.items()}
     return {name: loss.detach()}
 
 
@@ -253,80 +224,6 @@ def _check_finite(first_bad: torch.Tensor, epoch: int, step: int) -> None:
             "learning rate or check the loss and its options.")
 
 
-# ---------------------------------------------------------------- evaluation
-def _predict_items(model, dataset, indices, batch_size: int, amp_dtype=None) -> list[tuple]:
-    """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays."""
-    from torch.utils.data import DataLoader, Subset
-
-    records = []
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False)
-    for batch in loader:
-        predictions = labels_from_logits(predict_logits(model, batch["image"], amp_dtype))
-        predictions = predictions.to(torch.uint8).cpu().numpy()
-        spacings = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in batch["spacing"]], 1)
-        for i in range(len(predictions)):
-            records.append((batch["case"][i], int(batch["slice"][i]), tuple(spacings[i].tolist()),
-                            predictions[i], batch["label"][i].to(torch.uint8).numpy()))
-    return records
-
-
-def _assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, list]:
-    """Group item records by case; slices of a volume are stacked back in slice order and get
-    the volume's 3-D spacing, so metrics are per case as the field reports them."""
-    by_case: dict[str, list[tuple]] = {}
-    for record in records:
-        by_case.setdefault(record[0], []).append(record)
-    cases, predictions, labels, spacings = [], [], [], []
-    for case, items in by_case.items():
-        items.sort(key=lambda record: record[1])
-        if items[0][1] >= 0:  # slices of a volume
-            predictions.append(np.stack([item[3] for item in items]))
-            labels.append(np.stack([item[4] for item in items]))
-            spacings.append(tuple(float(s) for s in dataset.volume_spacing(case)))
-        else:  # whole volumes, or single 2-D images
-            predictions.append(items[0][3])
-            labels.append(items[0][4])
-            spacings.append(items[0][2])
-        cases.append(case)
-    return cases, predictions, labels, spacings
-
-
-def evaluate(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_error"), batch_size: int = 8,
-             amp_dtype=None, rank: int = 0, world_size: int = 1) -> list[dict] | None:
-    """Per-case, per-class metric rows (``medsegloss.metrics.evaluate``) of ``model`` on ``dataset``.
-
-    Under DDP each rank predicts every ``world_size``-th item and rank 0 gathers and scores them;
-    other ranks return None.
-    """
-    from medsegloss.metrics import evaluate as score
-
-    model = getattr(model, "module", model)  # never DDP's forward here: ranks run unequal batches
-    records = _predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        gathered = [None] * world_size if rank == 0 else None
-        dist.gather_object(records, gathered, dst=0)
-        if rank != 0:
-            return None
-        records = [record for part in gathered for record in part]
-    if not records:
-        return []
-    cases, predictions, labels, spacings = _assemble_cases(records, dataset)
-    return score(predictions, labels, dataset.num_classes, spacing=spacings, metrics=tuple(metrics),
-                 case_ids=cases)
-
-
-def mean_dice(rows: list[dict]) -> float:
-    """Mean over classes of the per-class mean Dice over cases (NaN cases left out)."""
-    per_class: dict[int, list[float]] = {}
-    for row in rows:
-        value = row.get("dice", float("nan"))
-        if value is not None and not math.isnan(value):
-            per_class.setdefault(row["class"], []).append(value)
-    means = [sum(values) / len(values) for values in per_class.values() if values]
-    return sum(means) / len(means) if means else float("nan")
-
 
 # ---------------------------------------------------------------- the run
 class _Run:
@@ -388,51 +285,6 @@ def _prepare(run: _Run) -> None:
         run.train_model = nn.parallel.DistributedDataParallel(
             run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
 
-
-def _checkpoint(run: _Run, epoch: int, step: int, full: bool) -> dict:
-    """``best.pt`` content (weights and what inference needs); ``full`` adds the training state."""
-    checkpoint = {"model": run.model.state_dict(), "model_args": run.model_args, "config": run.config.to_dict(),
-                  "num_classes": run.num_classes, "class_names": run.class_names, "epoch": epoch, "step": step}
-    if full:
-        checkpoint.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
-                          rng=rng_states(run.generator), best_epoch=run.state["best_epoch"],
-                          best_dice=run.state["best_dice"])
-    return checkpoint
-
-
-def _resume(run: _Run) -> None:
-    """Continue from ``last.pt``: weights, optimizer, scaler, every RNG, epoch and step."""
-    checkpoint = torch.load(run.out / "last.pt", map_location=run.device, weights_only=False)
-    run.model.load_state_dict(checkpoint["model"])
-    run.optimizer.load_state_dict(checkpoint["optimizer"])
-    run.scaler.load_state_dict(checkpoint["scaler"])
-    set_rng_states(checkpoint["rng"], run.generator)
-    run.state = {key: checkpoint[key] for key in ("epoch", "step", "best_epoch", "best_dice")}
-    run.log(f"resumed {run.out} after epoch {run.state['epoch']} (step {run.state['step']})")
-
-
-def _drop_unsaved_epochs(run: _Run) -> None:
-    """Drop log lines of epochs that ended after the last checkpoint was written (a crash
-    between the two writes): those epochs run again."""
-    import json
-
-    path = run.out / "metrics.jsonl"
-    if run.writer and path.exists():
-        lines = [line for line in _io.read_jsonl(path) if line["epoch"] <= run.state["epoch"]]
-        _io.write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
-
-
-def _reduce_mean(run: _Run, values: list[torch.Tensor]) -> list[float]:
-    """Average per-rank values over the ranks (one all_reduce); plain floats on one process."""
-    stacked = torch.stack([value.float() for value in values])
-    if run.world_size > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(stacked)
-        stacked /= run.world_size
-    return stacked.tolist()
-
-
 def _run_epoch(run: _Run, epoch: int) -> None:
     """Train one epoch, validate, then write best.pt (if better), the log line and last.pt."""
     from medsegloss.metrics import summarize
@@ -448,10 +300,8 @@ def _run_epoch(run: _Run, epoch: int) -> None:
         stats = train_one_epoch(run.train_model, run.loader, run.loss_fn, run.optimizer, run.scaler,
                                 device=run.device, epoch=epoch, step=run.state["step"], amp_dtype=run.amp_dtype,
                                 channels_last=run.channels_last, progress=progress, loss_name=config.loss.strip())
-    train_loss, *terms = _reduce_mean(run, [stats["train_loss"], *stats["terms"].values()])
-    if run.world_size > 1:  # DDP syncs BatchNorm statistics only at the next forward: every rank
-        for buffer in run.model.buffers():  # validates with rank 0's model, the one best.pt saves
-            torch.distributed.broadcast(buffer, 0)
+    train_loss, *terms = distributed.reduce_mean([stats["train_loss"], *stats["terms"].values()], run.world_size)
+    distributed.broadcast_buffers(run.model, run.world_size)
     rows = evaluate(run.model, run.parts["val"], metrics=config.metrics, batch_size=config.batch_size,
                     amp_dtype=run.amp_dtype, rank=run.rank, world_size=run.world_size)
     run.state["epoch"], run.state["step"] = epoch, stats["step"]
@@ -460,7 +310,7 @@ def _run_epoch(run: _Run, epoch: int) -> None:
     dice = mean_dice(rows)
     if run.state["best_epoch"] == 0 or not rows or (not math.isnan(dice) and dice > run.state["best_dice"]):
         run.state["best_epoch"], run.state["best_dice"] = epoch, (dice if not math.isnan(dice) else -math.inf)
-        _io.save_torch(run.out / "best.pt", _checkpoint(run, epoch, stats["step"], full=False))
+        _io.save_torch(run.out / "best.pt", checkpoint.checkpoint_content(run, epoch, stats["step"], full=False))
     seconds = time.perf_counter() - started
     record = {"epoch": epoch, "step": stats["step"], "train_loss": train_loss,
               "terms": dict(zip(stats["terms"], terms)), "val": summarize(rows) if rows else [],
@@ -468,48 +318,16 @@ def _run_epoch(run: _Run, epoch: int) -> None:
               "seconds": seconds, "train_seconds": stats["train_seconds"],
               "images_per_second": stats["images"] / stats["train_seconds"]}
     _io.append_jsonl(run.out / "metrics.jsonl", record)
-    _io.save_torch(run.out / "last.pt", _checkpoint(run, epoch, stats["step"], full=True))
+    _io.save_torch(run.out / "last.pt", checkpoint.checkpoint_content(run, epoch, stats["step"], full=True))
     term_text = ", ".join(f"{key} {value:.4f}" for key, value in record["terms"].items())
     run.log(f"epoch {epoch}/{config.epochs}  loss {train_loss:.4f} ({term_text})  val dice {dice:.4f}  "
             f"lr {record['lr']:.3g}  {seconds:.1f} s ({record['images_per_second']:.1f} img/s)")
-
-
-def _reset_peak_memory(device: torch.device) -> None:
-    """Start the peak-memory count at this run (a benchmark runs many in one process)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
-        with open("/proc/self/clear_refs", "w") as file:
-            file.write("5")
-    except OSError:
-        pass
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    """Peak memory in MiB: allocated CUDA memory on GPU; the peak resident set size on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as file:
-            for line in file:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
 
 def _finish(run: _Run) -> dict:
     """Test best.pt on the test split and write ``metrics.json`` (the run is then finished)."""
     from medsegloss.metrics import summarize
 
-    if run.world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # best.pt is complete on disk before every rank reads it
+    distributed.barrier(run.world_size)  # best.pt is complete on disk before every rank reads it
     best = torch.load(run.out / "best.pt", map_location=run.device, weights_only=True)
     run.model.load_state_dict(best["model"])
     test_rows = evaluate(run.model, run.parts["test"], metrics=run.config.metrics, batch_size=run.config.batch_size,
@@ -522,30 +340,12 @@ def _finish(run: _Run) -> dict:
     best_line = next(line for line in lines if line["epoch"] == best["epoch"])
     result = {"config": run.config.to_dict(), "epochs": run.state["epoch"], "best_epoch": best["epoch"],
               "val": best_line["val"], "test_rows": test_rows, "test": summarize(test_rows) if test_rows else [],
-              "cost": {"seconds_per_step": train_seconds / steps, "peak_memory_mb": _peak_memory_mb(run.device),
+              "cost": {"seconds_per_step": train_seconds / steps, "peak_memory_mb": peak_memory_mb(run.device),
                        "train_seconds": train_seconds}}
     _io.write_json(run.out / "metrics.json", result)
     run.log(f"finished {run.out}: best epoch {best['epoch']} (val dice {best_line['val_dice']:.4f}), "
             f"test dice {mean_dice(test_rows):.4f}")
     return result
-
-
-def _distributed_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _check_same_config(out: Path, config: Config) -> None:
-    path = out / "config.json"
-    if not path.exists():
-        return
-    stored, mine = _io.read_json(path), config.to_dict()
-    differ = [f"{key}: {stored.get(key)!r} there, {value!r} here" for key, value in mine.items()
-              if key != "out" and stored.get(key) != value]
-    if differ:
-        raise ValueError(f"run directory {out} holds a run with another config ({'; '.join(differ)}); "
-                         f"continue it with `medsegloss train --resume {out}` or choose another --out")
 
 
 def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
@@ -555,41 +355,34 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
     (``last.pt`` exists) resumes. Under torchrun every rank calls ``fit``; rank 0 writes.
     """
     out = Path(out_dir if out_dir is not None else config.run_dir)
-    _check_same_config(out, config)
+    checkpoint.check_same_config(out, config)
     if (out / "metrics.json").exists():
         return _io.read_json(out / "metrics.json")
     check_config(config)
-    rank, world_size, local_rank = _distributed_env()
+    rank, world_size, local_rank = distributed.distributed_env()
     run = _Run(config, out, resolve_device(config, local_rank), rank, world_size, quiet)
+    reset_peak_memory(run.device)  # this run's own peak, also after earlier runs in this process
     deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    started_group = world_size > 1 and not torch.distributed.is_initialized()
-    if started_group:
-        torch.distributed.init_process_group("nccl" if run.device.type == "cuda" else "gloo")
-        if run.device.type == "cuda":
-            torch.cuda.set_device(run.device)
-    try:
-        set_deterministic(config.deterministic, run.device)
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        if run.writer:
-            _io.write_json(out / "config.json", config.to_dict())
-        _prepare(run)
-        if (out / "last.pt").exists():
-            _resume(run)
-        _drop_unsaved_epochs(run)
-        _reset_peak_memory(run.device)
-        for epoch in range(run.state["epoch"] + 1, config.epochs + 1):
-            _run_epoch(run, epoch)
-        result = _finish(run)
-        if world_size > 1:
-            torch.distributed.barrier()
-            result = result or _io.read_json(out / "metrics.json")
-        return result
-    finally:
-        torch.use_deterministic_algorithms(deterministic_before)
-        torch.set_num_threads(threads_before)
-        if started_group:
-            torch.distributed.destroy_process_group()
+    with distributed.process_group(run.device, world_size):
+        try:
+            checkpoint.set_deterministic(config.deterministic, run.device)
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            if run.writer:
+                _io.write_json(out / "config.json", config.to_dict())
+            _prepare(run)
+            if (out / "last.pt").exists():
+                checkpoint.resume(run)
+            if run.writer:
+                checkpoint.drop_unsaved_epochs(out, run.state["epoch"])
+            for epoch in range(run.state["epoch"] + 1, config.epochs + 1):
+                _run_epoch(run, epoch)
+            result = _finish(run)
+            distributed.barrier(world_size)
+            return result or _io.read_json(out / "metrics.json")
+        finally:
+            torch.use_deterministic_algorithms(deterministic_before)
+            torch.set_num_threads(threads_before)
 
 
 # ---------------------------------------------------------------- command line
@@ -604,7 +397,7 @@ def build_parser():
                         help="start from these settings (paper: UNet base 64, 256x256, Adam lr 0.01, 100 epochs)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the unfinished run in RUN_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    add_arguments(parser.add_argument_group("experiment (config fields; defaults from --preset)"))
+    add_config_arguments(parser.add_argument_group("experiment (config fields; defaults from --preset)"))
     return parser
 
 
