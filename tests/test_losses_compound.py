@@ -12,9 +12,9 @@ from medsegloss import losses
 from medsegloss.distance import signed_distance_map
 from medsegloss.losses import WeightedSum
 from medsegloss.losses.compound import (
-    bce_iou_ssim_loss, combo_loss, component_weights, dice_bce_loss, dice_ce_loss, dice_focal_loss,
-    dice_topk_loss, ell_loss, gdl_boundary_loss, lesion_loss, ssim,
+    dice_bce_loss, dice_ce_loss, dice_focal_loss, dice_topk_loss, gdl_boundary_loss,
 )
+from medsegloss.losses.hybrid import bce_iou_ssim_loss, combo_loss, component_weights, ell_loss, lesion_loss, ssim
 
 
 def make(shape, channels, seed=0, dtype=torch.float64):

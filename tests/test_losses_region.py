@@ -238,3 +238,57 @@ def test_gradcheck_squared_dice_soft_and_binary():
     binary = random_logits((2, 1, 3, 4), seed=14, dtype=torch.float64)
     labels = random_labels((2, 3, 4), 1, seed=15)
     assert torch.autograd.gradcheck(lambda x: R.sensitivity_specificity_loss(x, labels), (binary,))
+
+
+# ------------------------------------------------- the fused count pass equals the one-hot counts
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("with_ce", [False, True])
+def test_soft_counts_from_labels_equals_one_hot_counts(channels, with_ce):
+    from medsegloss._ops import one_hot, probabilities, soft_counts, soft_counts_from_labels
+
+    generator = torch.Generator().manual_seed(11)
+    logits = torch.randn(2, channels, 4, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, max(channels, 2), (2, 4, 3, 5), generator=generator)
+    expected = soft_counts(probabilities(logits), one_hot(labels, channels, torch.float64))
+    result = soft_counts_from_labels(logits, labels, with_ce=with_ce)
+    if with_ce:
+        ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none") if channels > 1 else \
+            torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.double(), reduction="none")
+        torch.testing.assert_close(result[0], ce.reshape(2, -1).mean(-1))
+        result = result[1:]
+    for got, want in zip(result, expected):
+        torch.testing.assert_close(got, want)
+    weights = torch.rand(3, 2, channels, generator=generator, dtype=torch.float64)
+
+    def weighted(x):
+        out = soft_counts_from_labels(x, labels, with_ce=with_ce)
+        total = sum((w * v).sum() for w, v in zip(weights, out[-3:]))
+        return total + (out[0].sum() if with_ce else 0)
+
+    assert torch.autograd.gradcheck(weighted, (logits,))
+
+
+def test_region_counts_fused_path_matches_reference_and_range_errors_survive():
+    from medsegloss.losses.region import region_counts
+
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 6, 5, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 6, 5), generator=generator)
+    probs = torch.softmax(logits, 1).numpy()
+    onehot = np.eye(3)[labels.numpy()].transpose(0, 3, 1, 2)
+    tp = (probs * onehot).reshape(2, 3, -1).sum(-1)
+    torch.testing.assert_close(region_counts(logits, labels)[0], torch.from_numpy(tp))
+    with pytest.raises(ValueError, match=r"got values in \[0, 3\]"):
+        region_counts(logits, torch.where(labels == 2, 3, labels))
+    with pytest.raises(ValueError, match=r"got values in \[-1, 2\]"):
+        region_counts(logits, torch.where(labels == 1, -1, labels))
+
+
+def test_bool_labels_are_accepted_for_binary_and_two_classes():
+    logits = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    labels = torch.rand(2, 4, 4) > 0.5
+    torch.testing.assert_close(losses.dice_loss(logits, labels), losses.dice_loss(logits, labels.long()))
+    two = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(losses.dice_loss(two, labels), losses.dice_loss(two, labels.long()))

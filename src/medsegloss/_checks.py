@@ -62,19 +62,22 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None = None) 
             f"integer target must have shape (N, *spatial) = {expected_labels} to match logits "
             f"{tuple(logits.shape)}, got {tuple(target.shape)}"
         )
-    target = target.long()
     check_label_range(target, 2 if c == 1 else c, ignore_index)
-    return target
+    return target.long()
 
 
 def check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> None:
     """Labels must lie in ``[0, num_classes)``, apart from ``ignore_index``."""
     if labels.numel() == 0:
         return
+    if labels.dtype == torch.bool:  # bool labels are 0 / 1: in range for any num_classes >= 2
+        if num_classes >= 2:
+            return
+        labels = labels.long()
     values = labels if ignore_index is None else labels[labels != ignore_index]
     if values.numel() == 0:
         return
-    low, high = int(values.min()), int(values.max())
+    low, high = (int(v) for v in torch.aminmax(values))  # one pass over the labels, not two
     if low < 0 or high >= num_classes:
         ignore = "" if ignore_index is None else f" (ignore_index={ignore_index} excluded)"
         raise ValueError(
