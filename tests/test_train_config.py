@@ -79,3 +79,23 @@ def test_cli_rejects_unknown_flags_and_bad_values(capsys):
     with pytest.raises(SystemExit):
         train._parse(["--resume", "runs/x", "--epochs", "3"])
     assert "do not pass --epochs" in capsys.readouterr().err
+
+
+def test_binary_only_check_uses_the_classes_the_dataset_options_give(tmp_path):
+    """covid-ct is binary by default but has 3 classes with target="lungs+infection": the check
+    before any work must see the options (the registry's default class names would let it pass)."""
+    from medsegloss import data
+
+    assert data.class_names("covid-ct") == ["background", "infection"]
+    assert data.class_names("covid-ct", target="lungs+infection") == ["background", "lung", "infection"]
+    assert data.class_names("folder") is None  # only the masks tell
+    assert data.class_names("folder", num_classes=3) == ["background", "class1", "class2"]
+    binary_loss = dict(dataset="covid-ct", data_root=str(tmp_path), loss="bce_iou_ssim")
+    train.check_config(Config(**binary_loss))  # one output channel: accepted (no file is read)
+    with pytest.raises(ValueError, match=r"binary \(one-channel\) outputs only.*gives 3 output channels"):
+        train.check_config(Config(**binary_loss, dataset_options={"target": "lungs+infection"}))
+    with pytest.raises(ValueError, match=r"binary \(one-channel\) outputs only.*gives 3 output channels"):
+        train.check_config(Config(dataset="folder", data_root=str(tmp_path), loss="bce_iou_ssim",
+                                  dataset_options={"num_classes": 3}))
+    with pytest.raises(ValueError, match=r"target must be one of"):
+        train.check_config(Config(**binary_loss, dataset_options={"target": "lung"}))

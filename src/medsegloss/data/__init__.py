@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from medsegloss.data.base import Case, DatasetError, SegmentationDataset
 from medsegloss.data.transforms import WithDistanceMaps
 
-__all__ = ["get_dataset", "available", "info", "DatasetInfo", "WithDistanceMaps", "DatasetError",
+__all__ = ["get_dataset", "available", "info", "class_names", "DatasetInfo", "WithDistanceMaps", "DatasetError",
            "SegmentationDataset", "Case"]
 
 
@@ -37,6 +37,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]  # default target; some datasets change it with an option
     needs_root: bool
     dims: tuple[int, ...]  # 2 = slices, 3 = volumes
+    options_class_names: str | None = None  # "module:function" giving the class names from the options
 
 
 _DATASETS = {
@@ -58,10 +59,10 @@ _DATASETS = {
         DatasetInfo("covid-ct", "medsegloss.data.covid:load",
                     "COVID-19 CT Lung and Infection Segmentation (20 cases); target infection or "
                     "lungs+infection",
-                    ("background", "infection"), True, (2, 3)),
+                    ("background", "infection"), True, (2, 3), "medsegloss.data.covid:options_class_names"),
         DatasetInfo("folder", "medsegloss.data.folder:load",
                     "your own images/ and masks/ (PNG, JPEG, TIFF, NIfTI) matched by file stem",
-                    (), True, (2, 3)),
+                    (), True, (2, 3), "medsegloss.data.folder:options_class_names"),
     )
 }
 
@@ -85,6 +86,21 @@ def loader(name: str):
     """The function behind ``name`` (its keyword-only parameters are the dataset's options)."""
     module, function = info(name).loader.split(":")
     return getattr(importlib.import_module(module), function)
+
+
+def class_names(name: str, **options) -> list[str] | None:
+    """The class names dataset ``name`` has when built with ``options``, without reading its
+    files: ``covid-ct`` with ``target="lungs+infection"`` has 3. None where only the files tell
+    (a ``folder`` dataset given neither ``class_names`` nor ``num_classes``).
+
+    >>> class_names("covid-ct", target="lungs+infection")
+    ['background', 'lung', 'infection']
+    """
+    entry = info(name)
+    if entry.options_class_names is None:
+        return list(entry.class_names)
+    module, function = entry.options_class_names.split(":")
+    return getattr(importlib.import_module(module), function)(**options)
 
 
 def get_dataset(name: str, root=None, split: str = "train", **options) -> SegmentationDataset:

@@ -122,6 +122,13 @@ def _read_case(key: str, image_path: Path, masks: dict[str, Path], target: str, 
     return Case(case.id, case.image.astype(np.float16), case.label, case.spacing)
 
 
+def options_class_names(*, target: str = "infection", **_) -> list[str]:
+    """The class names of the dataset ``load`` builds with these options (``target``)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
+    return list(TARGETS[target])
+
+
 def load(root=None, split: str = "train", *, size: int = 256, target: str = "infection", intensity: str = "auto",
          seed: int = 0, dims: int = 2, split_file=None, val_fraction: float = 0.1, test_fraction: float = 0.2,
          on_error: str = "raise", cache_dir=None):
@@ -138,8 +145,7 @@ def load(root=None, split: str = "train", *, size: int = 256, target: str = "inf
     from medsegloss.data.cache import cached_case, file_key
     from medsegloss.data.splits import resolve_split, select
 
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
+    options_class_names(target=target)  # a bad target fails before any file is read
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"covid-ct root {root} does not exist or is not a folder")

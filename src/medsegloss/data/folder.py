@@ -126,6 +126,17 @@ def _read_case(stem, image_path, mask_path, mapping, size, spacing):
     return resize_case(stem, normalize_percentile(image, 1, 99), lookup[mask], image_spacing, size, single)
 
 
+def options_class_names(*, class_names=None, num_classes=None, **_) -> list[str] | None:
+    """The class names of the dataset ``load`` builds with these options: ``class_names``, else
+    default names for ``num_classes`` classes, else None (the masks' values decide)."""
+    if class_names is not None:
+        return list(class_names)
+    if num_classes is None:
+        return None
+    count = int(num_classes)
+    return ["background", "foreground"] if count == 2 else ["background"] + [f"class{k}" for k in range(1, count)]
+
+
 def load(root=None, split: str = "train", *, size: int | None = 256, num_classes: int | None = None,
          mask_values=None, class_names=None, spacing=None, seed: int = 0, dims: int = 2, split_file=None,
          val_fraction: float = 0.1, test_fraction: float = 0.2, on_error: str = "raise", cache_dir=None):
@@ -162,8 +173,7 @@ def load(root=None, split: str = "train", *, size: int | None = 256, num_classes
         raise DatasetError(f"no image with a matching mask in {root / 'images'} and {root / 'masks'}")
     mapping = value_mapping(values, num_classes, mask_values)
     count = int(num_classes) if num_classes is not None else max(mapping.values()) + 1
-    names = list(class_names) if class_names is not None else (
-        ["background", "foreground"] if count == 2 else ["background"] + [f"class{k}" for k in range(1, count)])
+    names = options_class_names(class_names=class_names, num_classes=count)
     if len(names) != count:
         raise ValueError(f"class_names has {len(names)} names for {count} classes: {names}")
     split_dict = resolve_split(stems, split_file=split_file, seed=seed, val_fraction=val_fraction,
