@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsegloss.distance import euclidean_distance, signed_distance, signed_distance_map
+from medsegloss.distance import euclidean_distance, signed_distance, signed_distance_map, unsigned_distance_map
 
 
 def brute_force_distance(mask, spacing):
@@ -101,3 +101,23 @@ def test_map_errors():
         signed_distance_map(torch.zeros(1, 2, 4, 4), spacing=(1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="positive"):
         signed_distance(random_mask((4, 4), 0), spacing=(1.0, 0.0))
+
+
+def test_unsigned_distance_map_is_distance_to_the_other_side_by_scipy():
+    from scipy import ndimage
+
+    generator = np.random.default_rng(3)
+    masks = generator.random((2, 3, 7, 6)) > 0.6
+    masks[0, 1] = False  # empty: no boundary, zeros
+    masks[1, 2] = True  # full: no boundary, zeros
+    spacing = (1.5, 0.5)
+    expected = np.zeros(masks.shape, np.float32)
+    for index in np.ndindex(2, 3):
+        mask = masks[index]
+        if mask.any() and not mask.all():  # inside: distance to background; outside: to the mask
+            expected[index] = np.where(mask, ndimage.distance_transform_edt(mask, sampling=spacing),
+                                       ndimage.distance_transform_edt(~mask, sampling=spacing))
+    result = unsigned_distance_map(torch.from_numpy(masks), spacing)
+    assert result.dtype == torch.float32 and result.shape == masks.shape
+    torch.testing.assert_close(result, torch.from_numpy(expected))
+    assert result[0, 1].abs().sum() == 0 and result[1, 2].abs().sum() == 0

@@ -9,9 +9,9 @@ import torch
 
 import references
 from medsegloss import losses
-from medsegloss.distance import signed_distance_map
+from medsegloss.distance import unsigned_distance_map, signed_distance_map
 from medsegloss.losses.boundary import (
-    boundary_loss, boundary_weighted_loss, hausdorff_dt_loss, unsigned_distance_map,
+    boundary_loss, boundary_weighted_loss, hausdorff_dt_loss,
 )
 
 

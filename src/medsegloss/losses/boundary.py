@@ -10,13 +10,12 @@ distance maps have no notion of unlabelled voxels.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from medsegloss._checks import check_distance_map, check_probability, check_reduction, check_spacing, check_target
+from medsegloss._checks import check_distance_map, check_probability, check_reduction, check_target
 from medsegloss._ops import (
     FunctionalLoss, cross_entropy_map, probabilities, reduce, select_classes, target_probabilities,
 )
-from medsegloss.distance import signed_distance_map
+from medsegloss.distance import signed_distance_map, unsigned_distance_map
 from medsegloss.losses._registry import register
 
 __all__ = [
@@ -39,30 +38,6 @@ def target_distance(logits: torch.Tensor, target: torch.Tensor, dist: torch.Tens
         dist = check_distance_map(dist, logits)
     dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
     return dist.detach().to(device=logits.device, dtype=dtype)
-
-
-@torch.no_grad()
-def unsigned_distance_map(masks: torch.Tensor, spacing=None) -> torch.Tensor:
-    """Distance of every voxel to the boundary of its mask: ``|signed distance|`` (zeros for an
-    empty or full mask), for a batch of masks in one EDT per mask.
-
-    One call of the ``edt`` package on the label image ``mask + 1`` gives each voxel its distance
-    to the nearest voxel of the other label, i.e. inside and outside distances at once: 1.4x
-    faster than the two transforms of the signed map.
-
-    Shape:
-        masks: bool ``(N, C, *spatial)``; returns float32 of the same shape, on the masks' device.
-    """
-    import edt
-
-    masks_np = masks.detach().cpu().numpy()
-    spacing = check_spacing(spacing, masks_np.ndim - 2)
-    out = np.zeros(masks_np.shape, np.float32)
-    for index in np.ndindex(*masks_np.shape[:2]):
-        mask = masks_np[index]
-        if mask.any() and not mask.all():  # no boundary otherwise: zeros, as in distance.py
-            out[index] = edt.edt(mask.view(np.uint8) + 1, anisotropy=spacing, black_border=False)
-    return torch.from_numpy(out).to(masks.device)
 
 
 def boundary_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: torch.Tensor | None = None,
