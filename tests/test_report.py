@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from medsegloss.experiment import report
+from medsegloss.experiment import report, report_figures
 from medsegloss.experiment._io import write_json, write_text
 from medsegloss.experiment.config import Config, loss_slug
 
@@ -148,12 +148,12 @@ def test_write_report_files(tmp_path):
 
 
 def test_validation_value_formats():
-    assert report._validation_value({"val": [{"class": 1, "metric": "dice", "mean": 0.4},
+    assert report_figures.validation_value({"val": [{"class": 1, "metric": "dice", "mean": 0.4},
                                              {"class": 2, "metric": "dice", "mean": 0.6},
                                              {"class": 1, "metric": "iou", "mean": 0.1}]}) == pytest.approx(0.5)
-    assert report._validation_value({"val": {"dice": {"mean": 0.7}}}) == pytest.approx(0.7)
-    assert report._validation_value({"val": [{"class": 1, "dice": {"mean": 0.2}}]}) == pytest.approx(0.2)
-    assert math.isnan(report._validation_value({"val": []}))
+    assert report_figures.validation_value({"val": {"dice": {"mean": 0.7}}}) == pytest.approx(0.7)
+    assert report_figures.validation_value({"val": [{"class": 1, "dice": {"mean": 0.2}}]}) == pytest.approx(0.2)
+    assert math.isnan(report_figures.validation_value({"val": []}))
 
 
 def test_cli(tmp_path, capsys):
