@@ -229,3 +229,35 @@ def test_focal_agrees_with_monai():
     monai_focal = monai_losses.FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=True)(logits, labels.unsqueeze(1))
     # MONAI averages over classes too (its per-class terms are zero off the true class): × C
     torch.testing.assert_close(D.focal_loss(logits, labels, gamma=2.0), 3 * monai_focal)
+
+
+# ------------------------------------------------- fused binary paths equal the formulas
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 3.5])
+def test_binary_focal_fused_path_matches_formula_and_gradcheck(gamma):
+    generator = torch.Generator().manual_seed(8)
+    logits = (4 * torch.randn(2, 1, 5, 4, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    labels = torch.randint(0, 2, (2, 5, 4), generator=generator)
+    p = torch.sigmoid(logits.detach()[:, 0]).numpy()
+    p_true = np.where(labels.numpy() == 1, p, 1 - p)
+    expected = (-(1 - p_true) ** gamma * np.log(p_true)).reshape(2, -1).mean(-1)
+    result = losses.focal_loss(logits, labels, gamma=gamma, reduction="none")
+    torch.testing.assert_close(result, torch.from_numpy(expected))
+    assert torch.autograd.gradcheck(lambda x: losses.focal_loss(x, labels, gamma=gamma, reduction="none"), (logits,))
+    with torch.no_grad():  # no gradient asked: same value
+        torch.testing.assert_close(losses.focal_loss(logits, labels, gamma=gamma, reduction="sum"),
+                                   torch.from_numpy(expected).sum())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ce_mean_fast_path_equals_mean_of_per_sample_values(channels):
+    generator = torch.Generator().manual_seed(9)
+    logits = torch.randn(3, channels, 4, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, max(channels, 2), (3, 4, 5), generator=generator)
+    per_sample = losses.cross_entropy_loss(logits, labels, reduction="none")
+    torch.testing.assert_close(losses.cross_entropy_loss(logits, labels), per_sample.mean())
+    assert torch.autograd.gradcheck(lambda x: losses.cross_entropy_loss(x, labels), (logits,))
+    with pytest.raises(ValueError, match=r"got values in \[0, 2\]") if channels == 1 else \
+            pytest.raises(ValueError, match=r"got values in \[0, 3\]"):
+        losses.cross_entropy_loss(logits, torch.where(labels == 1, labels.max() + 1, labels))

@@ -263,6 +263,40 @@ def cross_entropy_map(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     )
 
 
+class _BinaryFocal(torch.autograd.Function):
+    """Per-sample sums ``Σ_v (1 − p_t)^γ · (−log p_t)`` ``(N,)`` from one-channel logits ``(N, V)``
+    and 0/1 labels as floats, with the gradient computed in the same pass (few full-size
+    temporaries; they page-fault on the CPU). With ``q = 1 − p_t = σ(−z)``, ``z = (2t − 1)·x``:
+    ``ce = softplus(−z)``, ``∂L/∂x = (1 − 2t)·q^γ·(γ(1 − q)·ce + q)`` (finite for every γ ≥ 0)."""
+
+    @staticmethod
+    def forward(ctx, logits, foreground, gamma):
+        sign = foreground.mul(-2.0).add_(1.0)  # 1 − 2t: the sign of −z
+        minus_z = sign * logits
+        ce = F.softplus(minus_z)
+        q = minus_z.sigmoid_()
+        q_gamma = q.square() if gamma == 2 else q.pow(gamma)
+        loss = torch.bmm(q_gamma.unsqueeze(1), ce.unsqueeze(2)).view(-1)
+        if ctx.needs_input_grad[0]:  # the gradient, in place in ce's buffer
+            grad = ce.mul_(gamma).addcmul_(q, ce, value=-1.0).add_(q).mul_(q_gamma).mul_(sign)
+            ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss.unsqueeze(-1), None, None
+
+
+def binary_focal_sums(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The focal loss ``(1 − p_t)^γ · (−log p_t)`` of one-channel logits summed per sample ``(N,)``,
+    for checked 0/1 labels ``(N, *spatial)`` (no ``ignore_index``, no α); one fused pass."""
+    logits = at_least_float32(logits)
+    n = logits.shape[0]
+    return _BinaryFocal.apply(logits.reshape(n, -1), labels.reshape(n, -1).to(logits.dtype), float(gamma))
+
+
 def label_count(num_channels: int) -> int:
     """How many labels a target may hold: ``C`` for softmax logits, 2 (background and
     foreground) for one-channel sigmoid logits."""
