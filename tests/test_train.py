@@ -308,3 +308,39 @@ def test_mixed_precision_on_cpu_runs_in_bfloat16(tmp_path, monkeypatch):
     assert dtypes == [torch.float32] * 3  # the network ran in bfloat16, the loss gets float32 logits
     line = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert np.isfinite(line["train_loss"]) and result["test_rows"]
+
+
+def _touch_and_free(megabytes: int) -> None:
+    """Raise this process's peak resident memory by ``megabytes`` (a large NumPy array is its own
+    mmap, returned to the system when freed)."""
+    block = np.ones(megabytes * 2**20 // 8)
+    assert block.sum() > 0
+    del block
+
+
+def test_peak_memory_reset_measures_from_the_reset():
+    from medsegloss.experiment import memory
+
+    cpu = torch.device("cpu")
+    if not memory.reset_peak_memory(cpu):
+        pytest.skip("the peak resident memory cannot be reset on this system (no /proc/self/clear_refs)")
+    _touch_and_free(300)
+    before = memory.peak_memory_mb(cpu)
+    assert memory.reset_peak_memory(cpu)
+    assert memory.peak_memory_mb(cpu) < before - 250  # the 300 MB block no longer counts
+
+
+def test_each_fit_in_one_process_reports_its_own_peak_memory(tmp_path):
+    """A benchmark runs many fits in one process: a small run after a large allocation reports
+    its own peak, not the process's (on CPU via the reset of VmHWM at the start of fit)."""
+    from medsegloss.experiment import memory
+
+    cpu = torch.device("cpu")
+    if not memory.reset_peak_memory(cpu):
+        pytest.skip("the peak resident memory cannot be reset on this system (no /proc/self/clear_refs)")
+    _touch_and_free(600)  # stands for an earlier, larger run
+    before = memory.peak_memory_mb(cpu)
+    result = train.fit(tiny(epochs=1, device="cpu"), tmp_path / "small", quiet=True)
+    # without the reset the run would report at least `before`; the tiny run itself (its data, first
+    # imports of the metrics) adds ~100 MB to what the process holds, far less than 300
+    assert result["cost"]["peak_memory_mb"] < before - 300

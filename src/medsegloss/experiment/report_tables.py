@@ -153,7 +153,8 @@ def sections(results: dict) -> list[tuple[str, str, tuple]]:
                      "direction; ties share the average rank; more failed cases rank lower), averaged over datasets and metrics.",
                      rank_table(results)))
     sections.append(("Cost", "Mean over seeds of each run's training cost (metrics.json). Peak memory is "
-                     "torch.cuda.max_memory_allocated on a GPU; on a CPU it is the training process's peak "
-                     "resident memory, which only grows while one process (like `medsegloss bench`) trains run "
-                     "after run, so compare it across losses on a GPU.", cost_table(results)))
+                     "torch.cuda.max_memory_allocated on a GPU; on a CPU it is the peak resident memory of the "
+                     "process during that run (on Linux reset at the start of each run, elsewhere the process's "
+                     "peak so far). On a CPU it includes what the process already held (torch, the data, memory "
+                     "kept from earlier runs), so only large differences between losses mean something.", cost_table(results)))
     return sections
