@@ -52,7 +52,6 @@ def overlay_panels(runs: list, losses, count: int = 4) -> tuple[list[dict], dict
     per-slice Dice across losses; then most pixels on which they differ), one seed's runs."""
     import torch
 
-    from medsegloss import metrics
     from medsegloss.experiment.config import Config
     from medsegloss.experiment.train import labels_from_logits, load_checkpoint, make_dataset, predict_logits
 
@@ -68,23 +67,12 @@ def overlay_panels(runs: list, losses, count: int = 4) -> tuple[list[dict], dict
         return [], {}, []
     images = torch.stack([item["image"] for item in items])
     labels = [item["label"].numpy() for item in items]
-    present = [set(np.unique(label).tolist()) - {0} for label in labels]
     predictions, dice = {}, {}
     for loss in losses:
         model, _ = load_checkpoint(by_loss[loss].path / "best.pt")
-        predicted = torch.cat([labels_from_logits(predict_logits(model, images[i:i + 32]))
-                               for i in range(0, len(items), 32)]).cpu().numpy()
-        predictions[loss] = predicted
-        rows = metrics.evaluate(list(predicted), labels, dataset.num_classes, metrics=("dice",),
-                                case_ids=[str(i) for i in range(len(items))])
-        # Dice of the classes present in the ground truth: on a class absent from it, Dice jumps
-        # between 0 and 1 with a single pixel, which says little about the loss
-        per_item = np.full(len(items), np.nan)
-        for i in range(len(items)):
-            values = [r["dice"] for r in rows if r["case"] == str(i) and r["class"] in present[i]
-                      and r["dice"] is not None and math.isfinite(r["dice"])]
-            per_item[i] = np.mean(values) if values else np.nan
-        dice[loss] = per_item
+        predictions[loss] = torch.cat([labels_from_logits(predict_logits(model, images[i:i + 32]))
+                                       for i in range(0, len(items), 32)]).cpu().numpy()
+        dice[loss] = _dice_on_present_classes(predictions[loss], labels, dataset.num_classes)
     chosen = most_disagreeing(items, [predictions[loss] for loss in losses], [dice[loss] for loss in losses], count)
     panels = [{"image": items[i]["image"][0].numpy(), "label": labels[i],
                "predictions": {loss: predictions[loss][i] for loss in losses},
@@ -92,6 +80,23 @@ def overlay_panels(runs: list, losses, count: int = 4) -> tuple[list[dict], dict
                "name": f"{items[i]['case']}" + (f" slice {items[i]['slice']}" if items[i].get("slice", -1) >= 0 else "")}
               for i in chosen]
     return panels, {"seed": seed}, list(getattr(dataset, "class_names", []))
+
+
+def _dice_on_present_classes(predictions, labels: list, num_classes: int) -> np.ndarray:
+    """Per item, the mean Dice over the classes present in its ground truth (NaN where none is):
+    on a class absent from it, Dice jumps between 0 and 1 with a single pixel, which says little
+    about the loss."""
+    from medsegloss import metrics
+
+    rows = metrics.evaluate(list(predictions), labels, num_classes, metrics=("dice",),
+                            case_ids=[str(i) for i in range(len(labels))])
+    per_item = np.full(len(labels), np.nan)
+    for i, label in enumerate(labels):
+        present = set(np.unique(label).tolist()) - {0}
+        values = [r["dice"] for r in rows if r["case"] == str(i) and r["class"] in present
+                  and r["dice"] is not None and math.isfinite(r["dice"])]
+        per_item[i] = np.mean(values) if values else np.nan
+    return per_item
 
 
 def most_disagreeing(items, predictions, dice, count: int) -> list[int]:

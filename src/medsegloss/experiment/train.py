@@ -48,6 +48,27 @@ def _term_tensors(loss_fn: nn.Module, loss: torch.Tensor, name: str) -> dict[str
     return {name: loss.detach()}
 
 
+def _train_step(model: nn.Module, batch: dict, loss_fn: nn.Module, optimizer, scaler, device: torch.device,
+                amp_dtype, channels_last: bool) -> torch.Tensor:
+    """One optimizer step on ``batch``; returns the loss, detached and still on the device."""
+    image = batch["image"].to(device, non_blocking=True)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    target = batch["label"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(image)
+    logits = logits.float()  # losses in float32, whatever the network ran in
+    if getattr(loss_fn, "needs_distance", False):
+        loss = loss_fn(logits, target, dist=batch["dist"].to(device, non_blocking=True))
+    else:
+        loss = loss_fn(logits, target)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, scaler, *, device: torch.device,
                     epoch: int, step: int, amp_dtype=None, channels_last: bool = False, progress=None,
                     loss_name: str = "loss") -> dict:
@@ -57,40 +78,24 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, sca
     that the loss is finite, which names the first bad step). Raises :class:`NonFiniteLossError`.
     """
     model.train()
-    needs_distance = getattr(loss_fn, "needs_distance", False)
     total, terms = torch.zeros((), device=device), {}
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     batches = images = 0
     started = time.perf_counter()
     for index, batch in enumerate(loader):
         step += 1
-        image = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        target = batch["label"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(image)
-        logits = logits.float()  # losses in float32, whatever the network ran in
-        if needs_distance:
-            loss = loss_fn(logits, target, dist=batch["dist"].to(device, non_blocking=True))
-        else:
-            loss = loss_fn(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        value = loss.detach()
+        value = _train_step(model, batch, loss_fn, optimizer, scaler, device, amp_dtype, channels_last)
         first_bad = torch.where(torch.isfinite(value) | (first_bad >= 0), first_bad, step)
         total += value
         for key, term in _term_tensors(loss_fn, value, loss_name).items():
             terms[key] = terms.get(key, 0.0) + term
-        batches, images = batches + 1, images + len(image)
+        batches, images = batches + 1, images + len(batch["image"])
         if (index + 1) % LOG_EVERY == 0 or index + 1 == len(loader):
             _check_finite(first_bad, epoch, step)
             if progress is not None:
                 progress.set_postfix(loss=f"{float(total) / batches:.4f}", refresh=False)
         if progress is not None:
-            progress.update(len(image))
+            progress.update(len(batch["image"]))
     _check_finite(first_bad, epoch, step)
     if batches == 0:
         raise ValueError("the training split has no items: nothing to train on")
