@@ -21,11 +21,14 @@ from pathlib import Path
 # (docs/benchmark.md has the measurements). A small UNet on 64x64 slices with the paper's Adam lr
 # 0.01, trained long enough to learn the shapes but short enough that CE is clearly imperfect.
 DEFAULT_LOSSES = ("ce", "dice", "dice_ce", "focal", "tversky", "gdl_boundary")
-DEFAULT_DATASETS = ("phantom-lesion", "phantom-cardiac")
+DEFAULT_DATASETS = ("phantom-lesion", "phantom-cardiac", "mni152-tissue")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "epochs": 12, "batch_size": 8,
-                    "lr": 0.01, "metrics": ("dice", "iou", "pixel_error", "hd95", "assd"),
-                    "dataset_options": {"num_cases": 20}}
+                    "lr": 0.01, "metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}
+# Per-dataset options used when --dataset-options is not given: 20 phantom cases (12 train, 4
+# validation, 4 test) and the MNI152 brain in 20 slabs, so each test split has 4 cases per seed.
+DATASET_OPTIONS = {"phantom-lesion": {"num_cases": 20}, "phantom-cardiac": {"num_cases": 20},
+                   "mni152-tissue": {"num_slabs": 20}}
 # The seed paper's experiment (Config.preset("paper")): CE against CE + 1 * Dice on real data.
 PAPER = {"losses": ("ce", "ce + 1.0*dice"), "datasets": ("covid-ct", "acdc"), "seeds": (0, 1, 2),
          "settings": {"metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}}
@@ -121,10 +124,17 @@ def parse_data_roots(items, datasets) -> dict[str, str]:
     return roots
 
 
+def for_dataset(base, dataset: str, roots: dict[str, str]):
+    """``base`` on ``dataset``: its data root, and its default options unless options were given."""
+    options = base.dataset_options or DATASET_OPTIONS.get(dataset, {})
+    return base.replace(dataset=dataset, data_root=roots.get(dataset), dataset_options=options)
+
+
 def configs(base, jobs: list[Job], out: Path, roots: dict[str, str]) -> dict[Job, object]:
     """The config of every job (``init_weights`` pointing at its dataset and seed's init file)."""
-    return {job: base.replace(dataset=job.dataset, loss=job.loss, seed=job.seed, data_root=roots.get(job.dataset),
-                              init_weights=str(init_path(out, job).resolve()), out=str(job.run_dir(out)))
+    return {job: for_dataset(base, job.dataset, roots).replace(
+                loss=job.loss, seed=job.seed, init_weights=str(init_path(out, job).resolve()),
+                out=str(job.run_dir(out)))
             for job in jobs}
 
 
@@ -162,7 +172,7 @@ def check_sweep(base, datasets, losses, roots: dict[str, str]) -> None:
 
     for dataset in datasets:
         for loss in losses:
-            check_config(base.replace(dataset=dataset, loss=loss, data_root=roots.get(dataset), init_weights=None))
+            check_config(for_dataset(base, dataset, roots).replace(loss=loss, init_weights=None))
 
 
 def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1, 1), roots=None,
