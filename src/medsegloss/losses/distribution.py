@@ -5,7 +5,8 @@ Each is a per-voxel map ``(N, *spatial)`` averaged over the counted voxels of ea
 ``−log p_t`` of :func:`medsegloss._ops.cross_entropy_map` (one fused softmax), whose ``exp(−ce)``
 is the true-class probability ``p_t``: focal and TopK-threshold need no second softmax.
 One-channel logits are binary (sigmoid); their labels are 0 (background) and 1 (foreground),
-so per-label weights have two values there.
+so per-label weights have two values there. The distance-penalized CE (``dpce``) is in this
+family but lives in :mod:`medsegloss.losses.boundary`, with the other losses built on distance maps.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from medsegloss._checks import check_distance_map, check_probability, check_reduction, check_target, check_weight
+from medsegloss._checks import check_probability, check_reduction, check_target, check_weight
 from medsegloss._ops import (
     FunctionalLoss,
     at_least_float32,
@@ -31,9 +32,9 @@ from medsegloss.losses._registry import register
 
 __all__ = [
     "cross_entropy_loss", "weighted_cross_entropy_loss", "binary_cross_entropy_loss", "topk_loss",
-    "topk_threshold_loss", "focal_loss", "distance_penalized_cross_entropy_loss", "inverse_frequency_weights",
+    "topk_threshold_loss", "focal_loss", "inverse_frequency_weights",
     "CrossEntropyLoss", "WeightedCrossEntropyLoss", "BinaryCrossEntropyLoss", "TopKLoss", "TopKThresholdLoss",
-    "FocalLoss", "DistancePenalizedCrossEntropyLoss",
+    "FocalLoss",
 ]
 
 
@@ -309,65 +310,6 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0
     return per_voxel_reduce(values, _valid_mask(target, ignore_index), reduction)
 
 
-@torch.no_grad()
-def boundary_proximity(dist: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
-    r"""DPCE's penalty ``D ∈ [0, 1]`` per voxel: 1 at the boundary of the voxel's own class,
-    falling linearly to 0 at the voxel farthest from it in the sample.
-
-    .. math:: d_v = |\phi_{g_v}(v)|,\qquad D_v = 1 - d_v / \max_u d_u
-
-    ``φ`` are the signed distance maps of the target (:mod:`medsegloss.distance`); soft labels
-    use ``d = Σ_c g_c |φ_c|``; one-channel logits ``d = |φ_fg|`` (the same for both sides). A
-    sample without any boundary (all ``φ = 0``) gets ``D = 0``: plain CE.
-
-    Shape:
-        dist ``(N, C, *spatial)``; returns ``(N, *spatial)``.
-    """
-    if dist.shape[1] == 1:
-        distance = dist[:, 0].abs()
-    elif target.is_floating_point():
-        distance = (target * dist.abs()).sum(1)
-    else:
-        labels = target if ignore_index is None else torch.where(target == ignore_index, 0, target)
-        distance = dist.gather(1, labels.unsqueeze(1)).abs().squeeze(1)
-    farthest = distance.reshape(distance.shape[0], -1).amax(1).view(-1, *([1] * (distance.ndim - 1)))
-    return torch.where(farthest > 0, 1 - distance / farthest.clamp_min(1e-12), torch.zeros_like(distance))
-
-
-def distance_penalized_cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *,
-                                          dist: torch.Tensor | None = None, spacing=None,
-                                          ignore_index: int | None = None, reduction: str = "mean") -> torch.Tensor:
-    r"""Distance-map-penalized cross-entropy (Caliva et al., 2019), averaged over the voxels.
-
-    .. math:: L = \frac{1}{V}\sum_v (1 + D_v)\,(-\log p_{v,t})
-
-    ``D`` (:func:`boundary_proximity`) is the target's distance-to-boundary map inverted and
-    scaled to ``[0, 1]``, so voxels at the object boundaries weigh up to twice as much as those
-    far from them (the paper's "inverted distance map"; the linear scaling is this package's
-    choice, keeping the weights bounded). ``dist``: signed distance maps ``(N, C, *spatial)``
-    from :func:`medsegloss.distance.signed_distance_map` (computed here from the target, with
-    ``spacing``, when None; cache them in the data loader to save the EDT per step).
-
-    Shape:
-        logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats,
-        dist ``(N, C, *spatial)``; returns a scalar, or ``(N,)`` for ``reduction="none"``.
-
-    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
-    >>> distance_penalized_cross_entropy_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
-    """
-    check_reduction(reduction)
-    target = check_target(target, logits, ignore_index)
-    if dist is None:
-        from medsegloss.distance import signed_distance_map
-
-        dist = signed_distance_map(target, num_classes=logits.shape[1], spacing=spacing)
-    else:
-        dist = check_distance_map(dist, logits)
-    values = cross_entropy_map(logits, target, ignore_index)
-    values = values * (1 + boundary_proximity(dist.to(values.dtype), target, ignore_index))
-    return per_voxel_reduce(values, _valid_mask(target, ignore_index), reduction)
-
-
 @register("ce", family="distribution", paper="Ma et al., 2021 (survey); standard", function=cross_entropy_loss)
 class CrossEntropyLoss(FunctionalLoss):
     """Cross-entropy −Σ g·log p (softmax; sigmoid/binary for one-channel logits)."""
@@ -409,12 +351,3 @@ class FocalLoss(FunctionalLoss):
     """Focal loss −α_t·(1 − p_t)^γ·log p_t (γ = 0 without α is CE)."""
 
     function = staticmethod(focal_loss)
-
-
-@register("dpce", family="distribution", paper="Caliva et al., 2019", function=distance_penalized_cross_entropy_loss,
-          needs_distance=True)
-class DistancePenalizedCrossEntropyLoss(FunctionalLoss):
-    """Distance-penalized CE (1 + D)·(−log p_t), D = 1 at the target's boundaries, 0 farthest away."""
-
-    function = staticmethod(distance_penalized_cross_entropy_loss)
-    needs_distance = True
