@@ -91,8 +91,9 @@ def _class_bins(labels: torch.Tensor) -> torch.Tensor:
     Neighbouring voxels mostly share a label; summing them into one accumulator per class makes
     every addition wait for the previous one (1.5x slower on segmentation-like labels than on
     random ones). Eight interleaved accumulators per class break that chain."""
-    lanes = torch.arange(labels.shape[-1], device=labels.device) % _LANES
-    return labels * _LANES + lanes
+    voxels = labels.shape[-1]
+    lanes = torch.arange(_LANES, device=labels.device).repeat(-(-voxels // _LANES))[:voxels]  # v mod 8
+    return torch.add(lanes, labels, alpha=_LANES)
 
 
 def _class_sums(values: torch.Tensor, bins: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -122,8 +123,9 @@ class _SoftmaxLabelCounts(torch.autograd.Function):
         if with_nll:
             log_p_true = p_true.log()
             # where p underflows (logit gaps beyond ~87 in float32) take log p = x − logsumexp(x)
-            tiny = p_true < torch.finfo(p_true.dtype).tiny * 2**24
-            if tiny.any():
+            threshold = torch.finfo(p_true.dtype).tiny * 2**24
+            if p_true.min() < threshold:  # rare: build the mask only then
+                tiny = p_true < threshold
                 exact = flat.gather(1, y) - torch.logsumexp(flat, 1, keepdim=True)
                 log_p_true = torch.where(tiny, exact, log_p_true)
             nll = -log_p_true.sum((1, 2))
