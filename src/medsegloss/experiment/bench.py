@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="medsegloss bench", description=__doc__.split("\n\n")[1].strip().replace("``", ""),
-        epilog="examples:\n  medsegloss bench                       # the default benchmark (~7 min on 2 CPU cores)\n"
+        epilog="examples:\n  medsegloss bench                       # the default benchmark (~5.5 min on 2 CPU cores)\n"
                "  medsegloss bench --losses ce dice \"ce + 0.5*dice\" --seeds 0 1 --epochs 4\n"
                "  medsegloss bench --preset paper --data-root covid-ct=/data/covid --data-root acdc=/data/ACDC\n"
                "  medsegloss bench --shard $SLURM_ARRAY_TASK_ID/8 --out /scratch/bench   # one of 8 machines",
