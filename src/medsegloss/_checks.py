@@ -143,3 +143,14 @@ def check_distance_map(dist, logits: torch.Tensor) -> torch.Tensor:
     if not dist.is_floating_point():
         raise ValueError(f"dist must be a floating-point tensor, got dtype {dist.dtype}")
     return dist.float() if dist.dtype in (torch.float16, torch.bfloat16) else dist
+
+
+def unknown_name(kind: str, name, registered) -> ValueError:
+    """The error for a name missing from a registry (loss, metric, dataset, command, option),
+    naming the closest registered ones: the one wording of "did you mean" in the package."""
+    import difflib
+
+    registered = list(registered)
+    close = difflib.get_close_matches(str(name), registered, n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ValueError(f"unknown {kind} {name!r}.{hint} Registered: {', '.join(registered)}")

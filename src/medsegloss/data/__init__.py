@@ -15,7 +15,7 @@ Loaders are imported on first use: importing this package reads no file.
 
 from __future__ import annotations
 
-import difflib
+from medsegloss._checks import unknown_name
 import importlib
 import inspect
 from dataclasses import dataclass
@@ -77,9 +77,7 @@ def info(name: str) -> DatasetInfo:
     try:
         return _DATASETS[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), _DATASETS, n=3, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown dataset {name!r}.{hint} Available: {', '.join(_DATASETS)}") from None
+        raise unknown_name("dataset", name, _DATASETS) from None
 
 
 def loader(name: str):

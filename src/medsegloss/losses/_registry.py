@@ -7,7 +7,7 @@ run through the contract tests.
 
 from __future__ import annotations
 
-import difflib
+from medsegloss._checks import unknown_name
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,11 +67,7 @@ def lookup(name: str) -> LossInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown loss {name!r}.{hint} Registered losses: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        raise unknown_name("loss", name, available()) from None
 
 
 def available(family: str | None = None) -> list[str]:

@@ -6,7 +6,7 @@ experiment config's ``metrics`` field and ``medsegloss metrics``.
 
 from __future__ import annotations
 
-import difflib
+from medsegloss._checks import unknown_name
 import functools
 import inspect
 from collections.abc import Callable
@@ -68,11 +68,7 @@ def lookup(name: str) -> MetricInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), _REGISTRY, n=3, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown metric {name!r}.{hint} Registered metrics: {', '.join(available())}"
-        ) from None
+        raise unknown_name("metric", name, available()) from None
 
 
 def available(kind: str | None = None) -> list[str]:
