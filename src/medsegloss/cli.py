@@ -24,6 +24,17 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], details: list[str] | None = None) -> None:
+    """Rows as aligned columns, the last column left ragged; ``details[i]`` (if given and
+    non-empty) is printed indented under row ``i`` (the options listings)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    indent = " " * (sum(widths) + 2 * len(widths))
+    for index, row in enumerate([header, *rows]):
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths)) + "  " + row[-1])
+        if details and index > 0 and details[index - 1]:
+            print(indent + details[index - 1])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -44,4 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function_name, _ = COMMANDS[command]
     function = getattr(importlib.import_module(module_name), function_name)
-    return int(function(rest) or 0)
+    try:
+        return int(function(rest) or 0)
+    except BrokenPipeError:  # `medsegloss losses | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0

@@ -13,16 +13,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from medsegloss import metrics
 
+    from medsegloss.cli import print_table
+
     header = ("name", "kind", "better", "unit", "empty masks (NaN or x: empty='nan' or 'worst')")
-    rows = []
-    for name in metrics.available(args.kind):
-        info = metrics.info(name)
-        rows.append((name, info.kind, "higher" if info.higher_is_better else "lower", info.unit, info.empty_rule))
-    widths = [max(len(row[i]) for row in rows + [header]) for i in range(4)]
-    print("  ".join(value.ljust(width) for value, width in zip(header, widths)) + "  " + header[4])
-    for row in rows:
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths)) + "  " + row[4])
-        if args.options:
-            options = ", ".join(f"{key}={value!r}" for key, value in metrics.info(row[0]).options.items())
-            print(" " * (sum(widths) + 8) + options)
+    infos = [metrics.info(name) for name in metrics.available(args.kind)]
+    rows = [(info.name, info.kind, "higher" if info.higher_is_better else "lower", info.unit, info.empty_rule)
+            for info in infos]
+    details = [", ".join(f"{k}={v!r}" for k, v in info.options.items()) for info in infos] if args.options else None
+    print_table(header, rows, details)
     return 0
