@@ -119,3 +119,25 @@ def test_weighted_sum_validates_terms():
         WeightedSum([])
     with pytest.raises(ValueError, match="unique"):
         WeightedSum([("a", 1.0, losses.get("ce")), ("a", 1.0, losses.get("dice"))])
+
+
+def test_ce_plus_dice_string_takes_the_fused_pass_and_equals_its_terms():
+    import torch
+
+    from medsegloss import losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 8))
+    fused = losses.build("0.7*ce + 1.5*dice(smooth=1e-3)")
+    assert fused.joint is not None
+    value = fused(logits, target)
+    (grad_fused,) = torch.autograd.grad(value, logits)
+    expected = 0.7 * losses.cross_entropy_loss(logits, target) + 1.5 * losses.dice_loss(logits, target, smooth=1e-3)
+    (grad_expected,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad_fused, grad_expected)
+    # options the fused pass does not have keep the terms apart
+    assert losses.build("ce + dice(batch=True)").joint is None
+    assert losses.build("ce + dice(weight=[1, 2, 3])").joint is None
+    assert losses.build("ce + tversky").joint is None

@@ -43,7 +43,7 @@ class WeightedSum(nn.Module):
         terms: ``(name, weight, loss module)`` triples; names label the logged values.
         joint: optional function ``joint(logits, target, dist=None) -> {name: value}`` computing
             every term at once (sharing the softmax); it must equal calling the terms one by one.
-            The named sums use it for speed (``dice_ce``); ``build`` never does.
+            The named sums use it for speed (``dice_ce``), and so does ``build`` for ``ce + dice``.
 
     ``weights`` is a dict ``{name: weight}`` that may be changed between steps, e.g. raising the
     boundary term of ``gdl_boundary`` on a schedule: ``loss.weights["boundary"] = 0.05``.
@@ -182,7 +182,23 @@ def build(spec: str, **common) -> nn.Module:
     for name, weight, module in terms:
         seen[name] = seen.get(name, 0) + 1
         labelled.append((name if seen[name] == 1 else f"{name}_{seen[name]}", weight, module))
-    return WeightedSum(labelled)
+    return WeightedSum(labelled, joint=_joint_for(labelled))
+
+
+def _joint_for(terms: list[tuple[str, float, nn.Module]]) -> Callable | None:
+    """The one-pass computation of ``terms`` where one exists: ``ce`` + ``dice`` (the reference
+    experiment's ``"ce + 1.0*dice"``) is exactly what ``dice_ce`` fuses, whatever the weights,
+    as long as the two share ``ignore_index``/``reduction`` and use no option the fused pass lacks."""
+    modules = {name: module for name, _, module in terms}
+    if set(modules) != {"ce", "dice"}:
+        return None
+    ce, dice = modules["ce"].options, modules["dice"].options
+    shared = ("ignore_index", "reduction")
+    if set(ce) - set(shared) or set(dice) - {"smooth", "include_background", *shared}:
+        return None
+    if any(ce.get(key, default) != dice.get(key, default) for key, default in zip(shared, (None, "mean"))):
+        return None
+    return partial(dice_ce_terms, **dice)
 
 
 # ---------------------------------------------------------------------------------------------
