@@ -1,5 +1,5 @@
-"""Datasets: synthetic phantoms, the MNI152 tissue template, ACDC, COVID-19 CT and image folders,
-all behind one call and one item format.
+"""Datasets: synthetic phantoms, the MNI152 tissue template, ACDC, COVID-19 CT, image folders and
+the nnU-Net / Medical Segmentation Decathlon layouts, all behind one call and one item format.
 
 >>> from medsegloss.data import get_dataset
 >>> train = get_dataset("phantom-lesion", size=64, num_cases=4, slices_per_case=4)
@@ -63,6 +63,14 @@ _DATASETS = {
         DatasetInfo("folder", "medsegloss.data.folder:load",
                     "your own images/ and masks/ (PNG, JPEG, TIFF, NIfTI) matched by file stem",
                     (), True, (2, 3), "medsegloss.data.folder:options_class_names"),
+        DatasetInfo("nnunet", "medsegloss.data.nnunet:load",
+                    "an nnU-Net v2 raw dataset (dataset.json, imagesTr/, labelsTr/): multi-channel, "
+                    "NIfTI or pictures, integer classes or overlapping regions, ignore label",
+                    (), True, (2, 3), "medsegloss.data.nnunet:options_class_names"),
+        DatasetInfo("msd", "medsegloss.data.msd:load",
+                    "a Medical Segmentation Decathlon task (dataset.json, 4-D multi-modal NIfTI); "
+                    "regions= for BraTS-style overlapping regions",
+                    (), True, (2, 3), "medsegloss.data.msd:options_class_names"),
     )
 }
 
