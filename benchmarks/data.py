@@ -11,6 +11,7 @@ Min over rounds; the machine is noisy, so compare within one run.
 
     python benchmarks/data.py               # 64x64 (default benchmark) and 128x128
     python benchmarks/data.py --sizes 256   # the reference experiment's size
+    python benchmarks/data.py --standard    # nnunet layout: items/s at 2-D and 3-D, classes and regions
 """
 
 from __future__ import annotations
@@ -108,6 +109,55 @@ def measure(name, root, size, batch_size, rounds):
             "batch_s": plain / (count / batch_size), "dist_batch_s": cached / (count / batch_size)}
 
 
+def write_nnunet(folder: Path, cases: int = 16, shape_xyz=(96, 96, 24), regions: bool = False) -> Path:
+    """A synthetic nnU-Net v2 raw dataset: ``cases`` cases of two channels (CT, T2) of
+    ``shape_xyz`` voxels (0.8 x 0.8 x 3 mm), labels 0-3 (or the BraTS-like regions over them)."""
+    import json
+
+    import nibabel
+
+    rng = np.random.default_rng(0)
+    root = folder / ("nnunet-regions" if regions else "nnunet")
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    for k in range(cases):
+        label = rng.integers(0, 4, shape_xyz).astype(np.uint8)
+        nibabel.save(nibabel.Nifti1Image(label, affine), str(root / "labelsTr" / f"case_{k:03d}.nii.gz"))
+        for c in range(2):
+            image = rng.normal(0, 300, shape_xyz).astype(np.int16)
+            nibabel.save(nibabel.Nifti1Image(image, affine), str(root / "imagesTr" / f"case_{k:03d}_{c:04d}.nii.gz"))
+    labels = ({"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3} if regions
+              else {"background": 0, "a": 1, "b": 2, "c": 3})
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "T2"}, "labels": labels,
+                                                   "numTraining": cases, "file_ending": ".nii.gz"}))
+    return root
+
+
+def measure_standard(size: int | None, batch_size: int, rounds: int) -> None:
+    """Items/s of the ``nnunet`` loader (2-D slices and 3-D volumes; integer classes and regions)
+    on a synthetic dataset written to a temp folder, plus the cold and warm build times."""
+    from medsegloss.data import cache, get_dataset
+
+    print(f"\n## nnunet, 16 cases of 2 channels 96x96x24 -> size {size}, train split\n")
+    print("| labels | dims | batch | items | build cold s | build warm s | items/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as temp:
+        for regions in (False, True):
+            root = write_nnunet(Path(temp), regions=regions)
+            for dims, batch in ((2, batch_size), (3, 2)):
+                cache.clear()
+                started = time.perf_counter()
+                dataset = get_dataset("nnunet", root, split="train", size=size, dims=dims)
+                cold = time.perf_counter() - started
+                started = time.perf_counter()
+                get_dataset("nnunet", root, split="train", size=size, dims=dims)
+                warm = time.perf_counter() - started
+                seconds, count = min(epoch_seconds(dataset, batch) for _ in range(rounds))
+                print(f"| {'regions' if regions else 'classes'} | {dims} | {batch} | {count} | {cold:.2f} | "
+                      f"{warm:.3f} | {count / seconds:.0f} |", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
@@ -116,8 +166,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--datasets", nargs="+",
                         default=["phantom-lesion", "phantom-cardiac", "mni152-tissue", "acdc", "covid-ct", "folder"])
+    parser.add_argument("--standard", action="store_true",
+                        help="measure the nnunet loader on a synthetic dataset (2-D and 3-D) instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.standard:
+        for size in args.sizes:
+            measure_standard(size, args.batch_size, args.rounds)
+        return 0
     with tempfile.TemporaryDirectory() as temp:
         roots = write_files(Path(temp)) if {"acdc", "covid-ct", "folder"} & set(args.datasets) else {}
         for size in args.sizes:
