@@ -202,8 +202,10 @@ def check_case(case_id: str, channels: list[tuple[Path, np.ndarray, np.ndarray |
             raise DatasetError(f"case {case_id!r}: image {path} has shape {array.shape[1:]} (z, y, x) but its "
                                f"label {label_path} has {label.shape}")
         if affine is not None and label_affine is not None and not np.allclose(affine, label_affine, rtol=1e-4, atol=1e-3):
+            difference = float(np.abs(affine - label_affine).max())
             raise DatasetError(f"case {case_id!r}: image {path} and label {label_path} have different affines "
-                               f"(not co-registered?):\n{np.round(affine, 4)}\nvs\n{np.round(label_affine, 4)}")
+                               f"(not co-registered? largest difference {difference:.4g}): image "
+                               f"{np.round(affine, 4).tolist()}, label {np.round(label_affine, 4).tolist()}")
     values = np.unique(label)
     undeclared = sorted(set(values.tolist()) - spec.values)
     if undeclared:
