@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medsegloss.experiment import report, report_figures
-from medsegloss.experiment._io import write_json, write_text
+from medsegloss._io import write_json, write_text
 from medsegloss.experiment.config import Config, loss_slug
 
 CASES = ["case01", "case02", "case03", "case04", "case05", "case06"]

@@ -111,6 +111,20 @@ def test_run_directory_holds_the_documented_files(reference_run):
     assert train.fit(tiny(epochs=3), out) == result  # finished: the stored result, no training
 
 
+def test_run_directory_files_share_the_mode_of_a_plainly_created_file(reference_run, tmp_path):
+    """Every file of a run directory (split.json written by the data package, checkpoints and logs
+    by the trainer) gets the mode ``open(path, "w")`` gives under the current umask."""
+    import os
+    import stat
+
+    out, _ = reference_run
+    with open(tmp_path / "plain", "w"):
+        pass
+    plain = stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in out.iterdir()}
+    assert len(modes) >= 6 and modes == dict.fromkeys(modes, plain)
+
+
 def test_same_config_and_seed_give_the_same_weights(reference_run, tmp_path):
     out, _ = reference_run
     train.fit(tiny(epochs=3), tmp_path, quiet=True)

@@ -147,7 +147,7 @@ def ensure_initial_weights(config, path: Path) -> bool:
     shard: the state is a function of the config, so concurrent shards write the same bytes).
     The model-deciding fields are kept beside it; another OUT's settings are refused. Returns
     whether it was created."""
-    from medsegloss.experiment import _io
+    from medsegloss import _io
     from medsegloss.experiment.train import initial_state
 
     fields = {name: config.to_dict()[name] for name in MODEL_FIELDS}
@@ -182,7 +182,7 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
     and the sweep goes on; ``medsegloss bench`` then exits with status 1."""
     from tqdm import tqdm
 
-    from medsegloss.experiment import _io
+    from medsegloss import _io
     from medsegloss.experiment.train import fit, mean_dice
 
     out, roots = Path(out), dict(roots or {})

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsegloss.experiment import _io
+from medsegloss import _io
 
 
 def seed_everything(seed: int) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsegloss.experiment._io import write_bytes
+from medsegloss._io import write_bytes
 
 __all__ = ["validation_curves", "dice_boxes", "overlays", "loss_colors"]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsegloss import _io
 from medsegloss.experiment.config import Config
 
 PNG_SUFFIXES = (".png",)
@@ -110,7 +111,7 @@ def predict_nifti(model, image_size: int, path: Path, out: Path) -> Path:
     mask.header.set_slope_inter(1.0, 0.0)  # labels are stored as they are, never rescaled
     out.mkdir(parents=True, exist_ok=True)
     target = out / path.name
-    _save_atomic(target, lambda temp: nibabel.save(mask, str(temp)))
+    _io.save_atomic(target, lambda temp: nibabel.save(mask, str(temp)))
     return target
 
 
@@ -123,21 +124,8 @@ def predict_png(model, image_size: int, path: Path, out: Path) -> Path:
     labels = segment_volume(model, array.astype(np.float32)[None], image_size)[0]
     out.mkdir(parents=True, exist_ok=True)
     target = out / path.name
-    _save_atomic(target, lambda temp: Image.fromarray(labels, mode="L").save(temp, format="PNG"))
+    _io.save_atomic(target, lambda temp: Image.fromarray(labels, mode="L").save(temp, format="PNG"))
     return target
-
-
-def _save_atomic(target: Path, save) -> None:
-    """``save(temp_path)`` beside ``target`` with the same suffixes, then ``os.replace``."""
-    import os
-
-    temp = target.with_name(f".{target.name}.tmp{os.getpid()}{''.join(target.suffixes)}")
-    try:
-        save(temp)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def predict_files(checkpoint, inputs, out, device: str = "cpu") -> list[Path]:

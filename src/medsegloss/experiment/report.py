@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsegloss.experiment import stats
-from medsegloss.experiment._io import read_json, write_json, write_text
+from medsegloss._io import read_json, write_json, write_text
 from medsegloss.experiment.report_documents import render_csv, render_html, render_markdown
 from medsegloss.experiment.report_figures import write_figures
 from medsegloss.experiment.report_tables import (DISTANCE_METRICS, MAIN_METRICS, METRIC_LABELS, PERCENT_METRICS,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsegloss.experiment._io import read_jsonl
+from medsegloss._io import read_jsonl
 
 
 def validation_value(record: dict, metric: str = "dice") -> float:

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medsegloss.experiment import _io, checkpoint, distributed
+from medsegloss import _io
+from medsegloss.experiment import checkpoint, distributed
 from medsegloss.experiment.components import (check_binary_only, check_config, initial_state,
                                               make_dataset, make_datasets, make_loss, make_model, make_optimizer,
                                               output_channels, resolve_device)
