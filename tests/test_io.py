@@ -100,7 +100,8 @@ def test_content_round_trips_and_text_keeps_its_line_endings(tmp_path):
 def test_save_atomic_hands_the_saver_a_name_with_the_targets_suffixes(tmp_path):
     seen = []
     _io.save_atomic(tmp_path / "mask.nii.gz", lambda temp: (seen.append(temp), temp.write_bytes(b"x")))
-    assert seen[0].name.endswith(".nii.gz") and seen[0].parent == tmp_path
+    assert seen[0].name.startswith(".mask.nii.gz.") and seen[0].name.endswith(".tmp.nii.gz")
+    assert seen[0].parent == tmp_path
     assert (tmp_path / "mask.nii.gz").read_bytes() == b"x"
 
 

@@ -53,13 +53,13 @@ def _fsync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _temporary(path) -> Iterator[tuple[int, Path]]:
-    """A temp file beside ``path`` (open descriptor, path) with the suffixes of ``path``; on a
-    clean exit it gets plain-file permissions, is synced and moved over ``path``; on an error it
-    is removed."""
+def _temporary(path, keep_suffixes: bool = False) -> Iterator[tuple[int, Path]]:
+    """A temp file ``.<name>.<random>.tmp`` beside ``path`` (open descriptor, path), with the
+    suffixes of ``path`` appended if ``keep_suffixes``; on a clean exit it gets plain-file
+    permissions, is synced and moved over ``path``; on an error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + ("".join(path.suffixes) if keep_suffixes else ""),
                                     dir=path.parent)
     temp = Path(temp)
     try:
@@ -96,7 +96,7 @@ def save_atomic(path, save: Callable[[Path], object]) -> Path:
     """``save(temp_path)`` for writers that need a file name (e.g. ``nibabel.save``, which
     picks the format from the suffixes: the temp name keeps those of ``path``), then the
     temp file replaces ``path`` atomically."""
-    with _temporary(path) as (_, temp):
+    with _temporary(path, keep_suffixes=True) as (_, temp):
         save(temp)
     return Path(path)
 

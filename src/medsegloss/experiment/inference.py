@@ -1,4 +1,6 @@
-"""Segment NIfTI volumes or PNG images with a trained checkpoint.
+"""Inference with a trained checkpoint: the model of a ``best.pt`` (:func:`load_checkpoint`), its
+logits and labels (:func:`predict_logits`, :func:`labels_from_logits`, also used by the trainer's
+evaluation and the report's overlays), and the ``medsegloss predict`` command.
 
 ``medsegloss predict --checkpoint RUN/best.pt INPUT... --out DIR`` writes one mask per input,
 same file name and format: uint8 class labels, a NIfTI mask keeping the input's affine and
@@ -146,7 +148,8 @@ def predict_files(checkpoint, inputs, out, device: str = "cpu") -> list[Path]:
 
 def main(argv=None) -> int:
     """``medsegloss predict --checkpoint RUN/best.pt INPUT... --out DIR``."""
-    parser = argparse.ArgumentParser(prog="medsegloss predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="medsegloss predict",
+                                     description="Segment NIfTI volumes or PNG images with a trained checkpoint.")
     parser.add_argument("--checkpoint", required=True, help="best.pt (or last.pt) of a training run")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI (.nii, .nii.gz) or PNG files")
     parser.add_argument("--out", required=True, help="folder for the masks (same file names)")
