@@ -21,7 +21,7 @@ import torch
 
 def make_setup(dataset, loss_name: str, base: int, depth: int, seed: int = 0):
     from medsegloss import losses
-    from medsegloss.experiment.train import output_channels
+    from medsegloss.experiment.trainer import output_channels
     from medsegloss.experiment.config import Config
     from medsegloss.models import UNet
 
@@ -45,7 +45,7 @@ CLOCK = time.perf_counter  # --clock cpu: time.process_time (immune to waiting f
 def trainer_step_seconds(dataset, loss_name, base, depth, batch_size, steps) -> float:
     from tqdm import tqdm
 
-    from medsegloss.experiment.train import train_one_epoch
+    from medsegloss.experiment.trainer import train_one_epoch
 
     model, optimizer, loss_fn = make_setup(dataset, loss_name, base, depth)
     scaler = torch.amp.GradScaler("cpu", enabled=False)

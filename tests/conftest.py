@@ -1,11 +1,11 @@
-"""Shared test fixtures: seeded makers of random logits and labels (tiny shapes, fast)."""
+"""Shared test helpers: seeded makers of random logits and labels (tiny shapes, fast), imported
+as `from conftest import random_logits`."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 # tests import the float64 reference formulas as `import references` (pytest runs with
@@ -30,18 +30,3 @@ def random_soft_labels(shape, seed: int = 2, dtype=torch.float64) -> torch.Tenso
     """Soft labels ``(N, C, *spatial)`` summing to 1 over the classes (C >= 2)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.softmax(2 * torch.randn(shape, generator=generator, dtype=torch.float64), dim=1).to(dtype)
-
-
-@pytest.fixture
-def make_logits():
-    return random_logits
-
-
-@pytest.fixture
-def make_labels():
-    return random_labels
-
-
-@pytest.fixture
-def make_soft_labels():
-    return random_soft_labels

@@ -56,7 +56,7 @@ def test_every_loss_starts_from_the_same_weights_and_split(sweep):
         splits = {(root / slug / f"seed{seed}" / "split.json").read_text() for slug in ("ce", "1.0xce", "dice")}
         assert len(splits) == 1  # same seed -> same split file
         # the init file is the seed's fresh model, and seeds differ
-        from medsegloss.experiment.train import initial_state
+        from medsegloss.experiment.trainer import initial_state
 
         expected = initial_state(tiny_config().replace(seed=seed))
         stored = torch.load(init, weights_only=True)
@@ -80,9 +80,9 @@ def test_second_invocation_trains_nothing(sweep):
 
 def test_interrupted_sweep_resumes_to_the_same_result(sweep, tmp_path, monkeypatch):
     out, _ = sweep
-    from medsegloss.experiment import train
+    from medsegloss.experiment import trainer
 
-    finish, calls = train._finish, []
+    finish, calls = trainer.finish_run, []
 
     def interrupt_second_run(run):
         calls.append(run.out)
@@ -90,12 +90,12 @@ def test_interrupted_sweep_resumes_to_the_same_result(sweep, tmp_path, monkeypat
             raise KeyboardInterrupt  # Ctrl-C after the 2nd run's last epoch, before metrics.json
         return finish(run)
 
-    monkeypatch.setattr(train, "_finish", interrupt_second_run)
+    monkeypatch.setattr(trainer, "finish_run", interrupt_second_run)
     with pytest.raises(KeyboardInterrupt):
         bench.run_sweep(tiny_config(), DATASETS, LOSSES[:2], [0], tmp_path, quiet=True)
     interrupted = tmp_path / "phantom-lesion" / "1.0xce" / "seed0"
     assert (interrupted / "last.pt").exists() and not (interrupted / "metrics.json").exists()
-    monkeypatch.setattr(train, "_finish", finish)
+    monkeypatch.setattr(trainer, "finish_run", finish)
     outcome = bench.run_sweep(tiny_config(), DATASETS, LOSSES[:2], [0], tmp_path, quiet=True)
     assert (outcome["trained"], outcome["skipped"]) == (1, 1)
     resumed = json.loads((interrupted / "metrics.json").read_text())

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from medsegloss.data.transforms import normalize_percentile
-from medsegloss.experiment import predict, train
+from medsegloss.experiment import inference, trainer
 from medsegloss.experiment.config import Config
 
 
@@ -25,7 +25,7 @@ def checkpoints(tmp_path_factory):
     paths = {}
     for name, config in runs.items():
         out = tmp_path_factory.mktemp(name)
-        train.fit(config, out, quiet=True)
+        trainer.fit(config, out, quiet=True)
         paths[name] = out / "best.pt"
     yield paths
     torch.set_num_threads(threads)
@@ -33,14 +33,14 @@ def checkpoints(tmp_path_factory):
 
 def reference_labels(checkpoint, volume_zyx: np.ndarray) -> np.ndarray:
     """The model on the percentile-normalized volume, no resizing (in-plane size = training size)."""
-    model, _ = train.load_checkpoint(checkpoint)
+    model, _ = inference.load_checkpoint(checkpoint)
     image = torch.from_numpy(normalize_percentile(volume_zyx.astype(np.float32)))
     with torch.no_grad():
         if model.dims == 3:
             logits = model(image[None, None])[0].transpose(0, 1)
         else:
             logits = model(image[:, None])
-    return train.labels_from_logits(logits).numpy().astype(np.uint8)
+    return inference.labels_from_logits(logits).numpy().astype(np.uint8)
 
 
 def write_nifti(path, shape, seed=0):
@@ -57,7 +57,7 @@ def write_nifti(path, shape, seed=0):
 @pytest.mark.parametrize("name", ["binary", "volume"])
 def test_nifti_mask_keeps_affine_header_and_equals_the_model(name, checkpoints, tmp_path):
     array, image = write_nifti(tmp_path / "case.nii.gz", (32, 32, 4))
-    assert predict.main(["--checkpoint", str(checkpoints[name]), str(tmp_path / "case.nii.gz"),
+    assert inference.main(["--checkpoint", str(checkpoints[name]), str(tmp_path / "case.nii.gz"),
                          "--out", str(tmp_path / "out")]) == 0
     mask = nibabel.load(str(tmp_path / "out" / "case.nii.gz"))
     assert mask.shape == array.shape and mask.get_data_dtype() == np.uint8
@@ -72,7 +72,7 @@ def test_nifti_mask_keeps_affine_header_and_equals_the_model(name, checkpoints, 
 
 def test_nifti_of_another_size_is_resized_and_back(checkpoints, tmp_path):
     array, _ = write_nifti(tmp_path / "odd.nii", (20, 45, 2))
-    predict.predict_files(checkpoints["cardiac"], [tmp_path / "odd.nii"], tmp_path / "out")
+    inference.predict_files(checkpoints["cardiac"], [tmp_path / "odd.nii"], tmp_path / "out")
     labels = np.asarray(nibabel.load(str(tmp_path / "out" / "odd.nii")).dataobj)
     assert labels.shape == (20, 45, 2) and labels.dtype == np.uint8 and labels.max() < 4
 
@@ -82,7 +82,7 @@ def test_png_mask_has_the_input_size_and_equals_the_model(checkpoints, tmp_path)
     pixels = rng.integers(0, 256, (32, 32), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "slice.png")
     Image.fromarray(rng.integers(0, 256, (25, 40, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
-    written = predict.predict_files(checkpoints["cardiac"], [tmp_path / "slice.png", tmp_path / "wide.png"],
+    written = inference.predict_files(checkpoints["cardiac"], [tmp_path / "slice.png", tmp_path / "wide.png"],
                                     tmp_path / "out")
     assert [path.name for path in written] == ["slice.png", "wide.png"]
     with Image.open(tmp_path / "out" / "slice.png") as mask:
@@ -94,17 +94,17 @@ def test_png_mask_has_the_input_size_and_equals_the_model(checkpoints, tmp_path)
 
 def test_errors_name_the_path(checkpoints, tmp_path, capsys):
     (tmp_path / "photo.jpg").write_bytes(b"")
-    assert predict.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "missing.nii.gz"),
+    assert inference.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "missing.nii.gz"),
                          "--out", str(tmp_path)]) == 2
     assert f"input {tmp_path / 'missing.nii.gz'} does not exist" in capsys.readouterr().err
-    assert predict.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "photo.jpg"),
+    assert inference.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "photo.jpg"),
                          "--out", str(tmp_path)]) == 2
     assert "neither NIfTI (.nii, .nii.gz) nor PNG" in capsys.readouterr().err
     write_nifti(tmp_path / "case.nii.gz", (8, 8, 2))
-    assert predict.main(["--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path / "case.nii.gz"),
+    assert inference.main(["--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path / "case.nii.gz"),
                          "--out", str(tmp_path)]) == 2
     assert f"checkpoint {tmp_path / 'nope.pt'} does not exist" in capsys.readouterr().err
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    assert predict.main(["--checkpoint", str(tmp_path / "other.pt"), str(tmp_path / "case.nii.gz"),
+    assert inference.main(["--checkpoint", str(tmp_path / "other.pt"), str(tmp_path / "case.nii.gz"),
                          "--out", str(tmp_path)]) == 2
     assert "is not a medsegloss checkpoint" in capsys.readouterr().err

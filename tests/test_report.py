@@ -1,4 +1,4 @@
-"""The report on run directories fabricated in the interfaces.md format (no training): tables,
+"""The report on run directories fabricated in the format `fit` writes (no training): tables,
 numbers, merging of shard folders, files written, CLI errors."""
 
 import csv
@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from medsegloss.experiment import report, report_figures
-from medsegloss.experiment._io import write_json, write_text
+from medsegloss.experiment import report
+from medsegloss.experiment.report.analysis import analyse, find_runs
+from medsegloss._io import write_json, write_text
 from medsegloss.experiment.config import Config, loss_slug
 
 CASES = ["case01", "case02", "case03", "case04", "case05", "case06"]
@@ -51,7 +52,7 @@ def fabricate_bench(out, seeds=(0, 1), losses=("ce", "dice", "ce + 1.0*dice"), d
 
 def test_analyse_numbers_and_order(tmp_path):
     fabricate_bench(tmp_path)
-    results = report.analyse([tmp_path])
+    results = analyse(find_runs([tmp_path]))
     assert results["datasets"] == ["lesion", "cardiac"]  # the bench's order, not alphabetical
     assert results["losses"] == ["ce", "dice", "ce + 1.0*dice"]
     assert results["metrics"] == ["dice", "iou", "pixel_error", "hd95", "assd"]
@@ -79,17 +80,17 @@ def test_analyse_numbers_and_order(tmp_path):
 
 def test_baseline_choice_and_missing_baseline(tmp_path):
     fabricate_bench(tmp_path, losses=("dice", "ce + 1.0*dice"))
-    results = report.analyse([tmp_path], baseline="ce")  # no ce run: the first loss is the baseline
+    results = analyse(find_runs([tmp_path]), baseline="ce")  # no ce run: the first loss is the baseline
     assert results["baseline"] == "dice"
     assert {r["loss"] for r in results["tests"]} == {"ce + 1.0*dice"}
-    results = report.analyse([tmp_path], baseline="ce + 1.0*dice")
+    results = analyse(find_runs([tmp_path]), baseline="ce + 1.0*dice")
     assert results["losses"][0] == "ce + 1.0*dice"
 
 
 def test_unfinished_runs_are_listed_not_counted(tmp_path):
     fabricate_bench(tmp_path, seeds=(0,))
     unfinished = fabricate_run(tmp_path, "lesion", "focal", 0, [], finished=False)
-    results = report.analyse([tmp_path])
+    results = analyse(find_runs([tmp_path]))
     assert "focal" not in results["losses"]
     assert results["unfinished"] == [str(unfinished)]
 
@@ -106,16 +107,16 @@ def test_merging_shard_folders_equals_one_folder(tmp_path):
         for loss in ("ce", "dice", "ce + 1.0*dice"):
             shutil.rmtree(first / dataset / loss_slug(loss) / "seed1")
             shutil.rmtree(second / dataset / loss_slug(loss) / "seed0")
-    assert report.analyse([first, second]) == report.analyse([whole])
+    assert analyse(find_runs([first, second])) == analyse(find_runs([whole]))
     with pytest.raises(ValueError, match="found twice"):
-        report.analyse([whole, first])
+        analyse(find_runs([whole, first]))
 
 
 def test_no_runs_and_missing_folder(tmp_path):
     with pytest.raises(ValueError, match="no finished run"):
-        report.analyse([tmp_path])
+        analyse(find_runs([tmp_path]))
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        report.analyse([tmp_path / "nowhere"])
+        analyse(find_runs([tmp_path / "nowhere"]))
 
 
 def test_write_report_files(tmp_path):
@@ -131,7 +132,7 @@ def test_write_report_files(tmp_path):
     assert "n.s." in markdown or "better" in markdown
     assert "![Validation Dice per epoch](figures/validation_curves.png)" in markdown
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results == json.loads(json.dumps(report.analyse([tmp_path])))
+    assert results == json.loads(json.dumps(analyse(find_runs([tmp_path]))))
     with open(tmp_path / "results.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 6 and rows[0]["loss"] == "ce" and rows[0]["dice_verdict"] == "baseline"
@@ -145,15 +146,6 @@ def test_write_report_files(tmp_path):
         with Image.open(tmp_path / "figures" / name) as image:
             assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 200
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
-
-
-def test_validation_value_formats():
-    assert report_figures.validation_value({"val": [{"class": 1, "metric": "dice", "mean": 0.4},
-                                             {"class": 2, "metric": "dice", "mean": 0.6},
-                                             {"class": 1, "metric": "iou", "mean": 0.1}]}) == pytest.approx(0.5)
-    assert report_figures.validation_value({"val": {"dice": {"mean": 0.7}}}) == pytest.approx(0.7)
-    assert report_figures.validation_value({"val": [{"class": 1, "dice": {"mean": 0.2}}]}) == pytest.approx(0.2)
-    assert math.isnan(report_figures.validation_value({"val": []}))
 
 
 def test_cli(tmp_path, capsys):

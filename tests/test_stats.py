@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from medsegloss.experiment import stats
+from medsegloss.experiment.report import analysis
 
 
 # ---------------------------------------------------------------- Holm
@@ -15,41 +15,41 @@ def test_holm_hand_example():
     # sorted: 0.01, 0.02, 0.03, 0.04, 0.05 with m = 5 -> raw products 5*0.01=0.05, 4*0.02=0.08,
     # 3*0.03=0.09, 2*0.04=0.08, 1*0.05=0.05; running maxima 0.05, 0.08, 0.09, 0.09, 0.09
     p = [0.03, 0.01, 0.05, 0.02, 0.04]  # shuffled: results come back in input order
-    assert stats.holm(p) == pytest.approx([0.09, 0.05, 0.09, 0.08, 0.09])
+    assert analysis.holm(p) == pytest.approx([0.09, 0.05, 0.09, 0.08, 0.09])
 
 
 def test_holm_clamps_at_one_and_skips_nan():
     # m = 2 (the NaN does not count): 2*0.3 = 0.6, then max(0.6, 1*0.8) = 0.8; 2*0.7 -> clamp 1
-    assert stats.holm([0.3, math.nan, 0.8]) == pytest.approx([0.6, math.nan, 0.8], nan_ok=True)
-    assert stats.holm([0.7, 0.9]) == [1.0, 1.0]
-    assert stats.holm([0.04]) == [0.04]  # one test: no correction
-    assert stats.holm([]) == []
+    assert analysis.holm([0.3, math.nan, 0.8]) == pytest.approx([0.6, math.nan, 0.8], nan_ok=True)
+    assert analysis.holm([0.7, 0.9]) == [1.0, 1.0]
+    assert analysis.holm([0.04]) == [0.04]  # one test: no correction
+    assert analysis.holm([]) == []
 
 
 def test_holm_ties_and_rejections():
     # equal p-values: 3*0.01 = 0.03 for the first, then max(0.03, 2*0.01) = 0.03, max(0.03, 0.01)
-    assert stats.holm([0.01, 0.01, 0.01]) == pytest.approx([0.03, 0.03, 0.03])
+    assert analysis.holm([0.01, 0.01, 0.01]) == pytest.approx([0.03, 0.03, 0.03])
     # Holm rejects 0.01 (0.04 < 0.05) but not 0.02 (3*0.02 = 0.06): step-down stops there
-    adjusted = stats.holm([0.01, 0.02, 0.03, 0.04])
+    adjusted = analysis.holm([0.01, 0.02, 0.03, 0.04])
     assert [a < 0.05 for a in adjusted] == [True, False, False, False]
 
 
 def test_holm_rejects_bad_p():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        stats.holm([0.5, 1.5])
+        analysis.holm([0.5, 1.5])
 
 
 # ---------------------------------------------------------------- Wilcoxon
 def test_wilcoxon_exact_by_counting():
     # all 5 differences positive: W- = 0; exactly 1 of the 2^5 sign patterns has W <= 0 on each
     # side -> two-sided p = 2/32
-    result = stats.wilcoxon_paired([1.0, 2.0, 3.0, 4.0, 5.0], [0.0] * 5)
+    result = analysis.wilcoxon_paired([1.0, 2.0, 3.0, 4.0, 5.0], [0.0] * 5)
     assert result["p_value"] == pytest.approx(2 / 32)
     assert result["statistic"] == 0.0 and result["n"] == 5
     # 8 differences, the smallest negative: W = 1; sign patterns with W <= 1: {} and {rank 1}
     # -> two-sided p = 2 * 2/256
     differences = np.array([-0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-    result = stats.wilcoxon_paired(differences + 1.0, np.ones(8))
+    result = analysis.wilcoxon_paired(differences + 1.0, np.ones(8))
     assert result["statistic"] == pytest.approx(1.0)
     assert result["p_value"] == pytest.approx(4 / 256)
     assert result["median_difference"] == pytest.approx(0.45)
@@ -61,7 +61,7 @@ def test_wilcoxon_matches_scipy_with_ties_and_nan():
     b = np.round(a - generator.normal(0.01, 0.03, 30), 2)
     a_nan = np.append(a, [np.nan, 0.5])
     b_nan = np.append(b, [0.4, np.nan])  # pairs with a NaN are dropped
-    result = stats.wilcoxon_paired(a_nan, b_nan)
+    result = analysis.wilcoxon_paired(a_nan, b_nan)
     reference = wilcoxon(a, b)
     assert result["n"] == 30
     assert result["p_value"] == pytest.approx(reference.pvalue, rel=1e-12)
@@ -69,10 +69,10 @@ def test_wilcoxon_matches_scipy_with_ties_and_nan():
 
 
 def test_wilcoxon_identical_and_empty():
-    assert stats.wilcoxon_paired([0.5, 0.7], [0.5, 0.7])["p_value"] == 1.0
-    assert math.isnan(stats.wilcoxon_paired([math.nan], [0.3])["p_value"])
+    assert analysis.wilcoxon_paired([0.5, 0.7], [0.5, 0.7])["p_value"] == 1.0
+    assert math.isnan(analysis.wilcoxon_paired([math.nan], [0.3])["p_value"])
     with pytest.raises(ValueError, match=r"\(3,\) and \(2,\)"):
-        stats.wilcoxon_paired([1, 2, 3], [1, 2])
+        analysis.wilcoxon_paired([1, 2, 3], [1, 2])
 
 
 # ---------------------------------------------------------------- tables
@@ -94,10 +94,10 @@ def test_case_table_averages_classes_ignoring_nan():
         {"case": "b", "class": 1, "dice": 0.5, "hd95": None, "empty": "pred"},  # missed: failed
         {"case": "b", "class": 2, "dice": 0.7, "hd95": None, "empty": "none"},
     ]
-    rows = stats.case_table("d", "ce", 1, test_rows, ["dice", "hd95"])
+    rows = analysis.case_table("d", "ce", 1, test_rows, ["dice", "hd95"])
     by_case = {row["case"]: row for row in rows}
     assert by_case["a"]["failed"] == [] and by_case["b"]["failed"] == ["hd95"]
-    summary = {row["metric"]: row for row in stats.summarize(rows, ["dice", "hd95"])}
+    summary = {row["metric"]: row for row in analysis.summarize_per_loss(rows, ["dice", "hd95"])}
     assert (summary["hd95"]["n_cases"], summary["hd95"]["n_nan"], summary["hd95"]["n_failed"]) == (1, 1, 1)
     assert by_case["a"]["dice"] == pytest.approx(0.7) and by_case["a"]["hd95"] == 2.0
     assert by_case["b"]["dice"] == pytest.approx(0.6) and math.isnan(by_case["b"]["hd95"])
@@ -107,7 +107,7 @@ def test_case_table_averages_classes_ignoring_nan():
 def test_summarize_over_seeds_and_cases():
     # seed 0 cases (0.6, 0.8) -> mean 0.7; seed 1 cases (0.5, 0.7) -> 0.6; seed 2 (0.8, 1.0) -> 0.9
     table = _table("ce", [[0.6, 0.8], [0.5, 0.7], [0.8, 1.0]])
-    row = next(r for r in stats.summarize(table, ["dice"]) if r["metric"] == "dice")
+    row = next(r for r in analysis.summarize_per_loss(table, ["dice"]) if r["metric"] == "dice")
     assert row["mean"] == pytest.approx((0.7 + 0.6 + 0.9) / 3)
     # std over seeds of (0.7, 0.6, 0.9), ddof 1: sum of squares about the mean 2.2/3 is
     # 0.49 + 0.36 + 0.81 - 2.2^2/3 = 0.14/3, divided by 2 -> sqrt(0.07/3)
@@ -120,7 +120,7 @@ def test_summarize_over_seeds_and_cases():
 
 def test_summarize_nan_and_single_seed():
     table = _table("ce", [[0.5, math.nan, 0.7]])
-    row = stats.summarize(table, ["dice"])[0]
+    row = analysis.summarize_per_loss(table, ["dice"])[0]
     assert row["mean"] == pytest.approx(0.6) and math.isnan(row["std_seeds"])
     assert row["n_cases"] == 2 and row["n_nan"] == 1
 
@@ -131,7 +131,7 @@ def test_compare_to_baseline_holm_and_verdicts():
     better = [[v + 0.01 * (4 * s + i + 1) for i, v in enumerate(seed)] for s, seed in enumerate(base)]
     same = [list(seed) for seed in base]
     table = _table("ce", base) + _table("dice", better) + _table("focal", same)
-    rows = {(r["loss"], r["metric"]): r for r in stats.compare_to_baseline(table, ["dice", "pixel_error"], "ce")}
+    rows = {(r["loss"], r["metric"]): r for r in analysis.compare_to_baseline(table, ["dice", "pixel_error"], "ce")}
     dice = rows[("dice", "dice")]
     # 8 positive distinct differences: W- = 0, exact two-sided p = 2 / 2^8;
     # Holm over {dice, focal}: 2 * p for the smaller; focal (p = 1) stays 1
@@ -153,7 +153,7 @@ def test_compare_to_baseline_worse_and_not_significant():
     worse = [[v - 0.1 for v in base[0]]]
     few = [[v - 0.1 for v in base[0][:5]]]  # 5 pairs: exact p = 2/32 = 0.0625 > 0.05
     table = _table("ce", base) + _table("tversky", worse, pixel_error=0.0) + _table("dice", few)
-    rows = {(r["loss"], r["metric"]): r for r in stats.compare_to_baseline(table, ["dice"], "ce")}
+    rows = {(r["loss"], r["metric"]): r for r in analysis.compare_to_baseline(table, ["dice"], "ce")}
     assert rows[("tversky", "dice")]["verdict"] == "worse"
     assert rows[("dice", "dice")]["p_value"] == pytest.approx(0.0625)
     assert rows[("dice", "dice")]["p_holm"] == pytest.approx(0.0625)  # max(2*2/256, 0.0625)
@@ -169,12 +169,12 @@ def test_mean_ranks_respect_direction_and_ties():
         {"dataset": "a", "loss": "dice", "metric": "hd95", "mean": 5.0},
         {"dataset": "a", "loss": "focal", "metric": "hd95", "mean": 4.0},
     ]
-    rows = {row["loss"]: row for row in stats.mean_ranks(summary)}
+    rows = {row["loss"]: row for row in analysis.mean_ranks(summary)}
     # Dice: dice 1, ce and focal tie for 2-3 -> 2.5 each; HD95 (lower better): ce 1, focal 2, dice 3
     assert rows["dice"]["ranks"] == {"a/dice": 1.0, "a/hd95": 3.0}
     assert rows["ce"]["mean_rank"] == pytest.approx((2.5 + 1) / 2)
     assert rows["focal"]["mean_rank"] == pytest.approx((2.5 + 2) / 2)
-    assert [row["loss"] for row in stats.mean_ranks(summary)] == ["ce", "dice", "focal"]  # 1.75, 2, 2.25
+    assert [row["loss"] for row in analysis.mean_ranks(summary)] == ["ce", "dice", "focal"]  # 1.75, 2, 2.25
 
 
 def test_mean_ranks_put_fewer_defined_values_last():
@@ -184,18 +184,18 @@ def test_mean_ranks_put_fewer_defined_values_last():
         {"dataset": "a", "loss": "dice", "metric": "hd95", "mean": 9.0, "n_failed": 0},
         {"dataset": "a", "loss": "tversky", "metric": "hd95", "mean": 5.0, "n_failed": 0},
     ]
-    ranks = {row["loss"]: row["ranks"]["a/hd95"] for row in stats.mean_ranks(summary)}
+    ranks = {row["loss"]: row["ranks"]["a/hd95"] for row in analysis.mean_ranks(summary)}
     assert ranks == {"tversky": 1.0, "dice": 2.0, "ce": 3.0}
 
 
-def test_cost_table_means_over_seeds():
+def test_mean_costs_average_over_seeds():
     runs = [{"dataset": "d", "loss": "ce", "seed": s, "cost": {"seconds_per_step": t, "peak_memory_mb": 100.0 + s}}
             for s, t in enumerate([0.1, 0.3])]
-    row = stats.cost_table(runs)[0]
+    row = analysis.mean_costs(runs)[0]
     assert row["seconds_per_step"] == pytest.approx(0.2) and row["peak_memory_mb"] == pytest.approx(100.5)
     assert math.isnan(row["train_seconds"]) and row["n_runs"] == 2
 
 
 def test_unknown_metric_direction_is_a_clear_error():
     with pytest.raises(ValueError, match="'sharpness'"):
-        stats.higher_is_better("sharpness")
+        analysis.higher_is_better("sharpness")

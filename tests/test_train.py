@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from medsegloss.experiment import train
+from medsegloss.experiment import trainer
+from medsegloss.experiment.inference import load_checkpoint
 from medsegloss.experiment.config import Config
 
 TIMING = {"seconds", "train_seconds", "images_per_second"}  # the only fields allowed to differ
@@ -25,7 +26,7 @@ def tiny(**changes) -> Config:
 
 def trip_loss(monkeypatch, at_call: int, action: str):
     """Make the trainer's loss raise KeyboardInterrupt (Ctrl-C) or return NaN at call ``at_call``."""
-    make_loss = train.make_loss
+    make_loss = trainer.make_loss
 
     def patched(config):
         loss = make_loss(config)
@@ -42,7 +43,7 @@ def trip_loss(monkeypatch, at_call: int, action: str):
         loss.forward = tripping
         return loss
 
-    monkeypatch.setattr(train, "make_loss", patched)
+    monkeypatch.setattr(trainer, "make_loss", patched)
 
 
 def weights(path) -> dict:
@@ -80,7 +81,7 @@ def one_thread():
 def reference_run(tmp_path_factory):
     """One uninterrupted 3-epoch run, shared by the determinism and resume tests."""
     out = tmp_path_factory.mktemp("reference")
-    result = train.fit(tiny(epochs=3), out, quiet=True)
+    result = trainer.fit(tiny(epochs=3), out, quiet=True)
     return out, result
 
 
@@ -108,12 +109,48 @@ def test_run_directory_holds_the_documented_files(reference_run):
     assert result["cost"]["seconds_per_step"] > 0 and result["cost"]["peak_memory_mb"] > 10
     # the test rows: one per test case (a whole volume) and foreground class
     assert [(row["case"], row["class"]) for row in result["test_rows"]] == [(split["test"][0], c) for c in (1, 2, 3)]
-    assert train.fit(tiny(epochs=3), out) == result  # finished: the stored result, no training
+    assert trainer.fit(tiny(epochs=3), out) == result  # finished: the stored result, no training
+
+
+def test_run_directory_files_share_the_mode_of_a_plainly_created_file(reference_run, tmp_path):
+    """Every file of a run directory (split.json written by the data package, checkpoints and logs
+    by the trainer) gets the mode ``open(path, "w")`` gives under the current umask."""
+    import os
+    import stat
+
+    out, _ = reference_run
+    with open(tmp_path / "plain", "w"):
+        pass
+    plain = stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in out.iterdir()}
+    assert len(modes) >= 6 and modes == dict.fromkeys(modes, plain)
+
+
+def test_run_state_round_trips_through_the_checkpoint(reference_run, tmp_path):
+    out, result = reference_run
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best_line = next(line for line in lines if line["epoch"] == result["best_epoch"])
+    state = trainer.RunState.from_checkpoint(torch.load(out / "last.pt", weights_only=False))
+    assert state == trainer.RunState(epoch=3, step=9, best_epoch=result["best_epoch"], best_dice=best_line["val_dice"])
+    fresh = trainer.RunState()  # best_dice -inf: no epoch validated yet
+    for original in (state, fresh, trainer.RunState(epoch=2, step=6, best_epoch=1, best_dice=0.25)):
+        torch.save(original.to_checkpoint(), tmp_path / "state.pt")
+        assert trainer.RunState.from_checkpoint(torch.load(tmp_path / "state.pt", weights_only=True)) == original
+    with pytest.raises(ValueError, match="best_epoch, best_dice"):  # best.pt holds no training state
+        trainer.RunState.from_checkpoint(torch.load(out / "best.pt", weights_only=True))
+
+
+def test_a_run_builds_its_loss_once(tmp_path, monkeypatch):
+    calls = []
+    make_loss = trainer.make_loss
+    monkeypatch.setattr(trainer, "make_loss", lambda config: calls.append(config.loss) or make_loss(config))
+    trainer.fit(tiny(epochs=1), tmp_path, quiet=True)
+    assert calls == ["ce + 1.0*dice"]
 
 
 def test_same_config_and_seed_give_the_same_weights(reference_run, tmp_path):
     out, _ = reference_run
-    train.fit(tiny(epochs=3), tmp_path, quiet=True)
+    trainer.fit(tiny(epochs=3), tmp_path, quiet=True)
     assert_same_weights(weights(out / "last.pt"), weights(tmp_path / "last.pt"))
     assert lines_without_timing(out) == lines_without_timing(tmp_path)
     assert result_without_cost(out) == result_without_cost(tmp_path)
@@ -122,7 +159,7 @@ def test_same_config_and_seed_give_the_same_weights(reference_run, tmp_path):
 def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_path, monkeypatch, capsys):
     out, _ = reference_run
     trip_loss(monkeypatch, at_call=5, action="interrupt")  # Ctrl-C at step 5, in epoch 2
-    code = train.main(["--dataset", "phantom-cardiac", "--image-size", "32", "--base-width", "4", "--depth", "2",
+    code = trainer.main(["--dataset", "phantom-cardiac", "--image-size", "32", "--base-width", "4", "--depth", "2",
                        "--epochs", "3", "--batch-size", "3", "--dataset-options", '{"num_cases": 5, "slices_per_case": 3}',
                        "--loss", "ce + 1.0*dice", "--lr", "0.01", "--out", str(tmp_path), "--quiet"])
     assert code == 130 and f"--resume {tmp_path}" in capsys.readouterr().err
@@ -131,7 +168,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_
     monkeypatch.undo()
     with open(tmp_path / "metrics.jsonl", "a") as log:  # as if it crashed between the log and last.pt
         log.write(json.dumps({"epoch": 2, "step": 6, "train_loss": 0.0}) + "\n")
-    assert train.main(["--resume", str(tmp_path), "--quiet"]) == 0
+    assert trainer.main(["--resume", str(tmp_path), "--quiet"]) == 0
     assert_same_weights(weights(out / "last.pt"), weights(tmp_path / "last.pt"))
     assert_same_weights(weights(out / "best.pt"), weights(tmp_path / "best.pt"))
     assert lines_without_timing(out) == lines_without_timing(tmp_path)
@@ -142,11 +179,11 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_
 
 def test_initial_state_is_the_fit_starting_point(reference_run, tmp_path):
     out, _ = reference_run
-    state = train.initial_state(tiny(epochs=3))
-    assert not all(torch.equal(state[k], v) for k, v in train.initial_state(tiny(seed=1)).items())
+    state = trainer.initial_state(tiny(epochs=3))
+    assert not all(torch.equal(state[k], v) for k, v in trainer.initial_state(tiny(seed=1)).items())
     torch.save(state, tmp_path / "init.pt")
     config = tiny(epochs=3, init_weights=str(tmp_path / "init.pt"))
-    train.fit(config, tmp_path / "run", quiet=True)
+    trainer.fit(config, tmp_path / "run", quiet=True)
     assert_same_weights(weights(out / "last.pt"), weights(tmp_path / "run" / "last.pt"))
 
 
@@ -156,7 +193,7 @@ def test_validation_scores_whole_volumes_with_their_spacing(reference_run, monke
     from medsegloss import data, metrics
 
     out, result = reference_run
-    model, config = train.load_checkpoint(out / "best.pt")
+    model, config = load_checkpoint(out / "best.pt")
     test = data.get_dataset("phantom-cardiac", split="test", size=32, split_file=str(out / "split.json"),
                             **config.dataset_options)
     (case,) = test.cases
@@ -176,7 +213,7 @@ def test_validation_scores_whole_volumes_with_their_spacing(reference_run, monke
         return real(predictions, labels, num_classes, spacing=spacing, **options)
 
     monkeypatch.setattr(metrics, "evaluate", spy)
-    rows = train.evaluate(model, test, metrics=("dice", "hd95"))
+    rows = trainer.evaluate_model(model, test, metrics=("dice", "hd95"))
     assert seen == {"shapes": [(3, 32, 32)], "spacing": [test.volume_spacing(case)], "cases": [case]}
     assert [row["dice"] for row in rows] == pytest.approx([row["dice"] for row in result["test_rows"]], nan_ok=True)
     assert all("hd95" in row for row in rows)
@@ -195,7 +232,7 @@ def test_distance_maps_come_cached_from_the_pipeline(tmp_path, monkeypatch):
         return real_map(*args, **kwargs)
 
     monkeypatch.setattr(distance, "signed_distance_map", counting_map)
-    make_loss = train.make_loss
+    make_loss = trainer.make_loss
 
     def spying_make_loss(config):
         loss = make_loss(config)
@@ -208,9 +245,9 @@ def test_distance_maps_come_cached_from_the_pipeline(tmp_path, monkeypatch):
         loss.forward = spy
         return loss
 
-    monkeypatch.setattr(train, "make_loss", spying_make_loss)
+    monkeypatch.setattr(trainer, "make_loss", spying_make_loss)
     config = tiny(dataset="phantom-lesion", loss="dice + 0.5*boundary", epochs=2)
-    result = train.fit(config, tmp_path, quiet=True)
+    result = trainer.fit(config, tmp_path, quiet=True)
     train_items = 3 * 3
     assert calls[0] == train_items  # once per item over two epochs: cached
     assert len(received) == 6
@@ -224,12 +261,12 @@ def test_distance_maps_come_cached_from_the_pipeline(tmp_path, monkeypatch):
 
 def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch, capsys):
     trip_loss(monkeypatch, at_call=5, action="nan")
-    with pytest.raises(train.NonFiniteLossError, match="at epoch 2, step 5"):
-        train.fit(tiny(epochs=3), tmp_path, quiet=True)
+    with pytest.raises(trainer.NonFiniteLossError, match="at epoch 2, step 5"):
+        trainer.fit(tiny(epochs=3), tmp_path, quiet=True)
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1  # the last good checkpoint
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (tmp_path / "metrics.json").exists()
-    assert train.main(["--resume", str(tmp_path), "--quiet"]) == 1  # the loss still trips at its 5th call
+    assert trainer.main(["--resume", str(tmp_path), "--quiet"]) == 1  # the loss still trips at its 5th call
     assert "epoch 3, step 8" in capsys.readouterr().err  # resumed at step 4 of epoch 2: call 5 = step 8
 
 
@@ -249,7 +286,7 @@ def test_clear_errors_before_any_work(flags, message, tmp_path, capsys):
     out = tmp_path / "run"
     if "--resume" not in flags:
         flags = flags + ["--out", str(out)]
-    assert train.main(flags + ["--quiet"]) == 2
+    assert trainer.main(flags + ["--quiet"]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()  # nothing was written
 
@@ -257,7 +294,7 @@ def test_clear_errors_before_any_work(flags, message, tmp_path, capsys):
 def test_a_run_directory_refuses_another_config(reference_run):
     out, _ = reference_run
     with pytest.raises(ValueError, match=r"holds a run with another config \(epochs: 3 there, 4 here\)"):
-        train.fit(tiny(epochs=4), out)
+        trainer.fit(tiny(epochs=4), out)
 
 
 def test_progress_bar_and_epoch_line_unless_quiet(tmp_path, capsys, monkeypatch):
@@ -281,7 +318,7 @@ def test_progress_bar_and_epoch_line_unless_quiet(tmp_path, capsys, monkeypatch)
             return super().set_postfix(**kwargs)
 
     monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
-    train.fit(tiny(epochs=1), tmp_path / "loud")
+    trainer.fit(tiny(epochs=1), tmp_path / "loud")
     captured = capsys.readouterr()
     assert re.search(r"epoch 1/1  loss \d+\.\d+ \(ce \d+\.\d+, dice \d+\.\d+\)  val dice \d\.\d+  lr 0\.01  "
                      r"\d+\.\d s \(\d+\.\d img/s\)", captured.out)
@@ -289,13 +326,13 @@ def test_progress_bar_and_epoch_line_unless_quiet(tmp_path, capsys, monkeypatch)
     (bar,) = bars
     assert (bar["total"], bar["unit"], bar["done"], bar["disable"]) == (9, "img", 9, False)
     assert float(bar["postfix"]["loss"]) > 0
-    train.fit(tiny(epochs=1), tmp_path / "quiet", quiet=True)
+    trainer.fit(tiny(epochs=1), tmp_path / "quiet", quiet=True)
     assert capsys.readouterr() == ("", "") and bars[1]["disable"]
 
 
 def test_mixed_precision_on_cpu_runs_in_bfloat16(tmp_path, monkeypatch):
     dtypes = []
-    make_loss = train.make_loss
+    make_loss = trainer.make_loss
 
     def spying_make_loss(config):
         loss = make_loss(config)
@@ -303,8 +340,8 @@ def test_mixed_precision_on_cpu_runs_in_bfloat16(tmp_path, monkeypatch):
         loss.forward = lambda logits, target, **options: dtypes.append(logits.dtype) or forward(logits, target, **options)
         return loss
 
-    monkeypatch.setattr(train, "make_loss", spying_make_loss)
-    result = train.fit(tiny(epochs=1, amp=True, device="cpu"), tmp_path, quiet=True)
+    monkeypatch.setattr(trainer, "make_loss", spying_make_loss)
+    result = trainer.fit(tiny(epochs=1, amp=True, device="cpu"), tmp_path, quiet=True)
     assert dtypes == [torch.float32] * 3  # the network ran in bfloat16, the loss gets float32 logits
     line = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert np.isfinite(line["train_loss"]) and result["test_rows"]
@@ -319,28 +356,26 @@ def _touch_and_free(megabytes: int) -> None:
 
 
 def test_peak_memory_reset_measures_from_the_reset():
-    from medsegloss.experiment import memory
-
+    
     cpu = torch.device("cpu")
-    if not memory.reset_peak_memory(cpu):
+    if not trainer.reset_peak_memory(cpu):
         pytest.skip("the peak resident memory cannot be reset on this system (no /proc/self/clear_refs)")
     _touch_and_free(300)
-    before = memory.peak_memory_mb(cpu)
-    assert memory.reset_peak_memory(cpu)
-    assert memory.peak_memory_mb(cpu) < before - 250  # the 300 MB block no longer counts
+    before = trainer.peak_memory_mb(cpu)
+    assert trainer.reset_peak_memory(cpu)
+    assert trainer.peak_memory_mb(cpu) < before - 250  # the 300 MB block no longer counts
 
 
 def test_each_fit_in_one_process_reports_its_own_peak_memory(tmp_path):
     """A benchmark runs many fits in one process: a small run after a large allocation reports
     its own peak, not the process's (on CPU via the reset of VmHWM at the start of fit)."""
-    from medsegloss.experiment import memory
-
+    
     cpu = torch.device("cpu")
-    if not memory.reset_peak_memory(cpu):
+    if not trainer.reset_peak_memory(cpu):
         pytest.skip("the peak resident memory cannot be reset on this system (no /proc/self/clear_refs)")
     _touch_and_free(600)  # stands for an earlier, larger run
-    before = memory.peak_memory_mb(cpu)
-    result = train.fit(tiny(epochs=1, device="cpu"), tmp_path / "small", quiet=True)
+    before = trainer.peak_memory_mb(cpu)
+    result = trainer.fit(tiny(epochs=1, device="cpu"), tmp_path / "small", quiet=True)
     # without the reset the run would report at least `before`; the tiny run itself (its data, first
     # imports of the metrics) adds ~100 MB to what the process holds, far less than 300
     assert result["cost"]["peak_memory_mb"] < before - 300

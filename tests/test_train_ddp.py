@@ -9,7 +9,8 @@ import sys
 import torch
 
 from medsegloss import data
-from medsegloss.experiment import train
+from medsegloss.experiment.inference import load_checkpoint
+from medsegloss.experiment.trainer import evaluate_model
 from medsegloss.metrics import summarize
 
 
@@ -29,11 +30,11 @@ def test_two_process_gloo_run_matches_a_single_process_evaluation(tmp_path):
     assert [line["step"] for line in lines] == [2, 4]
     assert not list(out.glob(".*.tmp"))
     # rank 0's gathered scores equal one process scoring the saved best model
-    model, config = train.load_checkpoint(out / "best.pt")
+    model, config = load_checkpoint(out / "best.pt")
     torch.set_num_threads(1)
     options = dict(size=32, split_file=str(out / "split.json"), **config.dataset_options)
     test = data.get_dataset("phantom-cardiac", split="test", **options)
     val = data.get_dataset("phantom-cardiac", split="val", **options)
-    assert train.evaluate(model, test) == result["test_rows"]
-    assert summarize(train.evaluate(model, val)) == result["val"]
+    assert evaluate_model(model, test) == result["test_rows"]
+    assert summarize(evaluate_model(model, val)) == result["val"]
     assert len(result["test_rows"]) == 3 * len(test.cases)

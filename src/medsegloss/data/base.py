@@ -2,7 +2,8 @@
 served as 2-D slices or 3-D volumes.
 
 Loaders (phantom, mni152, acdc, covid, folder) only turn files into :class:`Case` objects; this
-module owns the item format of ``interfaces.md``, so every dataset yields the same dicts.
+module owns the item format (the dict of :meth:`SegmentationDataset.__getitem__`), so every
+dataset yields the same dicts.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from medsegloss._io import open_atomic, write_text
 from medsegloss.data.base import Case
 
 _MEMORY: OrderedDict[str, Case] = OrderedDict()
@@ -45,17 +45,6 @@ def _remember(key: str, case: Case) -> None:
         _, old = _MEMORY.popitem(last=False)
         if not isinstance(old.image, np.memmap):
             total -= old.image.nbytes + old.label.nbytes
-
-
-def _atomic_save(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode) as file:
-            write(file)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
 
 
 def _disk_dir(cache_dir) -> Path | None:
@@ -84,10 +73,11 @@ def cached_case(key: tuple, compute: Callable[[], Case], cache_dir=None) -> Case
         case = compute()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save(folder / f"{digest}.image.npy", lambda f: np.save(f, case.image))
-            _atomic_save(folder / f"{digest}.label.npy", lambda f: np.save(f, case.label))
+            for part, array in (("image", case.image), ("label", case.label)):
+                with open_atomic(folder / f"{digest}.{part}.npy") as file:
+                    np.save(file, array)
             meta = {"id": case.id, "spacing": list(case.spacing), "single": case.single, "key": repr(key)}
-            _atomic_save(meta_path, lambda f: json.dump(meta, f), mode="w")
+            write_text(meta_path, json.dumps(meta))
     _remember(digest, case)
     return case
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from medsegloss._io import write_json
 
 PARTS = ("train", "val", "test")
 
@@ -97,16 +97,7 @@ def save_split(split: dict[str, list[str]], path, **meta) -> None:
     """Write ``split`` (plus ``meta`` such as the dataset name) as JSON, atomically."""
     path = Path(path)
     content = {**meta, **{part: list(split.get(part, [])) for part in PARTS}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(content, file, indent=1)
-            file.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    write_json(path, content, indent=1)
 
 
 def load_split(path, case_ids: Sequence[str] | None = None) -> dict[str, list[str]]:

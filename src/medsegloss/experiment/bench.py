@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# The default benchmark: 6 losses x 3 seeds x 2 phantom datasets in about 7 minutes on 2 CPU cores
-# (docs/benchmark.md has the measurements). A small UNet on 64x64 slices with the paper's Adam lr
-# 0.01, trained long enough to learn the shapes but short enough that CE is clearly imperfect.
+# The default benchmark: 6 losses x 3 seeds x 3 datasets (two phantoms and the MNI152 brain), 54
+# runs in about 5.5 minutes on 2 CPU cores (docs/benchmark.md has the measurements). A small UNet
+# on 64x64 slices with the paper's Adam lr 0.01, trained long enough to learn the shapes but short
+# enough that CE is clearly imperfect.
 DEFAULT_LOSSES = ("ce", "dice", "dice_ce", "focal", "tversky", "gdl_boundary")
 DEFAULT_DATASETS = ("phantom-lesion", "phantom-cardiac", "mni152-tissue")
 DEFAULT_SEEDS = (0, 1, 2)
@@ -147,8 +148,8 @@ def ensure_initial_weights(config, path: Path) -> bool:
     shard: the state is a function of the config, so concurrent shards write the same bytes).
     The model-deciding fields are kept beside it; another OUT's settings are refused. Returns
     whether it was created."""
-    from medsegloss.experiment import _io
-    from medsegloss.experiment.train import initial_state
+    from medsegloss import _io
+    from medsegloss.experiment.trainer import initial_state
 
     fields = {name: config.to_dict()[name] for name in MODEL_FIELDS}
     record = path.with_suffix(".json")
@@ -167,8 +168,8 @@ def ensure_initial_weights(config, path: Path) -> bool:
 
 def check_sweep(base, datasets, losses, roots: dict[str, str]) -> None:
     """Fail before any training on an unknown dataset or loss, a bad option or a missing data
-    root (``train.check_config`` on every dataset × loss)."""
-    from medsegloss.experiment.train import check_config
+    root (``trainer.check_config`` on every dataset × loss)."""
+    from medsegloss.experiment.trainer import check_config
 
     for dataset in datasets:
         for loss in losses:
@@ -182,8 +183,8 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
     and the sweep goes on; ``medsegloss bench`` then exits with status 1."""
     from tqdm import tqdm
 
-    from medsegloss.experiment import _io
-    from medsegloss.experiment.train import fit, mean_dice
+    from medsegloss import _io
+    from medsegloss.experiment.trainer import fit, mean_dice
 
     out, roots = Path(out), dict(roots or {})
     check_sweep(base, datasets, losses, roots)

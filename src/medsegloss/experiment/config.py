@@ -116,6 +116,16 @@ class Config:
         """A copy with ``changes`` applied (validated like a new config)."""
         return self.from_dict({**self.to_dict(), **changes})
 
+    def dataset_arguments(self, split_file=None) -> dict:
+        """The keyword arguments of ``medsegloss.data.get_dataset(self.dataset, split=...)`` for
+        this config's data (``split_file``: a run's ``split.json`` to reuse its cases)."""
+        arguments = dict(root=self.data_root, size=self.image_size, seed=self.seed, dims=self.dims,
+                         val_fraction=self.val_fraction, test_fraction=self.test_fraction)
+        arguments.update(self.dataset_options)
+        if split_file is not None:
+            arguments["split_file"] = str(split_file)
+        return arguments
+
     @property
     def run_dir(self) -> str:
         """``out``, or ``runs/<dataset>/<loss slug>/seed<seed>`` when ``out`` is None."""

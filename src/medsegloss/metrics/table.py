@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import numpy as np
 import torch
 
 from medsegloss._checks import check_spacing
+from medsegloss import _io
 from medsegloss.distance import surface_distances
 from medsegloss.metrics._inputs import check_empty, empty_state, label_map
 from medsegloss.metrics._registry import lookup
@@ -202,27 +200,11 @@ def write_csv(rows: Sequence[dict], path) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return _write_atomic(path, buffer.getvalue())
+    return _io.write_text(path, buffer.getvalue())
 
 
 def write_json(rows: Sequence[dict], path) -> Path:
     """Write rows as a JSON list, atomically. NaN (not valid JSON) is written as ``null``."""
     clean = [{key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
              for row in rows]
-    return _write_atomic(path, json.dumps(clean, indent=1, allow_nan=False) + "\n")
-
-
-def _write_atomic(path, text: str) -> Path:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return _io.write_json(path, clean, indent=1, allow_nan=False)

@@ -1,6 +1,8 @@
-"""Statistics of a loss benchmark: summaries over seeds and cases, paired tests, ranks, cost.
+"""The analysis of a loss benchmark: its finished runs, read once (:func:`find_runs`), and the
+statistics the report shows (:func:`analyse`): summaries over seeds and cases, paired tests,
+ranks, cost.
 
-Everything here works on plain rows, so it is testable without training anything:
+The statistics work on plain rows, so they are testable without training anything:
 
 - a *case table*: one dict per (dataset, loss, seed, case) with one float per metric, built from
   each run's ``metrics.json["test_rows"]`` by :func:`case_table` (classes averaged per case);
@@ -15,39 +17,170 @@ Conventions (stated once, used by the report):
 - **paired test**: loss and baseline are paired on (seed, case) — the same seed gives the same
   split, so the same test cases — and compared with the two-sided Wilcoxon signed-rank test
   (Wilcoxon, 1945; ``scipy.stats.wilcoxon``); the p-values of one dataset and metric (one per
-  loss) form a family adjusted with Holm's step-down method (Holm, 1979).
+  loss) form a family adjusted with Holm's step-down method (Holm, 1979);
+- **ranks**: per (dataset, metric), ties share their average rank (``scipy.stats.rankdata``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "HIGHER_IS_BETTER", "higher_is_better", "holm", "wilcoxon_paired", "case_table", "summarize",
-    "compare_to_baseline", "mean_ranks", "cost_table",
-]
+from medsegloss import _io
 
-# The direction of the metrics the report uses; `higher_is_better` asks the metric registry first.
-HIGHER_IS_BETTER = {
-    "dice": True, "iou": True, "nsd": True, "precision": True, "recall": True, "specificity": True,
-    "volume_similarity": True, "pixel_error": False, "hd": False, "hd95": False, "assd": False,
-}
+DEFAULT_METRICS = ("dice", "iou", "pixel_error", "hd95", "assd")
+BENCH_FILE = "bench.json"  # written by `medsegloss bench`: the sweep's losses, datasets and seeds
+COST_FIELDS = ("seconds_per_step", "peak_memory_mb", "train_seconds")
 
 
+# ---------------------------------------------------------------- the runs, read once
+@dataclass
+class Run:
+    """One finished training run, as the report sees it."""
+
+    dataset: str
+    loss: str  # the label: the loss string, with its options when it has any
+    seed: int
+    run_id: str  # "<dataset>/<loss slug>/seed<k>": the same in every shard
+    path: Path
+    result: dict = field(repr=False)  # metrics.json
+
+    @property
+    def config(self) -> dict:
+        return self.result.get("config", {})
+
+
+@dataclass
+class Benchmark:
+    """The runs under some benchmark folders: the finished ones, the unfinished ones' folders,
+    and the datasets and losses in the sweep's own order (its bench.json, else sorted)."""
+
+    out_dirs: list[Path]
+    runs: list[Run]
+    unfinished: list[Path]
+    datasets: list[str]
+    losses: list[str]
+
+
+def loss_label(config: dict) -> str:
+    """How a run's loss is named in the report: ``"ce + 1.0*dice"``, ``"tversky(alpha=0.3)"``."""
+    options = config.get("loss_options") or {}
+    if not options:
+        return str(config["loss"])
+    return f"{config['loss']}(" + ", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) + ")"
+
+
+def find_runs(out_dirs) -> Benchmark:
+    """The finished runs under ``out_dirs`` (each a folder searched recursively) and the
+    unfinished ones (``config.json`` without ``metrics.json``). The same run found twice (e.g. a
+    shard folder and the merged folder) is an error naming both paths."""
+    from medsegloss.experiment.config import loss_slug
+
+    out_dirs = [Path(d) for d in ([out_dirs] if isinstance(out_dirs, (str, Path)) else out_dirs)]
+    runs: dict[tuple, Run] = {}
+    unfinished: list[Path] = []
+    for out_dir in out_dirs:
+        if not out_dir.is_dir():
+            raise FileNotFoundError(f"benchmark folder {out_dir} does not exist (or is not a folder)")
+        for config_path in sorted(out_dir.rglob("config.json")):
+            run_dir = config_path.parent
+            if not (run_dir / "metrics.json").exists():
+                unfinished.append(run_dir)
+                continue
+            result = _io.read_json(run_dir / "metrics.json")
+            config = result.get("config") or _io.read_json(config_path)
+            label = loss_label(config)
+            key = (config["dataset"], label, int(config["seed"]))
+            run = Run(config["dataset"], label, int(config["seed"]),
+                      f"{config['dataset']}/{loss_slug(label)}/seed{config['seed']}", run_dir, result)
+            if key in runs:
+                raise ValueError(f"the run {run.run_id} was found twice: {runs[key].path} and {run_dir}; "
+                                 f"pass each shard's folder once (or only the merged folder)")
+            runs[key] = run
+    found = list(runs.values())
+    datasets, losses = sweep_order(out_dirs, found)
+    return Benchmark(out_dirs, found, unfinished, datasets, losses)
+
+
+def sweep_order(out_dirs, runs: list[Run]) -> tuple[list[str], list[str]]:
+    """Datasets and losses in the benchmark's own order (its bench.json), else sorted."""
+    datasets, losses = [], []
+    for out_dir in map(Path, out_dirs):
+        if (out_dir / BENCH_FILE).exists():
+            sweep = _io.read_json(out_dir / BENCH_FILE)
+            datasets += [d for d in sweep.get("datasets", []) if d not in datasets]
+            losses += [loss for loss in sweep.get("losses", []) if loss not in losses]
+    found_datasets = {run.dataset for run in runs}
+    found_losses = {run.loss for run in runs}
+    datasets = [d for d in datasets if d in found_datasets] + sorted(found_datasets - set(datasets))
+    losses = [loss for loss in losses if loss in found_losses] + sorted(found_losses - set(losses))
+    return datasets, losses
+
+
+def json_safe(value):
+    """NaN and infinities become None (standard JSON has no NaN), in nested dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def analyse(benchmark: Benchmark, baseline: str | None = "ce", metrics=DEFAULT_METRICS,
+            alpha: float = 0.05) -> dict:
+    """Everything the report shows, as one JSON-ready dict (the content of ``results.json``).
+
+    ``baseline``: the loss the others are tested against (``None`` or absent: the first loss).
+    Metrics missing from every run's test rows are left out.
+    """
+    runs, unfinished = benchmark.runs, benchmark.unfinished
+    if not runs:
+        raise ValueError(f"no finished run (no metrics.json) under {', '.join(map(str, benchmark.out_dirs))}"
+                         + (f"; {len(unfinished)} unfinished" if unfinished else ""))
+    datasets, losses = benchmark.datasets, list(benchmark.losses)
+    present = {key for run in runs for row in run.result.get("test_rows", []) for key in row}
+    metrics = [metric for metric in metrics if metric in present]
+    if baseline not in losses:
+        baseline = losses[0]
+    losses = [baseline] + [loss for loss in losses if loss != baseline]
+    table = []
+    for run in runs:
+        table += case_table(run.dataset, run.loss, run.seed, run.result.get("test_rows", []), metrics)
+    run_records = sorted(
+        ({"dataset": run.dataset, "loss": run.loss, "seed": run.seed, "run": run.run_id,
+          "epochs": run.result.get("epochs"), "best_epoch": run.result.get("best_epoch"),
+          "cost": run.result.get("cost", {})} for run in runs),
+        key=lambda r: (datasets.index(r["dataset"]), losses.index(r["loss"]), r["seed"]))
+    summary = summarize_per_loss(table, metrics)
+    order = {(d, loss): (datasets.index(d), losses.index(loss)) for d in datasets for loss in losses}
+    summary.sort(key=lambda row: (order[(row["dataset"], row["loss"])], metrics.index(row["metric"])))
+    tests = compare_to_baseline(table, metrics, baseline, alpha=alpha)
+    tests.sort(key=lambda row: (order[(row["dataset"], row["loss"])], metrics.index(row["metric"])))
+    costs = mean_costs(run_records)
+    costs.sort(key=lambda row: order[(row["dataset"], row["loss"])])
+    return json_safe({
+        "datasets": datasets, "losses": losses, "seeds": sorted({run.seed for run in runs}),
+        "metrics": metrics, "higher_is_better": {m: higher_is_better(m) for m in metrics},
+        "baseline": baseline, "alpha": alpha, "runs": run_records, "summary": summary,
+        "tests": tests, "ranks": mean_ranks(summary), "cost": costs,
+        "cases": sorted(table, key=lambda r: (order[(r["dataset"], r["loss"])], r["seed"], r["case"])),
+        "unfinished": sorted(str(path) for path in unfinished),
+    })
+
+
+# ---------------------------------------------------------------- statistics
 def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better (the metric registry's word where it has one)."""
-    try:
-        from medsegloss import metrics
+    """Whether a larger value of ``metric`` is better: the metric registry's word
+    (``medsegloss.metrics.info``); an unknown metric is a ValueError naming the closest."""
+    from medsegloss import metrics
 
-        return bool(metrics.info(metric).higher_is_better)
-    except (ImportError, AttributeError, ValueError, KeyError):
-        if metric not in HIGHER_IS_BETTER:
-            raise ValueError(f"unknown metric {metric!r}: its direction (higher or lower is better) "
-                             f"is not known; known: {', '.join(sorted(HIGHER_IS_BETTER))}") from None
-        return HIGHER_IS_BETTER[metric]
+    return bool(metrics.info(metric).higher_is_better)
 
 
 def holm(p_values) -> list[float]:
@@ -151,7 +284,7 @@ def _groups(table: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
-def summarize(table: list[dict], metrics) -> list[dict]:
+def summarize_per_loss(table: list[dict], metrics) -> list[dict]:
     """Per dataset, loss and metric: the mean, its std over seeds and its std over cases.
 
     Returns rows ``{"dataset", "loss", "metric", "mean", "std_seeds", "std_cases", "median",
@@ -232,21 +365,20 @@ def mean_ranks(summary: list[dict], metrics=None) -> list[dict]:
         if (metrics is None or row["metric"] in metrics) and not math.isnan(row["mean"]):
             sign = -1.0 if higher_is_better(row["metric"]) else 1.0
             columns[(row["dataset"], row["metric"])][row["loss"]] = (row.get("n_failed", 0), sign * row["mean"])
+    from scipy.stats import rankdata
+
     ranks: dict[str, dict[str, float]] = defaultdict(dict)
     for (dataset, metric), keys in sorted(columns.items()):
-        ordered = sorted(keys.values())
-        for loss, key in keys.items():  # average rank of the tied block (1-based)
-            first = ordered.index(key)
-            ranks[loss][f"{dataset}/{metric}"] = first + (ordered.count(key) + 1) / 2
+        distinct = sorted(set(keys.values()))  # (n_failed, signed mean) as one orderable number
+        ranked = rankdata([distinct.index(key) for key in keys.values()], method="average")
+        for loss, rank in zip(keys, ranked):
+            ranks[loss][f"{dataset}/{metric}"] = float(rank)
     rows = [{"loss": loss, "mean_rank": float(np.mean(list(by_column.values()))), "ranks": by_column}
             for loss, by_column in ranks.items()]
     return sorted(rows, key=lambda row: (row["mean_rank"], row["loss"]))
 
 
-COST_FIELDS = ("seconds_per_step", "peak_memory_mb", "train_seconds")
-
-
-def cost_table(runs: list[dict]) -> list[dict]:
+def mean_costs(runs: list[dict]) -> list[dict]:
     """Per dataset and loss, the mean over seeds of each run's ``cost`` fields (``COST_FIELDS``).
 
     ``runs``: dicts with ``dataset, loss, seed`` and ``cost`` (``metrics.json["cost"]``).

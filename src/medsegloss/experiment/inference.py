@@ -1,4 +1,6 @@
-"""Segment NIfTI volumes or PNG images with a trained checkpoint.
+"""Inference with a trained checkpoint: the model of a ``best.pt`` (:func:`load_checkpoint`), its
+logits and labels (:func:`predict_logits`, :func:`labels_from_logits`, also used by the trainer's
+evaluation and the report's overlays), and the ``medsegloss predict`` command.
 
 ``medsegloss predict --checkpoint RUN/best.pt INPUT... --out DIR`` writes one mask per input,
 same file name and format: uint8 class labels, a NIfTI mask keeping the input's affine and
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsegloss import _io
 from medsegloss.experiment.config import Config
 
 PNG_SUFFIXES = (".png",)
@@ -110,7 +113,7 @@ def predict_nifti(model, image_size: int, path: Path, out: Path) -> Path:
     mask.header.set_slope_inter(1.0, 0.0)  # labels are stored as they are, never rescaled
     out.mkdir(parents=True, exist_ok=True)
     target = out / path.name
-    _save_atomic(target, lambda temp: nibabel.save(mask, str(temp)))
+    _io.save_atomic(target, lambda temp: nibabel.save(mask, str(temp)))
     return target
 
 
@@ -123,21 +126,8 @@ def predict_png(model, image_size: int, path: Path, out: Path) -> Path:
     labels = segment_volume(model, array.astype(np.float32)[None], image_size)[0]
     out.mkdir(parents=True, exist_ok=True)
     target = out / path.name
-    _save_atomic(target, lambda temp: Image.fromarray(labels, mode="L").save(temp, format="PNG"))
+    _io.save_atomic(target, lambda temp: Image.fromarray(labels, mode="L").save(temp, format="PNG"))
     return target
-
-
-def _save_atomic(target: Path, save) -> None:
-    """``save(temp_path)`` beside ``target`` with the same suffixes, then ``os.replace``."""
-    import os
-
-    temp = target.with_name(f".{target.name}.tmp{os.getpid()}{''.join(target.suffixes)}")
-    try:
-        save(temp)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def predict_files(checkpoint, inputs, out, device: str = "cpu") -> list[Path]:
@@ -158,7 +148,8 @@ def predict_files(checkpoint, inputs, out, device: str = "cpu") -> list[Path]:
 
 def main(argv=None) -> int:
     """``medsegloss predict --checkpoint RUN/best.pt INPUT... --out DIR``."""
-    parser = argparse.ArgumentParser(prog="medsegloss predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="medsegloss predict",
+                                     description="Segment NIfTI volumes or PNG images with a trained checkpoint.")
     parser.add_argument("--checkpoint", required=True, help="best.pt (or last.pt) of a training run")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI (.nii, .nii.gz) or PNG files")
     parser.add_argument("--out", required=True, help="folder for the masks (same file names)")

@@ -1,0 +1,336 @@
+"""The report of a loss benchmark, read from its run directories: ``medsegloss report OUT...``.
+
+Reads every finished run (a ``metrics.json``) under the given folders — one benchmark folder,
+or the folders of several shards, merged — and writes into ``--dest`` (default: the first
+folder): ``results.json`` (everything, machine-readable), ``results.csv`` (one row per dataset
+and loss), ``REPORT.md`` (the tables), the PNG figures and ``report.html`` (one self-contained
+page: tables and base64 figures). It only reads what the runs wrote; every write is atomic.
+
+The package: :mod:`~medsegloss.experiment.report.analysis` reads the runs once and computes
+the statistics (in); this module formats them as tables and writes the documents (out), and
+:mod:`~medsegloss.experiment.report.figures` draws the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from medsegloss import _io
+from medsegloss.experiment.report.analysis import COST_FIELDS, DEFAULT_METRICS, analyse, find_runs
+from medsegloss.experiment.report.figures import write_figures
+
+
+# ---------------------------------------------------------------- tables: numbers formatted per metric,
+# one (header, rows) table per view of the results, the explanation of each, Markdown tables
+MAIN_METRICS = ("dice", "iou", "pixel_error")  # the seed paper's table
+METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "pixel_error": "pixel error (%)", "hd95": "HD95",
+                 "assd": "ASSD", "hd": "HD", "nsd": "NSD"}
+PERCENT_METRICS = ("pixel_error",)  # shown ×100 in the tables (raw fractions in results.*)
+DISTANCE_METRICS = ("hd", "hd95", "assd", "masd")  # in mm (or pixels): 2 decimals are plenty
+
+
+def _number(value, metric: str | None = None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if metric in PERCENT_METRICS:
+        value = 100 * value
+        digits = 2
+    elif metric in DISTANCE_METRICS:
+        digits = 2
+    return f"{value:.{digits}f}"
+
+
+def _mean_std(row: dict | None, metric: str) -> str:
+    """``mean ± std`` over seeds, and ``(k failed)`` when k (seed, case) values are undefined because
+    a structure was missed or predicted where there is none."""
+    if row is None or row["mean"] is None:
+        return "–"
+    text = _number(row["mean"], metric)
+    text = text if row["std_seeds"] is None else f"{text} ± {_number(row['std_seeds'], metric)}"
+    if row.get("n_failed"):
+        text += f" ({row['n_failed']} failed)"
+    return text
+
+
+def _best(results: dict, dataset: str, metric: str) -> str | None:
+    """The loss with the best mean for (dataset, metric), in the metric's direction, among the
+    losses with the fewest failed cases (a mean over the few cases where a loss found the
+    structure at all is not comparable)."""
+    rows = [r for r in results["summary"] if r["dataset"] == dataset and r["metric"] == metric
+            and r["mean"] is not None]
+    if not rows:
+        return None
+    fewest = min(r.get("n_failed", 0) for r in rows)
+    sign = 1 if results["higher_is_better"][metric] else -1
+    return max((r for r in rows if r.get("n_failed", 0) == fewest), key=lambda r: sign * r["mean"])["loss"]
+
+
+def metric_table(results: dict, metrics) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a loss × (dataset, metric) table of mean ± std over seeds; the best
+    mean of each column in bold (``**``)."""
+    metrics = [m for m in metrics if m in results["metrics"]]
+    lookup = {(r["dataset"], r["loss"], r["metric"]): r for r in results["summary"]}
+    header = ["loss"] + [(d, METRIC_LABELS.get(m, m)) for d in results["datasets"] for m in metrics]
+    rows = []
+    for loss in results["losses"]:
+        cells = [loss]
+        for dataset in results["datasets"]:
+            for metric in metrics:
+                text = _mean_std(lookup.get((dataset, loss, metric)), metric)
+                cells.append(f"**{text}**" if loss == _best(results, dataset, metric) else text)
+        rows.append(cells)
+    return header, rows
+
+
+def significance_table(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Per dataset and loss: median paired difference to the baseline, Holm-adjusted p and the
+    verdict, for every metric."""
+    header = ["dataset", "loss"] + [f"{METRIC_LABELS.get(m, m)} Δ (p Holm)" for m in results["metrics"]]
+    lookup = {(r["dataset"], r["loss"], r["metric"]): r for r in results["tests"]}
+    rows = []
+    for dataset in results["datasets"]:
+        for loss in results["losses"][1:]:
+            cells = [dataset, loss]
+            for metric in results["metrics"]:
+                row = lookup.get((dataset, loss, metric))
+                if row is None or row["p_holm"] is None:
+                    cells.append("–")
+                    continue
+                difference = _number(row["median_difference"], metric)
+                mark = {"better": " better", "worse": " worse"}.get(row["verdict"], " n.s.")
+                p_text = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.3f}"
+                cells.append(f"{'+' if row['median_difference'] > 0 else ''}{difference} ({p_text}){mark}")
+            rows.append(cells)
+    return header, rows
+
+
+def rank_table(results: dict) -> tuple[list[str], list[list[str]]]:
+    columns = [f"{d}/{m}" for d in results["datasets"] for m in results["metrics"]]
+    header = ["loss", "mean rank"] + [(d, METRIC_LABELS.get(m, m)) for d in results["datasets"]
+                                      for m in results["metrics"]]
+    rows = [[row["loss"], f"{row['mean_rank']:.2f}"]
+            + [f"{row['ranks'][c]:g}" if c in row["ranks"] else "–" for c in columns]
+            for row in results["ranks"]]
+    return header, rows
+
+
+def cost_table(results: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["dataset", "loss", "ms / step", "peak memory (MB)", "train time (s)"]
+    rows = [[row["dataset"], row["loss"],
+             _number(None if row["seconds_per_step"] is None else 1000 * row["seconds_per_step"], digits=1),
+             _number(row["peak_memory_mb"], digits=0), _number(row["train_seconds"], digits=1)]
+            for row in results["cost"]]
+    return header, rows
+
+
+def numeric_cell(text: str) -> bool:
+    """A table cell holding a number (right-aligned), rather than a name."""
+    import re
+
+    return re.match(r"^(\*\*)?[-+]?[0-9–]", text) is not None
+
+
+def markdown_table(header, rows) -> str:
+    """A Markdown table; a ``(group, label)`` header cell is written ``group label``."""
+    header = [" ".join(cell) if isinstance(cell, tuple) else cell for cell in header]
+    align = ["---:" if rows and all(numeric_cell(row[i]) for row in rows) else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def settings_text(results: dict) -> str:
+    cases = {}
+    for row in results["cases"]:
+        cases.setdefault(row["dataset"], {}).setdefault(row["seed"], set()).add(row["case"])
+    per_seed = ", ".join(f"{dataset} {'/'.join(sorted({str(len(c)) for c in seeds.values()}))}"
+                         for dataset, seeds in cases.items())
+    return (f"{len(results['runs'])} runs: {len(results['losses'])} losses × {len(results['datasets'])} "
+            f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per seed: {per_seed}. "
+            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold.")
+
+
+def sections(results: dict) -> list[tuple[str, str, tuple]]:
+    """(title, explanation, (header, rows)) of every table, in report order."""
+    alpha, baseline = results["alpha"], results["baseline"]
+    sections = [("Results", settings_text(results), metric_table(results, MAIN_METRICS))]
+    surface = [m for m in results["metrics"] if m not in MAIN_METRICS]
+    if surface:
+        sections.append(("Surface distances", "Mean ± std over seeds, in the units of the voxel spacing (mm for scans and phantoms); "
+                         "lower is better. Where a distance is undefined (a class missing from the prediction or "
+                         "the ground truth) it is left out of the mean; \"(k failed)\" counts the (seed, case) values "
+                         "where a structure was missed or predicted where there is none (a structure absent from "
+                         "both masks is right, not a failure). Bold marks the best among the losses with the "
+                         "fewest failures, and the mean rank puts more failures below fewer.", metric_table(results, surface)))
+    sections.append((f"Paired tests against {baseline}",
+                     f"Median over (seed, case) pairs of loss − {baseline}, two-sided Wilcoxon signed-rank test "
+                     f"on those pairs, p-values Holm-adjusted over the {len(results['losses']) - 1} losses of "
+                     f"each dataset and metric. *better* / *worse*: significant at α = {alpha} in the "
+                     f"metric's direction; *n.s.*: not significant — these data show no difference to "
+                     f"{baseline}, which is not proof that there is none.", significance_table(results)))
+    sections.append(("Mean rank", "Rank of each loss's mean per dataset and metric (1 = best, in the metric's "
+                     "direction; ties share the average rank; more failed cases rank lower), averaged over datasets and metrics.",
+                     rank_table(results)))
+    sections.append(("Cost", "Mean over seeds of each run's training cost (metrics.json). Peak memory is "
+                     "torch.cuda.max_memory_allocated on a GPU; on a CPU it is the peak resident memory of the "
+                     "process during that run (on Linux reset at the start of each run, elsewhere the process's "
+                     "peak so far). On a CPU it includes what the process already held (torch, the data, memory "
+                     "kept from earlier runs), so only large differences between losses mean something.", cost_table(results)))
+    return sections
+
+
+# ---------------------------------------------------------------- documents: REPORT.md, the
+# self-contained report.html (tables and base64 figures) and results.csv
+def render_markdown(results: dict, figures: dict[str, Path], dest: Path, sources) -> str:
+    lines = ["# Loss benchmark", "", f"Runs read from: {', '.join(f'`{s}`' for s in sources)}.", ""]
+    for title, text, (header, rows) in sections(results):
+        lines += [f"## {title}", "", text, "", markdown_table(header, rows), ""]
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{title}]({path.relative_to(dest).as_posix()})\n" for title, path in figures.items()]
+    if results["unfinished"]:
+        lines += ["## Unfinished runs", "", "Not in the tables (no metrics.json yet):", ""]
+        lines += [f"- `{path}`" for path in results["unfinished"]] + [""]
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1500px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{font-size:1.2em;
+margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}p.note{color:#555;font-size:.9em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #ddd;padding:.3em .6em;white-space:nowrap}
+th{background:#f4f6f8;text-align:center}th.group{border-bottom:2px solid #bbb}
+td.better{color:#1a7f37}td.worse{color:#cf222e}td.num{text-align:right}td.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+.scroll{overflow-x:auto}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%}
+code{background:#f4f6f8;padding:0 .2em}"""
+
+
+def _html_header(header) -> str:
+    """Header rows; ``(group, label)`` cells get a spanning group row above their labels."""
+    import html
+    from itertools import groupby
+
+    if not any(isinstance(cell, tuple) for cell in header):
+        return "<tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in header) + "</tr>"
+    top, bottom = [], []
+    for group, cells in groupby(header, key=lambda cell: cell[0] if isinstance(cell, tuple) else None):
+        cells = list(cells)
+        if group is None:
+            top += [f"<th rowspan='2'>{html.escape(cell)}</th>" for cell in cells]
+        else:
+            top.append(f"<th colspan='{len(cells)}' class='group'>{html.escape(group)}</th>")
+            bottom += [f"<th>{html.escape(cell[1])}</th>" for cell in cells]
+    return f"<tr>{''.join(top)}</tr><tr>{''.join(bottom)}</tr>"
+
+
+def render_html(results: dict, figures: dict[str, Path], sources) -> str:
+    import base64
+    import html
+    import re
+
+    def cell(text: str, tag: str) -> str:
+        escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+        kind = "num" if numeric_cell(text) else "text"
+        kind += " better" if text.endswith(" better") else " worse" if text.endswith(" worse") else ""
+        return f"<{tag} class='{kind}'>{escaped}</{tag}>"
+
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>Loss benchmark</title>", f"<style>{_CSS}</style></head><body>", "<h1>Loss benchmark</h1>",
+             f"<p class='note'>Runs read from: {', '.join('<code>' + html.escape(str(s)) + '</code>' for s in sources)}</p>"]
+    for title, text, (header, rows) in sections(results):
+        text = re.sub(r"\*(.+?)\*", r"<i>\1</i>", html.escape(text))
+        text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        parts += [f"<h2>{html.escape(title)}</h2>", f"<p class='note'>{text}</p>", "<div class='scroll'><table>",
+                  _html_header(header)]
+        parts += ["<tr>" + "".join(cell(c, "td") for c in cells) + "</tr>" for cells in rows]
+        parts.append("</table></div>")
+    if figures:
+        parts.append("<h2>Figures</h2>")
+    for title, path in figures.items():
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+        parts.append(f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    if results["unfinished"]:
+        parts.append("<h2>Unfinished runs</h2><ul>"
+                     + "".join(f"<li><code>{html.escape(p)}</code></li>" for p in results["unfinished"]) + "</ul>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def render_csv(results: dict) -> str:
+    """One row per dataset and loss: each metric's mean, std over seeds and cases, Holm p and
+    verdict against the baseline, and the cost."""
+    import csv
+    import io
+
+    summary = {(r["dataset"], r["loss"], r["metric"]): r for r in results["summary"]}
+    tests = {(r["dataset"], r["loss"], r["metric"]): r for r in results["tests"]}
+    costs = {(r["dataset"], r["loss"]): r for r in results["cost"]}
+    header = ["dataset", "loss", "n_seeds", "n_cases"]
+    for metric in results["metrics"]:
+        header += [f"{metric}_mean", f"{metric}_std_seeds", f"{metric}_std_cases", f"{metric}_p_holm",
+                   f"{metric}_verdict"]
+    header += list(COST_FIELDS)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for dataset in results["datasets"]:
+        for loss in results["losses"]:
+            first = summary.get((dataset, loss, results["metrics"][0])) if results["metrics"] else None
+            if first is None:
+                continue
+            row = [dataset, loss, first["n_seeds"], first["n_cases"]]
+            for metric in results["metrics"]:
+                s, t = summary[(dataset, loss, metric)], tests.get((dataset, loss, metric), {})
+                row += [s["mean"], s["std_seeds"], s["std_cases"], t.get("p_holm"),
+                        t.get("verdict", "baseline" if loss == results["baseline"] else "")]
+            row += [costs.get((dataset, loss), {}).get(name) for name in COST_FIELDS]
+            writer.writerow(["" if value is None else value for value in row])
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- writing the report
+def write_report(out_dirs, dest=None, baseline: str | None = "ce", metrics=DEFAULT_METRICS,
+                 alpha: float = 0.05, figures: bool = True, overlays: bool = True) -> Path:
+    """Analyse the runs under ``out_dirs`` and write results.json, results.csv, REPORT.md, the
+    figures and report.html into ``dest`` (default: the first of ``out_dirs``). Returns the
+    path of REPORT.md."""
+    benchmark = find_runs(out_dirs)
+    dest = Path(dest) if dest is not None else benchmark.out_dirs[0]
+    results = analyse(benchmark, baseline=baseline, metrics=metrics, alpha=alpha)
+    drawn = write_figures(results, benchmark.runs, dest, overlays=overlays) if figures else {}
+    _io.write_json(dest / "results.json", results)
+    _io.write_text(dest / "results.csv", render_csv(results))
+    sources = [str(d) for d in benchmark.out_dirs]
+    _io.write_text(dest / "report.html", render_html(results, drawn, sources))
+    return _io.write_text(dest / "REPORT.md", render_markdown(results, drawn, dest, sources))
+
+
+def main_table(dest) -> str:
+    """The REPORT.md main table (as printed at the end of ``bench`` and ``report``)."""
+    results = _io.read_json(Path(dest) / "results.json")
+    return markdown_table(*metric_table(results, MAIN_METRICS))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="medsegloss report", description=__doc__.split("\n\n")[1].replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dirs", nargs="+", metavar="OUT", help="benchmark folder(s); shards are merged")
+    parser.add_argument("--dest", help="where to write the report (default: the first OUT)")
+    parser.add_argument("--baseline", default="ce", help="the loss the others are tested against (default: ce)")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to report")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument("--no-overlays", action="store_true", help="skip the prediction overlays (no checkpoints read)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.out_dirs, args.dest, baseline=args.baseline, metrics=args.metrics,
+                            alpha=args.alpha, figures=not args.no_figures, overlays=not args.no_overlays)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medsegloss report: {error}", file=sys.stderr)
+        return 2
+    print(main_table(path.parent))
+    print(f"\nreport: {path}  (and {path.parent / 'report.html'})")
+    return 0

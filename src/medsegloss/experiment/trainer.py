@@ -1,0 +1,772 @@
+"""Training: a UNet, one loss, one dataset, reproducible and resumable.
+
+``fit(config, out_dir)`` writes a run directory (``config.json``, ``split.json``,
+``metrics.jsonl``, ``last.pt``, ``best.pt``, and ``metrics.json`` once finished), resumes an
+unfinished one and returns the stored result of a finished one. Every write is atomic
+(``medsegloss._io``), so Ctrl-C or a crash leaves a run that ``medsegloss train --resume RUN_DIR``
+continues to the same weights and metrics an uninterrupted run reaches. Under ``torchrun``
+(``WORLD_SIZE`` set) it trains with DistributedDataParallel.
+
+The module reads top to bottom:
+
+1. components: the pieces of a run built from a :class:`Config` (loss, datasets, model,
+   optimizer, device) and :func:`check_config`, which fails on a bad config before any work;
+2. reproducibility: seeds, RNG states, deterministic algorithms;
+3. the run: :class:`RunState` (the part that changes: epoch, step, best epoch), :class:`Run`
+   (everything a run holds, built once by :func:`prepare_run`), checkpoints (save / resume);
+4. DDP plumbing (no-ops on one process) and peak memory;
+5. evaluation: per-case metric rows of a model on a split;
+6. the loop: :func:`train_one_epoch`, :func:`run_epoch`, :func:`finish_run`, :func:`fit`;
+7. the ``medsegloss train`` command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsegloss import _io
+from medsegloss.experiment.config import PRESETS, Config, add_config_arguments
+from medsegloss.experiment.inference import labels_from_logits, predict_logits
+
+LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+# ================================================================ 1. components
+def output_channels(config: Config, num_classes: int) -> int:
+    """1 (sigmoid) for a binary dataset when ``binary_as_one_channel``, else ``num_classes``."""
+    return 1 if num_classes == 2 and config.binary_as_one_channel else num_classes
+
+
+def loss_names(config: Config) -> list[str]:
+    """The registered loss names in ``config.loss`` (for binary-only checks)."""
+    from medsegloss import losses
+
+    return [name for name in re.findall(r"[A-Za-z_]\w*", config.loss) if name in losses.available()]
+
+
+def make_loss(config: Config) -> nn.Module:
+    """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``.
+
+    Options no term of the loss accepts fail here (``build`` alone would drop them silently).
+    """
+    from medsegloss import losses
+
+    try:
+        if config.loss.strip() in losses.available():
+            return losses.get(config.loss.strip(), **config.loss_options)
+        loss = losses.build(config.loss, **config.loss_options)
+    except TypeError as error:  # unknown option of a single loss
+        raise ValueError(str(error)) from None
+    accepted = {option for name in loss_names(config) for option in losses.info(name).options}
+    unknown = sorted(set(config.loss_options) - accepted)
+    if unknown:
+        raise ValueError(f"no term of loss {config.loss!r} takes option(s) {', '.join(unknown)}; "
+                         f"options of its terms: {', '.join(sorted(accepted))}")
+    return loss
+
+
+def check_binary_only(config: Config, out_channels: int) -> None:
+    """Fail when a binary-only loss meets a model with more than one output channel."""
+    from medsegloss import losses
+
+    for name in loss_names(config):
+        if losses.info(name).binary_only and out_channels != 1:
+            raise ValueError(f"loss {name!r} is defined for binary (one-channel) outputs only, but dataset "
+                             f"{config.dataset!r} gives {out_channels} output channels")
+
+
+def check_config(config: Config) -> nn.Module:
+    """Fail before any work on an unknown dataset, loss or option, or a missing data root.
+
+    Returns the loss it built to check it, so a run builds its loss once.
+    """
+    import inspect
+
+    from medsegloss import data
+
+    info = data.info(config.dataset)  # an unknown name fails here, naming the closest
+    if config.data_root is not None and not Path(config.data_root).exists():
+        raise FileNotFoundError(f"data root {config.data_root} of dataset {config.dataset!r} does not exist")
+    if config.data_root is None and info.needs_root:
+        raise ValueError(f"dataset {config.dataset!r} needs --data-root (the folder holding its files)")
+    parameters = inspect.signature(data.loader(config.dataset)).parameters.values()
+    accepted = {p.name for p in parameters if p.kind == p.KEYWORD_ONLY}
+    unknown = sorted(set(config.dataset_options) - accepted)
+    if unknown:
+        raise ValueError(f"dataset {config.dataset!r} has no option(s) {', '.join(unknown)}; "
+                         f"its options: {', '.join(sorted(accepted))}")
+    loss = make_loss(config)
+    class_names = data.class_names(config.dataset, **config.dataset_options)  # e.g. covid-ct's target
+    if class_names is not None:  # None: known only once loaded (a folder dataset); prepare_run checks then
+        check_binary_only(config, output_channels(config, len(class_names)))
+    if config.init_weights is not None and not Path(config.init_weights).is_file():
+        raise FileNotFoundError(f"init_weights file {config.init_weights} does not exist")
+    return loss
+
+
+def make_dataset(config: Config, split: str, split_file=None):
+    """One part (``"train"``, ``"val"``, ``"test"``) of the config's dataset."""
+    from medsegloss import data
+
+    return data.get_dataset(config.dataset, split=split, **config.dataset_arguments(split_file))
+
+
+def make_datasets(config: Config, split_path, write_split: bool = True) -> dict:
+    """The train / val / test parts of one split: the run's ``split.json`` when it exists (a
+    resumed run sees the same cases), else the seed's split, saved there."""
+    split_path = Path(split_path)
+    existing = split_path if split_path.exists() else None
+    train = make_dataset(config, "train", existing)
+    if existing is None and write_split:
+        train.save_split(split_path)
+    parts = {name: make_dataset(config, name, existing) for name in ("val", "test")}
+    return {"train": train, **parts}
+
+
+def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module:
+    """A UNet with fresh weights drawn from ``config.seed``."""
+    from medsegloss.models import UNet
+
+    seed_everything(config.seed)
+    return UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims)
+
+
+def initial_state(config: Config) -> dict:
+    """The fresh model's ``state_dict`` for ``config`` (its dataset, width and seed): save it and
+    pass the file as ``init_weights`` to start every loss of a benchmark from the same weights."""
+    train = make_dataset(config, "train")
+    model = make_model(config, train[0]["image"].shape[0], output_channels(config, train.num_classes))
+    return model.state_dict()
+
+
+def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=decay)
+
+
+def resolve_device(config: Config, local_rank: int = 0) -> torch.device:
+    if config.device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} asked for, but torch.cuda.is_available() is False")
+    if config.device == "cuda":
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(config.device)
+
+
+# ================================================================ 2. reproducibility
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_states(generator: torch.Generator) -> dict:
+    """Every RNG state a run depends on, ``generator`` (the loader's shuffle) included."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+              "loader": generator.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict, generator: torch.Generator) -> None:
+    """Restore the states :func:`rng_states` returned."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    generator.set_state(states["loader"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def set_deterministic(enabled: bool, device: torch.device) -> None:
+    """Deterministic algorithms on (same config and seed give the same weights) or off (faster)."""
+    if enabled and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    # warn_only: an op without a deterministic kernel (some CUDA backward passes) warns, not fails
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+# ================================================================ 3. the run, its state and checkpoints
+@dataclass
+class RunState:
+    """What changes while a run trains; saved in ``last.pt`` (as top-level keys) and restored on
+    resume. ``best_dice`` is ``-inf`` until an epoch has a defined validation Dice."""
+
+    epoch: int = 0  # last finished epoch
+    step: int = 0  # optimizer steps so far
+    best_epoch: int = 0  # epoch of best.pt (0: none yet)
+    best_dice: float = -math.inf  # its mean validation Dice
+
+    def to_checkpoint(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> RunState:
+        """The state in a ``last.pt`` (its other keys are ignored)."""
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in checkpoint]
+        if missing:
+            raise ValueError(f"checkpoint lacks the training state {', '.join(missing)} (is it a best.pt?)")
+        return cls(**{f.name: checkpoint[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass
+class Run:
+    """Everything one training run holds, built once by :func:`prepare_run`. Only ``state``
+    changes (and the weights, optimizer and RNG states inside the torch objects)."""
+
+    config: Config
+    out: Path
+    device: torch.device
+    rank: int
+    world_size: int
+    quiet: bool
+    amp_dtype: torch.dtype | None  # autocast dtype; None: float32
+    channels_last: bool  # channels-last memory format (2-D only)
+    parts: dict  # "train" / "val" / "test" datasets
+    num_classes: int  # the dataset's classes
+    class_names: list[str]
+    loss_fn: nn.Module
+    model_args: dict  # UNet(**model_args) rebuilds the model (saved in checkpoints)
+    model: nn.Module
+    train_model: nn.Module  # the model, wrapped in DDP when world_size > 1
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator  # the train loader's shuffle
+    sampler: object  # DistributedSampler under DDP, else None
+    loader: object  # the train DataLoader
+    state: RunState = field(default_factory=RunState)
+
+    @property
+    def writer(self) -> bool:
+        """Only rank 0 writes the run directory."""
+        return self.rank == 0
+
+    def log(self, message: str) -> None:
+        if self.writer and not self.quiet:
+            print(message, flush=True)
+
+
+def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.device, rank: int = 0,
+                world_size: int = 1, quiet: bool = False) -> Run:
+    """Datasets, model, optimizer, scaler and the seeded train loader of a run of ``config``
+    (``loss_fn``: from :func:`check_config`)."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    parts = make_datasets(config, out / "split.json", write_split=rank == 0)
+    train_set = parts["train"]
+    out_channels = output_channels(config, train_set.num_classes)
+    check_binary_only(config, out_channels)
+    loss_fn = loss_fn.to(device)
+    if getattr(loss_fn, "needs_distance", False):  # signed distance maps computed once per item
+        from medsegloss.data import WithDistanceMaps
+
+        train_set = WithDistanceMaps(train_set, out_channels)
+    model_args = {"in_channels": int(train_set[0]["image"].shape[0]), "num_classes": out_channels,
+                  "base": config.base_width, "depth": config.depth, "dims": config.dims}
+    model = make_model(config, model_args["in_channels"], out_channels)
+    if config.init_weights is not None:
+        model.load_state_dict(torch.load(config.init_weights, map_location="cpu", weights_only=True))
+    channels_last = config.channels_last and config.dims == 2
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if config.amp else None
+    generator = torch.Generator()
+    sampler = (DistributedSampler(train_set, world_size, rank, shuffle=True, seed=config.seed)
+               if world_size > 1 else None)
+    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                        generator=generator, num_workers=config.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=config.workers > 0)
+    train_model = model
+    if world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return Run(config=config, out=out, device=device, rank=rank, world_size=world_size, quiet=quiet,
+               amp_dtype=amp_dtype, channels_last=channels_last, parts=parts, num_classes=train_set.num_classes,
+               class_names=list(parts["train"].class_names), loss_fn=loss_fn, model_args=model_args, model=model,
+               train_model=train_model, optimizer=make_optimizer(config, model),
+               scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+               generator=generator, sampler=sampler, loader=loader)
+
+
+def checkpoint_content(run: Run, full: bool) -> dict:
+    """``best.pt`` content of ``run`` (weights and what inference needs, at the state's epoch and
+    step); ``full`` adds what ``last.pt`` needs to resume: optimizer, scaler, RNG states and the
+    whole :class:`RunState`."""
+    checkpoint = {"model": run.model.state_dict(), "model_args": run.model_args, "config": run.config.to_dict(),
+                  "num_classes": run.num_classes, "class_names": run.class_names, "epoch": run.state.epoch,
+                  "step": run.state.step}
+    if full:
+        checkpoint.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
+                          rng=rng_states(run.generator), **run.state.to_checkpoint())
+    return checkpoint
+
+
+def load_training_state(path, run: Run) -> RunState:
+    """Load the weights, optimizer, scaler and every RNG state of the ``last.pt`` at ``path``
+    into ``run``'s objects; returns the checkpoint's :class:`RunState` (the caller adopts it)."""
+    checkpoint = torch.load(path, map_location=run.device, weights_only=False)
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_states(checkpoint["rng"], run.generator)
+    return RunState.from_checkpoint(checkpoint)
+
+
+def drop_unsaved_epochs(out: Path, last_saved_epoch: int) -> None:
+    """Drop the lines of ``metrics.jsonl`` of epochs that ended after the last checkpoint was
+    written (a crash between the two writes): those epochs run again."""
+    path = Path(out) / "metrics.jsonl"
+    if path.exists():
+        lines = [line for line in _io.read_jsonl(path) if line["epoch"] <= last_saved_epoch]
+        _io.write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def check_same_config(out: Path, config: Config) -> None:
+    """Fail when ``out`` holds a run of another config (``out`` itself may differ)."""
+    path = Path(out) / "config.json"
+    if not path.exists():
+        return
+    stored, mine = _io.read_json(path), config.to_dict()
+    differ = [f"{key}: {stored.get(key)!r} there, {value!r} here" for key, value in mine.items()
+              if key != "out" and stored.get(key) != value]
+    if differ:
+        raise ValueError(f"run directory {out} holds a run with another config ({'; '.join(differ)}); "
+                         f"continue it with `medsegloss train --resume {out}` or choose another --out")
+
+
+# ================================================================ 4. DDP plumbing and peak memory
+# On one process (WORLD_SIZE unset) every DDP function is a cheap no-op.
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device, world_size: int):
+    """Start the process group for ``world_size > 1`` (NCCL on CUDA, Gloo on CPU) unless one is
+    running, and destroy it on exit if this started it."""
+    started = world_size > 1 and not torch.distributed.is_initialized()
+    if started:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    try:
+        yield
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def barrier(world_size: int) -> None:
+    if world_size > 1:
+        torch.distributed.barrier()
+
+
+def reduce_mean(values: list[torch.Tensor], world_size: int) -> list[float]:
+    """Average per-rank values over the ranks (one all_reduce); plain floats on one process."""
+    stacked = torch.stack([value.float() for value in values])
+    if world_size > 1:
+        torch.distributed.all_reduce(stacked)
+        stacked /= world_size
+    return stacked.tolist()
+
+
+def broadcast_buffers(model: nn.Module, world_size: int) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics) to every rank: DDP syncs them only at the
+    next forward, so without this each rank would validate another model than best.pt saves."""
+    if world_size > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, 0)
+
+
+def gather_to_first(items: list, rank: int, world_size: int) -> list | None:
+    """Every rank's ``items`` concatenated on rank 0 (rank order); None on the other ranks."""
+    if world_size == 1:
+        return items
+    gathered = [None] * world_size if rank == 0 else None
+    torch.distributed.gather_object(items, gathered, dst=0)
+    return [item for part in gathered for item in part] if rank == 0 else None
+
+
+# Peak memory of one run, also when one process runs many (``medsegloss bench``). On CUDA:
+# torch.cuda.max_memory_allocated since the last reset. On Linux CPUs the peak resident set size
+# (VmHWM in /proc/self/status) is reset by writing 5 to /proc/self/clear_refs, so each run reports
+# its own peak: at least the memory the process already held when the run started, plus what the
+# run added. Where that reset is unavailable (macOS, Windows): ru_maxrss, the process's peak so far.
+CLEAR_REFS, PROCESS_STATUS = "/proc/self/clear_refs", "/proc/self/status"
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start the peak-memory count now; False where the CPU peak cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM) to the current RSS
+        with open(CLEAR_REFS, "w") as file:
+            file.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory in MiB since :func:`reset_peak_memory`: allocated CUDA memory on a GPU; the
+    peak resident set size on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open(PROCESS_STATUS) as file:
+            for line in file:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
+
+
+# ================================================================ 5. evaluation
+def predict_items(model, dataset, indices, batch_size: int, amp_dtype=None) -> list[tuple]:
+    """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays."""
+    from torch.utils.data import DataLoader, Subset
+
+    records = []
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        predictions = labels_from_logits(predict_logits(model, batch["image"], amp_dtype))
+        predictions = predictions.to(torch.uint8).cpu().numpy()
+        spacings = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in batch["spacing"]], 1)
+        for i in range(len(predictions)):
+            records.append((batch["case"][i], int(batch["slice"][i]), tuple(spacings[i].tolist()),
+                            predictions[i], batch["label"][i].to(torch.uint8).numpy()))
+    return records
+
+
+def assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, list]:
+    """Group item records by case; slices of a volume are stacked back in slice order and get
+    the volume's 3-D spacing, so metrics are per case as the field reports them."""
+    by_case: dict[str, list[tuple]] = {}
+    for record in records:
+        by_case.setdefault(record[0], []).append(record)
+    cases, predictions, labels, spacings = [], [], [], []
+    for case, items in by_case.items():
+        items.sort(key=lambda record: record[1])
+        if items[0][1] >= 0:  # slices of a volume
+            predictions.append(np.stack([item[3] for item in items]))
+            labels.append(np.stack([item[4] for item in items]))
+            spacings.append(tuple(float(s) for s in dataset.volume_spacing(case)))
+        else:  # whole volumes, or single 2-D images
+            predictions.append(items[0][3])
+            labels.append(items[0][4])
+            spacings.append(items[0][2])
+        cases.append(case)
+    return cases, predictions, labels, spacings
+
+
+def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_error"), batch_size: int = 8,
+                   amp_dtype=None, rank: int = 0, world_size: int = 1) -> list[dict] | None:
+    """Per-case, per-class metric rows (``medsegloss.metrics.evaluate``) of ``model`` on ``dataset``:
+    every item predicted, the slices of a volume stacked back into the case.
+
+    Under DDP each rank predicts every ``world_size``-th item and rank 0 gathers and scores them;
+    other ranks return None.
+    """
+    from medsegloss.metrics import evaluate
+
+    model = getattr(model, "module", model)  # never DDP's forward here: ranks run unequal batches
+    records = predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype)
+    records = gather_to_first(records, rank, world_size)
+    if records is None:
+        return None
+    if not records:
+        return []
+    cases, predictions, labels, spacings = assemble_cases(records, dataset)
+    return evaluate(predictions, labels, dataset.num_classes, spacing=spacings, metrics=tuple(metrics),
+                    case_ids=cases)
+
+
+def mean_dice(rows: list[dict]) -> float:
+    """Mean over classes of the per-class mean Dice over cases (NaN cases left out)."""
+    per_class: dict[int, list[float]] = {}
+    for row in rows:
+        value = row.get("dice", float("nan"))
+        if value is not None and not math.isnan(value):
+            per_class.setdefault(row["class"], []).append(value)
+    means = [sum(values) / len(values) for values in per_class.values() if values]
+    return sum(means) / len(means) if means else float("nan")
+
+
+# ================================================================ 6. the loop
+def term_tensors(loss_fn: nn.Module, loss: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    """Each term's value of this step, still on the device (no sync): a WeightedSum keeps them."""
+    from medsegloss.losses import WeightedSum
+
+    if isinstance(loss_fn, WeightedSum):
+        return {key: value.float().mean() for key, value in loss_fn.last_tensors.items()}
+    return {name: loss.detach()}
+
+
+def train_step(model: nn.Module, batch: dict, loss_fn: nn.Module, optimizer, scaler, device: torch.device,
+               amp_dtype, channels_last: bool) -> torch.Tensor:
+    """One optimizer step on ``batch``; returns the loss, detached and still on the device."""
+    image = batch["image"].to(device, non_blocking=True)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    target = batch["label"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(image)
+    logits = logits.float()  # losses in float32, whatever the network ran in
+    if getattr(loss_fn, "needs_distance", False):
+        loss = loss_fn(logits, target, dist=batch["dist"].to(device, non_blocking=True))
+    else:
+        loss = loss_fn(logits, target)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def check_finite(first_bad: torch.Tensor, epoch: int) -> None:
+    """Raise :class:`NonFiniteLossError` when ``first_bad`` holds the step of a non-finite loss."""
+    bad = int(first_bad)
+    if bad >= 0:
+        raise NonFiniteLossError(
+            f"the training loss is not finite (NaN or inf) at epoch {epoch}, step {bad}; the run "
+            "stopped and kept its last good checkpoint (last.pt of the previous epoch). Lower the "
+            "learning rate or check the loss and its options.")
+
+
+def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, scaler, *, device: torch.device,
+                    epoch: int, step: int, amp_dtype=None, channels_last: bool = False, progress=None,
+                    loss_name: str = "loss") -> dict:
+    """One pass over ``loader``; returns the epoch's mean loss and terms, steps and seconds.
+
+    Sums stay on the device; the host syncs every ``LOG_EVERY`` steps (progress and the check
+    that the loss is finite, which names the first bad step). Raises :class:`NonFiniteLossError`.
+    """
+    model.train()
+    total, terms = torch.zeros((), device=device), {}
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    batches = images = 0
+    started = time.perf_counter()
+    for index, batch in enumerate(loader):
+        step += 1
+        value = train_step(model, batch, loss_fn, optimizer, scaler, device, amp_dtype, channels_last)
+        first_bad = torch.where(torch.isfinite(value) | (first_bad >= 0), first_bad, step)
+        total += value
+        for key, term in term_tensors(loss_fn, value, loss_name).items():
+            terms[key] = terms.get(key, 0.0) + term
+        batches, images = batches + 1, images + len(batch["image"])
+        if (index + 1) % LOG_EVERY == 0 or index + 1 == len(loader):
+            check_finite(first_bad, epoch)
+            if progress is not None:
+                progress.set_postfix(loss=f"{float(total) / batches:.4f}", refresh=False)
+        if progress is not None:
+            progress.update(len(batch["image"]))
+    check_finite(first_bad, epoch)
+    if batches == 0:
+        raise ValueError("the training split has no items: nothing to train on")
+    return {"train_loss": total / batches, "terms": {key: value / batches for key, value in terms.items()},
+            "steps": batches, "images": images, "step": step, "train_seconds": time.perf_counter() - started}
+
+
+def run_epoch(run: Run, epoch: int) -> None:
+    """Train one epoch, validate, then write best.pt (if better), the log line and last.pt."""
+    from tqdm import tqdm
+
+    from medsegloss.metrics import summarize
+
+    config, started = run.config, time.perf_counter()
+    run.generator.manual_seed(config.seed * 1_000_003 + epoch)  # the shuffle depends on (seed, epoch) only
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    total = len(run.sampler) if run.sampler is not None else len(run.loader.dataset)
+    with tqdm(total=total, unit="img", desc=f"epoch {epoch}/{config.epochs}", leave=False,
+              disable=run.quiet or not run.writer, dynamic_ncols=True) as progress:
+        stats = train_one_epoch(run.train_model, run.loader, run.loss_fn, run.optimizer, run.scaler,
+                                device=run.device, epoch=epoch, step=run.state.step, amp_dtype=run.amp_dtype,
+                                channels_last=run.channels_last, progress=progress, loss_name=config.loss.strip())
+    train_loss, *terms = reduce_mean([stats["train_loss"], *stats["terms"].values()], run.world_size)
+    broadcast_buffers(run.model, run.world_size)
+    rows = evaluate_model(run.model, run.parts["val"], metrics=config.metrics, batch_size=config.batch_size,
+                          amp_dtype=run.amp_dtype, rank=run.rank, world_size=run.world_size)
+    run.state.epoch, run.state.step = epoch, stats["step"]
+    if not run.writer:
+        return
+    dice = mean_dice(rows)
+    if run.state.best_epoch == 0 or not rows or (not math.isnan(dice) and dice > run.state.best_dice):
+        run.state.best_epoch, run.state.best_dice = epoch, (dice if not math.isnan(dice) else -math.inf)
+        _io.save_torch(run.out / "best.pt", checkpoint_content(run, full=False))
+    seconds = time.perf_counter() - started
+    record = {"epoch": epoch, "step": stats["step"], "train_loss": train_loss,
+              "terms": dict(zip(stats["terms"], terms)), "val": summarize(rows) if rows else [],
+              "val_dice": dice, "lr": run.optimizer.param_groups[0]["lr"], "steps": stats["steps"],
+              "seconds": seconds, "train_seconds": stats["train_seconds"],
+              "images_per_second": stats["images"] / stats["train_seconds"]}
+    _io.append_jsonl(run.out / "metrics.jsonl", record)
+    _io.save_torch(run.out / "last.pt", checkpoint_content(run, full=True))
+    term_text = ", ".join(f"{key} {value:.4f}" for key, value in record["terms"].items())
+    run.log(f"epoch {epoch}/{config.epochs}  loss {train_loss:.4f} ({term_text})  val dice {dice:.4f}  "
+            f"lr {record['lr']:.3g}  {seconds:.1f} s ({record['images_per_second']:.1f} img/s)")
+
+
+def finish_run(run: Run) -> dict:
+    """Test best.pt on the test split and write ``metrics.json`` (the run is then finished);
+    returns it on rank 0, ``{}`` on the other ranks."""
+    from medsegloss.metrics import summarize
+
+    barrier(run.world_size)  # best.pt is complete on disk before every rank reads it
+    best = torch.load(run.out / "best.pt", map_location=run.device, weights_only=True)
+    run.model.load_state_dict(best["model"])
+    test_rows = evaluate_model(run.model, run.parts["test"], metrics=run.config.metrics,
+                               batch_size=run.config.batch_size, amp_dtype=run.amp_dtype, rank=run.rank,
+                               world_size=run.world_size)
+    if not run.writer:
+        return {}
+    lines = _io.read_jsonl(run.out / "metrics.jsonl")
+    steps = sum(line["steps"] for line in lines)
+    train_seconds = sum(line["train_seconds"] for line in lines)
+    best_line = next(line for line in lines if line["epoch"] == best["epoch"])
+    result = {"config": run.config.to_dict(), "epochs": run.state.epoch, "best_epoch": best["epoch"],
+              "val": best_line["val"], "test_rows": test_rows, "test": summarize(test_rows) if test_rows else [],
+              "cost": {"seconds_per_step": train_seconds / steps, "peak_memory_mb": peak_memory_mb(run.device),
+                       "train_seconds": train_seconds}}
+    _io.write_json(run.out / "metrics.json", result)
+    run.log(f"finished {run.out}: best epoch {best['epoch']} (val dice {best_line['val_dice']:.4f}), "
+            f"test dice {mean_dice(test_rows):.4f}")
+    return result
+
+
+def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
+    """Train ``config`` into ``out_dir`` (default ``config.run_dir``) and return ``metrics.json``.
+
+    A finished run (``metrics.json`` exists) returns its stored result; an unfinished one
+    (``last.pt`` exists) resumes. Under torchrun every rank calls ``fit``; rank 0 writes.
+    """
+    out = Path(out_dir if out_dir is not None else config.run_dir)
+    check_same_config(out, config)
+    if (out / "metrics.json").exists():
+        return _io.read_json(out / "metrics.json")
+    loss_fn = check_config(config)
+    rank, world_size, local_rank = distributed_env()
+    device = resolve_device(config, local_rank)
+    reset_peak_memory(device)  # this run's own peak, also after earlier runs in this process
+    deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    with process_group(device, world_size):
+        try:
+            set_deterministic(config.deterministic, device)
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            if rank == 0:
+                _io.write_json(out / "config.json", config.to_dict())
+            run = prepare_run(config, out, loss_fn, device, rank, world_size, quiet)
+            if (out / "last.pt").exists():
+                run.state = load_training_state(out / "last.pt", run)
+                run.log(f"resumed {out} after epoch {run.state.epoch} (step {run.state.step})")
+            if run.writer:
+                drop_unsaved_epochs(out, run.state.epoch)
+            for epoch in range(run.state.epoch + 1, config.epochs + 1):
+                run_epoch(run, epoch)
+            result = finish_run(run)
+            barrier(world_size)
+            return result or _io.read_json(out / "metrics.json")
+        finally:
+            torch.use_deterministic_algorithms(deterministic_before)
+            torch.set_num_threads(threads_before)
+
+
+# ================================================================ 7. command line
+def build_parser():
+    """``medsegloss train`` options: one flag per config field, plus --preset, --resume, --quiet."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="medsegloss train", description="Train a UNet with one loss; writes a resumable run directory.",
+        epilog='example: medsegloss train --dataset phantom-lesion --loss "ce + 1.0*dice" --epochs 2 --out runs/demo')
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="start from these settings (paper: UNet base 64, 256x256, Adam lr 0.01, 100 epochs)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the unfinished run in RUN_DIR")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    add_config_arguments(parser.add_argument_group("experiment (config fields; defaults from --preset)"))
+    return parser
+
+
+def parse_arguments(argv) -> tuple:
+    """(namespace, the config fields given) of ``medsegloss train``'s arguments; an unknown flag
+    fails naming the closest ones."""
+    import difflib
+
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flags = [option for action in parser._actions for option in action.option_strings]
+        close = difflib.get_close_matches(unknown[0].split("=")[0], flags, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        parser.error(f"unknown option(s) {' '.join(unknown)}.{hint}")
+    given = {key: value for key, value in vars(args).items() if key not in ("preset", "resume", "quiet")}
+    if args.resume and given:
+        parser.error(f"--resume continues the stored config of {args.resume}; do not pass "
+                     f"{', '.join('--' + key.replace('_', '-') for key in given)}")
+    return args, given
+
+
+def main(argv=None) -> int:
+    """``medsegloss train [--preset paper] [--<field> value ...] [--resume RUN_DIR] [--quiet]``."""
+    args, given = parse_arguments(sys.argv[1:] if argv is None else argv)
+    out = args.resume
+    try:
+        if args.resume:
+            config_path = Path(args.resume) / "config.json"
+            if not config_path.is_file():
+                raise FileNotFoundError(f"cannot resume {args.resume}: {config_path} does not exist")
+            config = Config.from_dict(_io.read_json(config_path))
+        else:
+            config = Config.preset(args.preset, **given)
+            out = config.run_dir
+        if (Path(out) / "metrics.json").exists() and not args.quiet:
+            print(f"{out} is finished (metrics.json exists); nothing to do")
+        result = fit(config, out, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: medsegloss train --resume {out}", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as error:
+        print(f"medsegloss train: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medsegloss train: error: {error}", file=sys.stderr)
+        return 2
+    if result and not args.quiet:
+        rows = result.get("test_rows", [])
+        print(f"run directory: {out}  (test: mean Dice {mean_dice(rows):.4f} over "
+              f"{len({row['case'] for row in rows})} cases)")
+    return 0
