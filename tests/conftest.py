@@ -45,3 +45,14 @@ def make_labels():
 @pytest.fixture
 def make_soft_labels():
     return random_soft_labels
+
+
+@pytest.fixture(params=["fused", "plain"])
+def fused_path(request):
+    """Run a loss test on both paths: the fused kernels where their inputs allow (any device),
+    and the plain probabilities / one-hot path a CUDA run takes for softmax label counts
+    (``medsegloss._ops.fused_paths``). Use with ``pytestmark = pytest.mark.usefixtures("fused_path")``."""
+    from medsegloss._ops import fused_paths
+
+    with fused_paths(request.param == "fused"):
+        yield request.param

@@ -16,6 +16,9 @@ from medsegloss.losses.compound import (
 )
 from medsegloss.losses.hybrid import bce_iou_ssim_loss, combo_loss, component_weights, ell_loss, lesion_loss, ssim
 
+# every test here runs on the fused kernels and on the plain path (conftest.fused_path)
+pytestmark = pytest.mark.usefixtures("fused_path")
+
 
 def make(shape, channels, seed=0, dtype=torch.float64):
     generator = torch.Generator().manual_seed(seed)

@@ -14,6 +14,9 @@ from conftest import random_labels, random_logits
 from medsegloss import losses
 from medsegloss.distance import signed_distance_map
 
+# every test here runs on the fused kernels and on the plain path (conftest.fused_path)
+pytestmark = pytest.mark.usefixtures("fused_path")
+
 NAMES = losses.available()
 SHAPES = {"2d": (2, 3, 8, 8), "3d": (2, 3, 4, 6, 6)}
 
@@ -149,3 +152,28 @@ def test_registry_entry_is_complete(name):
     assert info.family in losses.FAMILIES and info.paper and info.summary
     module = losses.get(name)
     assert getattr(module, "needs_distance", False) == info.needs_distance
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_and_plain_paths_agree(name, channels):
+    """Values to 1e-10 and gradients in float64, whichever path `use_fused` picks (labels, and
+    one-hot / soft labels for one channel)."""
+    from medsegloss._ops import fused_paths
+
+    if losses.info(name).binary_only and channels != 1:
+        pytest.skip("binary-only loss")
+    logits = random_logits((2, channels, 6, 5), seed=21, dtype=torch.float64, scale=2.0)
+    labels = random_labels((2, 6, 5), channels, seed=22)
+    targets = [labels] + ([labels.unsqueeze(1).double()] if channels == 1 else [])
+    for target in targets:
+        results = []
+        for enabled in (True, False):
+            with fused_paths(enabled):
+                value = losses.get(name, reduction="none")(logits, target) if "reduction" in \
+                    losses.info(name).options else losses.get(name)(logits, target)
+                (grad,) = torch.autograd.grad(value.sum(), logits)
+                results.append((value.detach(), grad))
+        (fused_value, fused_grad), (plain_value, plain_grad) = results
+        torch.testing.assert_close(fused_value, plain_value, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(fused_grad, plain_grad, rtol=1e-8, atol=1e-10)

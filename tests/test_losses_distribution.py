@@ -13,6 +13,9 @@ from medsegloss.distance import signed_distance_map
 from medsegloss.losses import boundary as B
 from medsegloss.losses import distribution as D
 
+# every test here runs on the fused kernels and on the plain path (conftest.fused_path)
+pytestmark = pytest.mark.usefixtures("fused_path")
+
 SHAPE_2D, SHAPE_3D = (2, 3, 5, 6), (2, 3, 3, 4, 5)
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from medsegloss._checks import check_reduction, check_target
 from medsegloss._ops import (
     at_least_float32, cross_entropy_map, per_voxel_reduce, probabilities, reduce, soft_counts,
-    soft_counts_from_labels, target_probabilities,
+    fused_soft_counts, target_probabilities, use_fused,
 )
 from medsegloss.losses._registry import get, lookup, register
 
@@ -217,7 +217,7 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
                   reduction: str = "mean") -> dict[str, torch.Tensor]:
     """``{"ce": ce_loss, "dice": dice_loss}`` computed together, equal to the two losses computed
     apart. Labels without ``ignore_index`` (softmax logits on the CPU, or one-channel logits with
-    labels or soft labels) take one fused pass, :func:`~medsegloss._ops.soft_counts_from_labels`;
+    labels or soft labels) take one fused pass (:func:`~medsegloss._ops.use_fused`, :func:`~medsegloss._ops.fused_soft_counts`);
     otherwise one log-softmax feeds both."""
     from medsegloss.losses.region import reduce_classes
 
@@ -226,9 +226,8 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
     logits = at_least_float32(logits)
     n, c = logits.shape[:2]
     labels = not target.is_floating_point()
-    fused = ignore_index is None and (c == 1 or (labels and logits.device.type == "cpu"))
-    if fused:  # binary soft labels: the foreground probability stands in for the 0/1 labels
-        ce, tp, fp, fn = soft_counts_from_labels(logits, target if labels else target[:, 0], with_ce=True)
+    if use_fused(logits, target, ignore_index, label_counts=True):
+        ce, tp, fp, fn = fused_soft_counts(logits, target if labels else target[:, 0], with_ce=True)
         ce = reduce(ce, reduction)
     else:
         if c == 1:  # binary: BCE with logits is one fused kernel already

@@ -26,6 +26,7 @@ from medsegloss._ops import (
     per_voxel_reduce,
     reduce,
     target_probabilities,
+    use_fused,
     voxel_label_weight,
 )
 from medsegloss.losses._registry import register
@@ -63,12 +64,13 @@ def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_ind
     """
     check_reduction(reduction)
     target = check_target(target, logits, ignore_index)
-    if reduction == "mean" and ignore_index is None and not target.is_floating_point():
+    if reduction == "mean" and use_fused(logits, target, ignore_index):
         # every sample has V voxels, so the mean of per-sample means is the plain voxel mean:
         # one fused kernel with its own backward, no (N, *spatial) map
         logits = at_least_float32(logits)
-        if logits.shape[1] == 1:  # checked labels are 0 / 1: they are the foreground
-            return F.binary_cross_entropy_with_logits(logits[:, 0], target.to(logits.dtype))
+        if logits.shape[1] == 1:  # checked labels are 0 / 1 (or soft): the foreground
+            foreground = target[:, 0] if target.is_floating_point() else target
+            return F.binary_cross_entropy_with_logits(logits[:, 0], foreground.to(logits.dtype))
         return F.cross_entropy(logits, target)
     return per_voxel_reduce(cross_entropy_map(logits, target, ignore_index), _valid_mask(target, ignore_index), reduction)
 
@@ -296,7 +298,7 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0
     alpha = _focal_alpha(alpha, logits.shape[1], logits.device, at_least_float32(logits).dtype)
     if target.is_floating_point():
         return per_voxel_reduce(_soft_focal_map(logits, target, gamma, alpha), None, reduction)
-    if logits.shape[1] == 1 and ignore_index is None and alpha is None and gamma >= 1:
+    if logits.shape[1] == 1 and alpha is None and gamma >= 1 and use_fused(logits, target, ignore_index):
         # binary labels: one fused pass (the clamp below matters only for γ < 1)
         return reduce(binary_focal_sums(logits, target, gamma) / target[0].numel(), reduction)
     values = cross_entropy_map(logits, target, ignore_index)  # −log p_t; 0 where ignored
