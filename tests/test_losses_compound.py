@@ -14,7 +14,7 @@ from medsegloss.losses import WeightedSum
 from medsegloss.losses.compound import (
     dice_bce_loss, dice_ce_loss, dice_focal_loss, dice_topk_loss, gdl_boundary_loss,
 )
-from medsegloss.losses.hybrid import bce_iou_ssim_loss, combo_loss, component_weights, ell_loss, lesion_loss, ssim
+from medsegloss.losses.compound_formulas import bce_iou_ssim_loss, combo_loss, component_weights, ell_loss, lesion_loss, ssim
 
 # every test here runs on the fused kernels and on the plain path (conftest.fused_path)
 pytestmark = pytest.mark.usefixtures("fused_path")

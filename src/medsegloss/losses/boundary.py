@@ -1,5 +1,6 @@
-"""Boundary-based losses, and the distance-penalized CE (``dpce``, family "distribution"): the
-losses built on the signed distance maps of :mod:`medsegloss.distance`.
+"""Boundary-based losses: the losses built on the signed distance maps of :mod:`medsegloss.distance`
+(the distance-penalized CE, ``dpce``, takes the same maps but is a distribution-family loss, in
+:mod:`medsegloss.losses.distribution`).
 
 Each loss takes ``dist=``, the target's signed distance maps ``(N, C, *spatial)`` from
 :func:`medsegloss.distance.signed_distance_map`, in the boundary-loss paper's convention (outside
@@ -15,15 +16,11 @@ from __future__ import annotations
 import torch
 from medsegloss._checks import check_distance_map, check_probability, check_reduction, check_target
 from medsegloss._ops import (
-    FunctionalLoss, cross_entropy_map, per_voxel_reduce, probabilities, reduce, select_classes, target_probabilities,
+    cross_entropy_map, probabilities, reduce, select_classes, target_probabilities,
 )
 from medsegloss.distance import boundary_distance, class_masks, signed_distance_map, unsigned_distance_map
-from medsegloss.losses._registry import register
+from medsegloss.losses._registry import exports, loss_class
 
-__all__ = [
-    "boundary_loss", "hausdorff_dt_loss", "boundary_weighted_loss", "distance_penalized_cross_entropy_loss",
-    "BoundaryLoss", "HausdorffDTLoss", "BoundaryWeightedLoss", "DistancePenalizedCrossEntropyLoss",
-]
 
 
 def target_distance(logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None = None,
@@ -145,104 +142,19 @@ def boundary_weighted_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: 
     return reduce(p1 * band_mean + p2 * rest_mean, reduction)
 
 
-@register("boundary", family="boundary", paper="Kervadec et al., 2019", function=boundary_loss,
-          needs_distance=True)
-class BoundaryLoss(FunctionalLoss):
-    """Boundary loss, mean of p_c·φ_c over voxels and foreground classes (φ: signed distance)."""
-
-    function = staticmethod(boundary_loss)
-    needs_distance = True
+BoundaryLoss = loss_class(
+    "BoundaryLoss", boundary_loss, "boundary", family="boundary", paper="Kervadec et al., 2019", needs_distance=True,
+    formula="Boundary loss, mean of p_c·φ_c over voxels and foreground classes (φ: signed distance)", peers={"monai": "BoundaryLoss"})
 
 
-@register("hd", family="boundary", paper="Karimi & Salcudean, 2019", function=hausdorff_dt_loss,
-          needs_distance=True)
-class HausdorffDTLoss(FunctionalLoss):
-    """Distance-transform Hausdorff loss, mean of (p − g)²·(d_g^α + d_p^α)."""
-
-    function = staticmethod(hausdorff_dt_loss)
-    needs_distance = True
+HausdorffDTLoss = loss_class(
+    "HausdorffDTLoss", hausdorff_dt_loss, "hd", family="boundary", paper="Karimi & Salcudean, 2019", needs_distance=True,
+    formula="Distance-transform Hausdorff loss, mean of (p − g)²·(d_g^α + d_p^α)", peers={"monai": "HausdorffDTLoss"})
 
 
-@register("boundary_weighted", family="boundary", paper="Kim et al.", function=boundary_weighted_loss,
-          needs_distance=True)
-class BoundaryWeightedLoss(FunctionalLoss):
-    """Boundary-weighted CE, p1·mean CE on a band around the boundary + p2·mean CE elsewhere."""
-
-    function = staticmethod(boundary_weighted_loss)
-    needs_distance = True
+BoundaryWeightedLoss = loss_class(
+    "BoundaryWeightedLoss", boundary_weighted_loss, "boundary_weighted", family="boundary", paper="Kim et al.", needs_distance=True,
+    formula="Boundary-weighted CE, p1·mean CE on a band around the boundary + p2·mean CE elsewhere")
 
 
-# ---------------------------------------------------------------------------------------------
-# Distance-penalized CE: a distribution-family loss, filed here because it is built on the
-# target's distance maps like the boundary losses.
-
-
-@torch.no_grad()
-def boundary_proximity(dist: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
-    r"""DPCE's penalty ``D ∈ [0, 1]`` per voxel: 1 at the boundary of the voxel's own class,
-    falling linearly to 0 at the voxel farthest from it in the sample.
-
-    .. math:: d_v = d_{g_v}(v),\qquad D_v = 1 - d_v / \max_u d_u
-
-    ``d_c`` is the unsigned distance to the boundary of class ``c``, recovered from the target's
-    level sets ``dist`` (:func:`medsegloss.distance.boundary_distance`); soft labels use
-    ``d = Σ_c g_c d_c``; one-channel logits ``d = d_fg`` (the same for both sides). A
-    sample without any boundary (all ``φ = 0``) gets ``D = 0``: plain CE.
-
-    Shape:
-        dist ``(N, C, *spatial)``; returns ``(N, *spatial)``.
-    """
-    unsigned = boundary_distance(dist, class_masks(target, dist.shape[1]))
-    if dist.shape[1] == 1:
-        distance = unsigned[:, 0]
-    elif target.is_floating_point():
-        distance = (target * unsigned).sum(1)
-    else:
-        labels = target if ignore_index is None else torch.where(target == ignore_index, 0, target)
-        distance = unsigned.gather(1, labels.unsqueeze(1)).squeeze(1)
-    farthest = distance.reshape(distance.shape[0], -1).amax(1).view(-1, *([1] * (distance.ndim - 1)))
-    return torch.where(farthest > 0, 1 - distance / farthest.clamp_min(1e-12), torch.zeros_like(distance))
-
-
-def distance_penalized_cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *,
-                                          dist: torch.Tensor | None = None, spacing=None,
-                                          ignore_index: int | None = None, reduction: str = "mean") -> torch.Tensor:
-    r"""Distance-map-penalized cross-entropy (Caliva et al., 2019), averaged over the voxels.
-
-    .. math:: L = \frac{1}{V}\sum_v (1 + D_v)\,(-\log p_{v,t})
-
-    ``D`` (:func:`boundary_proximity`) is the target's distance-to-boundary map inverted and
-    scaled to ``[0, 1]``, so voxels at the object boundaries weigh up to twice as much as those
-    far from them (the paper's "inverted distance map"; the linear scaling is this package's
-    choice, keeping the weights bounded). ``dist``: signed distance maps ``(N, C, *spatial)``
-    from :func:`medsegloss.distance.signed_distance_map` (computed here from the target, with
-    ``spacing``, when None; cache them in the data loader to save the EDT per step).
-
-    Shape:
-        logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats,
-        dist ``(N, C, *spatial)``; returns a scalar, or ``(N,)`` for ``reduction="none"``.
-
-    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
-    >>> distance_penalized_cross_entropy_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
-    """
-    check_reduction(reduction)
-    target = check_target(target, logits, ignore_index)
-    if dist is None:
-        from medsegloss.distance import signed_distance_map
-
-        dist = signed_distance_map(target, num_classes=logits.shape[1], spacing=spacing)
-    else:
-        dist = check_distance_map(dist, logits)
-    values = cross_entropy_map(logits, target, ignore_index)
-    values = values * (1 + boundary_proximity(dist.to(values.dtype), target, ignore_index))
-    valid = None if ignore_index is None or target.is_floating_point() else target != ignore_index
-    return per_voxel_reduce(values, valid, reduction)
-
-
-@register("dpce", family="distribution", paper="Caliva et al., 2019", function=distance_penalized_cross_entropy_loss,
-          needs_distance=True)
-class DistancePenalizedCrossEntropyLoss(FunctionalLoss):
-    """Distance-penalized CE (1 + D)·(−log p_t), D = 1 at the target's boundaries, 0 farthest away."""
-
-    function = staticmethod(distance_penalized_cross_entropy_loss)
-    needs_distance = True
+__all__ = exports(__name__)

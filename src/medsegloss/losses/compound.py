@@ -4,7 +4,7 @@
 into it, and the named sums (``dice_ce``, ``dice_bce``, ``dice_focal``, ``dice_topk``,
 ``gdl_boundary``) are small factories returning it. Losses that are not plain sums (Combo,
 exponential-log, BASNet's BCE+IoU+SSIM, the lesion-level focal loss) are their own functions in
-:mod:`medsegloss.losses.hybrid`.
+:mod:`medsegloss.losses.compound_formulas`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,8 @@ from medsegloss._ops import (
     at_least_float32, cross_entropy_map, per_voxel_reduce, probabilities, reduce, soft_counts,
     fused_soft_counts, target_probabilities, use_fused,
 )
-from medsegloss.losses._registry import get, lookup, register
+from medsegloss.losses._registry import exports, get, lookup, register
 
-__all__ = [
-    "WeightedSum", "build",
-    "dice_ce_loss", "dice_bce_loss", "dice_focal_loss", "dice_topk_loss", "gdl_boundary_loss",
-]
 
 
 def _call(loss: nn.Module, logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None) -> torch.Tensor:
@@ -381,3 +377,6 @@ def gdl_boundary(*, alpha: float = 0.01, spacing=None, reduction: str = "mean") 
     ``loss.weights["boundary"]`` between epochs."""
     return WeightedSum([("gdl", 1.0, _term("gdl", reduction=reduction)),
                         ("boundary", alpha, _term("boundary", spacing=spacing, reduction=reduction))])
+
+
+__all__ = exports(__name__, ["WeightedSum", "build"])

@@ -17,7 +17,6 @@ import torch
 
 from medsegloss._checks import check_probability, check_reduction, check_target, check_weight
 from medsegloss._ops import (
-    FunctionalLoss,
     flatten_spatial,
     probabilities,
     reduce,
@@ -27,15 +26,8 @@ from medsegloss._ops import (
     target_probabilities,
     use_fused,
 )
-from medsegloss.losses._registry import register
+from medsegloss.losses._registry import exports, loss_class
 
-__all__ = [
-    "sensitivity_specificity_loss", "dice_loss", "iou_loss", "tversky_loss", "generalized_dice_loss",
-    "focal_tversky_loss", "asymmetric_loss", "penalty_generalized_dice_loss", "focal_dice_loss",
-    "tversky_index", "generalized_dice_score",
-    "SensitivitySpecificityLoss", "DiceLoss", "IoULoss", "TverskyLoss", "GeneralizedDiceLoss",
-    "FocalTverskyLoss", "AsymmetricLoss", "PenaltyGeneralizedDiceLoss", "FocalDiceLoss",
-]
 
 _TINY = 1e-12  # floor under scores raised to a power < 1, whose slope is infinite at 0
 
@@ -348,64 +340,49 @@ def focal_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, beta: float =
     return reduce_classes(per_class, logits.shape[0], weight, include_background, reduction)
 
 
-@register("ss", family="region", paper="Brosch et al., 2015", function=sensitivity_specificity_loss)
-class SensitivitySpecificityLoss(FunctionalLoss):
-    """Sensitivity–specificity r·Σ(g−p)²g/Σg + (1−r)·Σ(g−p)²(1−g)/Σ(1−g) per class."""
-
-    function = staticmethod(sensitivity_specificity_loss)
+SensitivitySpecificityLoss = loss_class(
+    "SensitivitySpecificityLoss", sensitivity_specificity_loss, "ss", family="region", paper="Brosch et al., 2015",
+    formula="Sensitivity–specificity r·Σ(g−p)²g/Σg + (1−r)·Σ(g−p)²(1−g)/Σ(1−g) per class")
 
 
-@register("dice", family="region", paper="Milletari et al., 2016", function=dice_loss)
-class DiceLoss(FunctionalLoss):
-    """Soft Dice loss, 1 − 2Σpg/(Σp + Σg) per class (squared=True: Σp² + Σg²)."""
-
-    function = staticmethod(dice_loss)
+DiceLoss = loss_class(
+    "DiceLoss", dice_loss, "dice", family="region", paper="Milletari et al., 2016",
+    formula="Soft Dice loss, 1 − 2Σpg/(Σp + Σg) per class (squared=True: Σp² + Σg²)", peers={"monai": "DiceLoss"})
 
 
-@register("iou", family="region", paper="Rahman & Wang, 2016", function=iou_loss)
-class IoULoss(FunctionalLoss):
-    """Soft IoU (Jaccard) loss, 1 − TP/(TP + FP + FN) per class."""
-
-    function = staticmethod(iou_loss)
+IoULoss = loss_class(
+    "IoULoss", iou_loss, "iou", family="region", paper="Rahman & Wang, 2016",
+    formula="Soft IoU (Jaccard) loss, 1 − TP/(TP + FP + FN) per class", peers={"monai": "DiceLoss(jaccard=True)"})
 
 
-@register("tversky", family="region", paper="Salehi et al., 2017", function=tversky_loss)
-class TverskyLoss(FunctionalLoss):
-    """Tversky loss, 1 − TP/(TP + α·FP + β·FN) per class (α weighs FP, β weighs FN)."""
-
-    function = staticmethod(tversky_loss)
+TverskyLoss = loss_class(
+    "TverskyLoss", tversky_loss, "tversky", family="region", paper="Salehi et al., 2017",
+    formula="Tversky loss, 1 − TP/(TP + α·FP + β·FN) per class (α weighs FP, β weighs FN)", peers={"monai": "TverskyLoss"})
 
 
-@register("gdl", family="region", paper="Sudre et al., 2017", function=generalized_dice_loss)
-class GeneralizedDiceLoss(FunctionalLoss):
-    """Generalized Dice, 1 − 2Σw·TP/Σw·(2TP + FP + FN), w_c = 1/(Σg_c)²."""
-
-    function = staticmethod(generalized_dice_loss)
+GeneralizedDiceLoss = loss_class(
+    "GeneralizedDiceLoss", generalized_dice_loss, "gdl", family="region", paper="Sudre et al., 2017",
+    formula="Generalized Dice, 1 − 2Σw·TP/Σw·(2TP + FP + FN), w_c = 1/(Σg_c)²", peers={"monai": "GeneralizedDiceLoss (smooth=0)"})
 
 
-@register("focal_tversky", family="region", paper="Abraham & Khan, 2019", function=focal_tversky_loss)
-class FocalTverskyLoss(FunctionalLoss):
-    """Focal Tversky, (1 − TI_c)^(1/γ) per class (γ = 1 is Tversky)."""
-
-    function = staticmethod(focal_tversky_loss)
+FocalTverskyLoss = loss_class(
+    "FocalTverskyLoss", focal_tversky_loss, "focal_tversky", family="region", paper="Abraham & Khan, 2019",
+    formula="Focal Tversky, (1 − TI_c)^(1/γ) per class (γ = 1 is Tversky)")
 
 
-@register("asym", family="region", paper="Hashemi et al., 2018", function=asymmetric_loss)
-class AsymmetricLoss(FunctionalLoss):
-    """Asymmetric similarity, 1 − F_β per class, β² weighs FN (β = 1 is Dice)."""
-
-    function = staticmethod(asymmetric_loss)
+AsymmetricLoss = loss_class(
+    "AsymmetricLoss", asymmetric_loss, "asym", family="region", paper="Hashemi et al., 2018",
+    formula="Asymmetric similarity, 1 − F_β per class, β² weighs FN (β = 1 is Dice)")
 
 
-@register("pgdl", family="region", paper="Yang et al., 2019", function=penalty_generalized_dice_loss)
-class PenaltyGeneralizedDiceLoss(FunctionalLoss):
-    """Penalty generalized Dice, 1 − G/(1 + k(1 − G)) on the generalized Dice score G."""
-
-    function = staticmethod(penalty_generalized_dice_loss)
+PenaltyGeneralizedDiceLoss = loss_class(
+    "PenaltyGeneralizedDiceLoss", penalty_generalized_dice_loss, "pgdl", family="region", paper="Yang et al., 2019",
+    formula="Penalty generalized Dice, 1 − G/(1 + k(1 − G)) on the generalized Dice score G")
 
 
-@register("focal_dice", family="region", paper="Wang & Chung, 2018", function=focal_dice_loss)
-class FocalDiceLoss(FunctionalLoss):
-    """Focal Dice, Σ_c W_c(1 − D_c^(1/β)) / Σ_c W_c."""
+FocalDiceLoss = loss_class(
+    "FocalDiceLoss", focal_dice_loss, "focal_dice", family="region", paper="Wang & Chung, 2018",
+    formula="Focal Dice, Σ_c W_c(1 − D_c^(1/β)) / Σ_c W_c")
 
-    function = staticmethod(focal_dice_loss)
+
+__all__ = exports(__name__, ["tversky_index", "generalized_dice_score"])
