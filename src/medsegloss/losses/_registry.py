@@ -150,9 +150,43 @@ def available(family: str | None = None) -> list[str]:
     return [info.name for info in entries]
 
 
+def renamed_options(renamed: dict[str, str]):
+    """Decorator for a loss function or factory whose options were renamed: the old names are
+    accepted for one release, with a ``DeprecationWarning`` naming the new one (so old loss
+    strings, bench and CLI arguments keep working). ``get`` reads ``__renamed_options__``."""
+    import functools
+    import warnings
+
+    def decorator(function):
+        @functools.wraps(function)
+        def wrapper(*args, **options):
+            return function(*args, **translate_options(options, renamed, function.__name__, warnings))
+
+        wrapper.__renamed_options__ = dict(renamed)
+        return wrapper
+
+    return decorator
+
+
+def translate_options(options: dict, renamed: dict[str, str], owner: str, warnings=None) -> dict:
+    """``options`` with deprecated names replaced by the new ones (a warning each)."""
+    import warnings as warnings_module
+
+    out = dict(options)
+    for old, new in renamed.items():
+        if old in out:
+            if new in out:
+                raise TypeError(f"{owner}: give {new}= only ({old}= is its deprecated name)")
+            warnings_module.warn(f"{owner}: option {old}= is renamed {new}=; the old name goes in the next release",
+                                 DeprecationWarning, stacklevel=4)
+            out[new] = out.pop(old)
+    return out
+
+
 def get(name: str, **options) -> nn.Module:
     """Build the registered loss ``name`` with the given options (the paper's symbols)."""
     info = lookup(name)
+    options = translate_options(options, getattr(info.factory, "__renamed_options__", {}), name)
     accepted = info.options
     unknown = sorted(set(options) - set(accepted))
     if unknown:

@@ -14,7 +14,7 @@ distance maps have no notion of unlabelled voxels.
 from __future__ import annotations
 
 import torch
-from medsegloss._checks import check_distance_map, check_probability, check_reduction, check_target
+from medsegloss._checks import check_distance_map, check_in_range, check_reduction, check_target
 from medsegloss._ops import (
     cross_entropy_map, probabilities, reduce, select_classes, target_probabilities,
 )
@@ -91,7 +91,7 @@ def hausdorff_dt_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: torch
     >>> hausdorff_dt_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
     check_reduction(reduction)
-    check_probability("alpha", alpha, 0.0, float("inf"))
+    check_in_range("alpha", alpha, 0.0, float("inf"))
     target = check_target(target, logits)
     dist = target_distance(logits, target, dist, spacing)
     probs = select_classes(probabilities(logits), include_background)
@@ -129,9 +129,9 @@ def boundary_weighted_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: 
     >>> boundary_weighted_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
     check_reduction(reduction)
-    check_probability("band_width", band_width, 0.0, float("inf"))
-    check_probability("p1", p1, 0.0, float("inf"))
-    check_probability("p2", p2, 0.0, float("inf"))
+    check_in_range("band_width", band_width, 0.0, float("inf"))
+    check_in_range("p1", p1, 0.0, float("inf"))
+    check_in_range("p2", p2, 0.0, float("inf"))
     target = check_target(target, logits)
     dist = target_distance(logits, target, dist, spacing)
     distance = boundary_distance(dist, class_masks(target, logits.shape[1]))

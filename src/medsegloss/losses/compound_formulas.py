@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medsegloss._checks import check_probability, check_reduction, check_target, check_weight
+from medsegloss._checks import check_in_range, check_reduction, check_target, check_weight
 from medsegloss._ops import (
     at_least_float32, cross_entropy_map, probabilities, reduce, select_classes, soft_counts,
     target_probabilities,
@@ -51,8 +51,8 @@ def combo_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.5
     >>> combo_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
     check_reduction(reduction)
-    check_probability("alpha", alpha)
-    check_probability("beta", beta)
+    check_in_range("alpha", alpha)
+    check_in_range("beta", beta)
     target = check_target(target, logits)
     logits = at_least_float32(logits)
     n, c = logits.shape[:2]
@@ -255,7 +255,7 @@ def lesion_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.
     >>> lesion_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
     check_reduction(reduction)
-    check_probability("alpha", alpha)
+    check_in_range("alpha", alpha)
     target = check_target(target, logits)
     logits = at_least_float32(logits)
     if target.is_floating_point():

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from medsegloss._checks import check_distance_map, check_probability, check_reduction, check_target, check_weight
+from medsegloss._checks import check_distance_map, check_in_range, check_reduction, check_target, check_weight
 from medsegloss._ops import (
     at_least_float32,
     binary_focal_sums,
@@ -195,7 +195,7 @@ def topk_loss(logits: torch.Tensor, target: torch.Tensor, *, k: float = 10.0, ig
     >>> topk_loss(logits, torch.randint(0, 3, (2, 8, 8)), k=10).backward()
     """
     check_reduction(reduction)
-    k = check_probability("k", k, 0.0, 100.0)
+    k = check_in_range("k", k, 0.0, 100.0)
     if k == 0:
         raise ValueError("k must be a percentage in (0, 100], got 0")
     target = check_target(target, logits, ignore_index)
@@ -233,7 +233,7 @@ def topk_threshold_loss(logits: torch.Tensor, target: torch.Tensor, *, t: float 
     >>> topk_threshold_loss(logits, torch.randint(0, 3, (2, 8, 8)), t=0.7).backward()
     """
     check_reduction(reduction)
-    t = check_probability("t", t, 0.0, 1.0)
+    t = check_in_range("t", t, 0.0, 1.0)
     target = check_target(target, logits, ignore_index)
     values = cross_entropy_map(logits, target, ignore_index)
     hard = values > -math.log(t) if t > 0 else torch.zeros_like(values, dtype=torch.bool)  # p_t < t
@@ -287,7 +287,7 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0
     >>> focal_loss(logits, torch.randint(0, 3, (2, 8, 8)), gamma=2.0).backward()
     """
     check_reduction(reduction)
-    gamma = check_probability("gamma", gamma, 0.0, float("inf"))
+    gamma = check_in_range("gamma", gamma, 0.0, float("inf"))
     target = check_target(target, logits, ignore_index)
     alpha = _focal_alpha(alpha, logits.shape[1], logits.device, at_least_float32(logits).dtype)
     if target.is_floating_point():

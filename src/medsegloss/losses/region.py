@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from medsegloss._checks import check_probability, check_reduction, check_target, check_weight
+from medsegloss._checks import check_in_range, check_reduction, check_target, check_weight
 from medsegloss._ops import (
     flatten_spatial,
     probabilities,
@@ -88,8 +88,8 @@ def tversky_index(tp, fp, fn, alpha: float, beta: float, smooth: float) -> torch
 
 
 def _check_alpha_beta(alpha, beta):
-    check_probability("alpha", alpha, 0.0, float("inf"))
-    check_probability("beta", beta, 0.0, float("inf"))
+    check_in_range("alpha", alpha, 0.0, float("inf"))
+    check_in_range("beta", beta, 0.0, float("inf"))
 
 
 def sensitivity_specificity_loss(logits: torch.Tensor, target: torch.Tensor, *, r: float = 0.05,
@@ -111,7 +111,7 @@ def sensitivity_specificity_loss(logits: torch.Tensor, target: torch.Tensor, *, 
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> sensitivity_specificity_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    r = check_probability("r", r)
+    r = check_in_range("r", r)
     p, g, voxels = _flat_inputs(logits, target, ignore_index)
     squared_error = (p - g).square_()
     on_target, total, target_sum = (squared_error * g).sum(-1), squared_error.sum(-1), g.sum(-1)
@@ -215,7 +215,7 @@ def focal_tversky_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: flo
     >>> focal_tversky_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
     _check_alpha_beta(alpha, beta)
-    gamma = check_probability("gamma", gamma, 1e-6, float("inf"))
+    gamma = check_in_range("gamma", gamma, 1e-6, float("inf"))
     tp, fp, fn = region_counts(logits, target, ignore_index, batch)
     per_class = (1.0 - tversky_index(tp, fp, fn, alpha, beta, smooth)).clamp_min(_TINY).pow(1.0 / gamma)
     return reduce_classes(per_class, logits.shape[0], weight, include_background, reduction)
@@ -240,7 +240,7 @@ def asymmetric_loss(logits: torch.Tensor, target: torch.Tensor, *, beta: float =
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> asymmetric_loss(logits, torch.randint(0, 3, (2, 8, 8)), beta=1.5).backward()
     """
-    check_probability("beta", beta, 0.0, float("inf"))
+    check_in_range("beta", beta, 0.0, float("inf"))
     tp, fp, fn = region_counts(logits, target, ignore_index, batch)
     scale = 1.0 + beta**2
     score = tversky_index(tp, fp, fn, 1.0 / scale, beta**2 / scale, smooth / scale)
@@ -310,7 +310,7 @@ def penalty_generalized_dice_loss(logits: torch.Tensor, target: torch.Tensor, *,
     >>> penalty_generalized_dice_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
     check_reduction(reduction)
-    k = check_probability("k", k, 0.0, float("inf"))
+    k = check_in_range("k", k, 0.0, float("inf"))
     score = _generalized_dice(logits, target, smooth, ignore_index, include_background, batch)
     return reduce(1.0 - score / (1.0 + k * (1.0 - score)), reduction)
 
@@ -333,7 +333,7 @@ def focal_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, beta: float =
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> focal_dice_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    beta = check_probability("beta", beta, 1e-6, float("inf"))
+    beta = check_in_range("beta", beta, 1e-6, float("inf"))
     tp, fp, fn = region_counts(logits, target, ignore_index, batch)
     score = (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
     per_class = 1.0 - score.clamp_min(_TINY).pow(1.0 / beta)
