@@ -30,3 +30,14 @@ def random_soft_labels(shape, seed: int = 2, dtype=torch.float64) -> torch.Tenso
     """Soft labels ``(N, C, *spatial)`` summing to 1 over the classes (C >= 2)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.softmax(2 * torch.randn(shape, generator=generator, dtype=torch.float64), dim=1).to(dtype)
+
+
+@pytest.fixture(params=["fused", "plain"])
+def fused_path(request):
+    """Run a loss test on both paths: the fused kernels where their inputs allow (any device),
+    and the plain probabilities / one-hot path a CUDA run takes for softmax label counts
+    (``medsegloss._ops.fused_paths``). Use with ``pytestmark = pytest.mark.usefixtures("fused_path")``."""
+    from medsegloss._ops import fused_paths
+
+    with fused_paths(request.param == "fused"):
+        yield request.param

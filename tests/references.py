@@ -139,7 +139,8 @@ def soft_focal(logits, target, gamma, alpha=None):
 
 
 def distance_penalized_cross_entropy(logits, labels, dist):
-    """``(1/V) Σ_v (1 + D_v)(−log p_t)`` with ``D = 1 − d/max d``, ``d = |φ_{g_v}(v)|``."""
+    """``(1/V) Σ_v (1 + D_v)(−log p_t)`` with ``D = 1 − d/max d``, ``d = |φ_{g_v}(v)|``; ``dist``:
+    symmetric signed distances (``|φ|`` is the distance to the boundary)."""
     dist = np.asarray(dist, np.float64)
     labels = np.asarray(labels)
     if dist.shape[1] == 1:
@@ -269,7 +270,8 @@ def _b_kept(x, include_background):
 
 
 def signed_distance_ref(mask, spacing):
-    """-distance to the outside inside the mask, +distance to the mask outside; 0 if empty/full."""
+    """-distance to the outside inside the mask, +distance to the mask outside; 0 if empty/full
+    (the symmetric convention, whose absolute value is the unsigned distance to the boundary)."""
     from scipy import ndimage
 
     mask = np.asarray(mask, bool)
@@ -278,19 +280,33 @@ def signed_distance_ref(mask, spacing):
     return ndimage.distance_transform_edt(~mask, sampling=spacing) - ndimage.distance_transform_edt(mask, sampling=spacing)
 
 
-def signed_distance_maps_ref(onehot, spacing=None):
+def kervadec_level_set_ref(mask, spacing):
+    """The boundary-loss paper's level set, transcribed from its reference code (``one_hot2dist``):
+    ``d_out·(1 − g) − (d_in − 1)·g``; 0 if empty/full (no interface, as MONAI's BoundaryLoss)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if not mask.any() or mask.all():
+        return np.zeros(mask.shape)
+    outside, inside = ~mask, mask
+    return (ndimage.distance_transform_edt(outside, sampling=spacing) * outside
+            - (ndimage.distance_transform_edt(inside, sampling=spacing) - 1) * inside)
+
+
+def signed_distance_maps_ref(onehot, spacing=None, level_set=signed_distance_ref):
     spacing = spacing or (1.0,) * (onehot.ndim - 2)
     out = np.zeros(onehot.shape)
     for index in np.ndindex(*onehot.shape[:2]):
-        out[index] = signed_distance_ref(onehot[index] > 0.5, spacing)
+        out[index] = level_set(onehot[index] > 0.5, spacing)
     return out
 
 
 def boundary_ref(logits, labels, include_background=False, spacing=None):
-    """Kervadec et al. 2019: mean over kept classes and voxels of p_c · φ_c, per sample."""
+    """Kervadec et al. 2019: mean over kept classes and voxels of p_c · φ_c, per sample, with the
+    paper's level set φ (:func:`kervadec_level_set_ref`)."""
     p = probabilities(logits)
     g = one_hot(labels, p.shape[1])
-    value = _b_kept(p * signed_distance_maps_ref(g, spacing), include_background)
+    value = _b_kept(p * signed_distance_maps_ref(g, spacing, kervadec_level_set_ref), include_background)
     return value.reshape(len(value), -1).mean(-1)
 
 

@@ -109,8 +109,8 @@ def test_last_values_and_weights_schedule():
 
 def test_named_compound_inside_a_string():
     logits, labels = make()
-    loss = build("dice_ce(alpha=0.5) + 0.1*boundary")
-    expected = losses.dice_ce_loss(logits, labels, alpha=0.5) + 0.1 * losses.boundary_loss(logits, labels)
+    loss = build("dice_ce(weight_dice=0.5) + 0.1*boundary")
+    expected = losses.dice_ce_loss(logits, labels, weight_dice=0.5) + 0.1 * losses.boundary_loss(logits, labels)
     torch.testing.assert_close(loss(logits, labels), expected)
 
 

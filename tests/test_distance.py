@@ -31,8 +31,12 @@ def random_mask(shape, seed, fill=0.4):
 def test_signed_distance_matches_brute_force(shape, spacing):
     for seed in range(3):
         mask = random_mask(shape, seed)
-        expected = brute_force_distance(~mask, spacing) - brute_force_distance(mask, spacing)
-        np.testing.assert_allclose(signed_distance(mask, spacing), expected, rtol=1e-5, atol=1e-5)
+        outside, inside = brute_force_distance(~mask, spacing), brute_force_distance(mask, spacing)
+        np.testing.assert_allclose(signed_distance(mask, spacing, convention="symmetric"), outside - inside,
+                                   rtol=1e-5, atol=1e-5)
+        # the boundary-loss paper's level set: d_out outside, 1 - d_in inside
+        np.testing.assert_allclose(signed_distance(mask, spacing), np.where(mask, 1 - inside, outside),
+                                   rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(euclidean_distance(mask, spacing), brute_force_distance(mask, spacing),
                                    rtol=1e-5, atol=1e-5)
 
@@ -44,14 +48,18 @@ def test_signed_distance_matches_scipy(shape, spacing):
     mask = random_mask(shape, 7, fill=0.2)
     expected = (ndimage.distance_transform_edt(~mask, sampling=spacing)
                 - ndimage.distance_transform_edt(mask, sampling=spacing))
-    np.testing.assert_allclose(signed_distance(mask, spacing), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(signed_distance(mask, spacing, convention="symmetric"), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_signed_distance_sign_convention():
     mask = np.zeros((1, 6), bool)
     mask[0, 2:4] = True
-    assert signed_distance(mask).tolist() == [[2.0, 1.0, -1.0, -1.0, 1.0, 2.0]]
-    assert signed_distance(mask, spacing=(1.0, 0.5)).tolist() == [[1.0, 0.5, -0.5, -0.5, 0.5, 1.0]]
+    assert signed_distance(mask, convention="symmetric").tolist() == [[2.0, 1.0, -1.0, -1.0, 1.0, 2.0]]
+    assert signed_distance(mask, spacing=(1.0, 0.5), convention="symmetric").tolist() == [
+        [1.0, 0.5, -0.5, -0.5, 0.5, 1.0]]
+    # the paper's: inside 1 - d_in, so the border voxels weigh 0 (the 1 is in spacing units)
+    assert signed_distance(mask).tolist() == [[2.0, 1.0, 0.0, 0.0, 1.0, 2.0]]
+    assert signed_distance(mask, spacing=(1.0, 0.5)).tolist() == [[1.0, 0.5, 0.5, 0.5, 0.5, 1.0]]
 
 
 @pytest.mark.parametrize("shape", [(6, 5), (3, 4, 5)])

@@ -9,7 +9,7 @@ import torch
 
 import references
 from medsegloss import losses
-from medsegloss.distance import unsigned_distance_map, signed_distance_map
+from medsegloss.distance import boundary_distance, signed_distance_map, unsigned_distance_map
 from medsegloss.losses.boundary import (
     boundary_loss, boundary_weighted_loss, hausdorff_dt_loss,
 )
@@ -140,9 +140,40 @@ def test_unsigned_distance_map_is_absolute_signed_distance():
     masks[1, 2] = True  # a full mask: no boundary, zeros
     masks[0, 2] = False  # an empty one
     spacing = (2.0, 1.0, 0.5)
-    expected = signed_distance_map(masks.float(), spacing=spacing).abs()
+    expected = signed_distance_map(masks.float(), spacing=spacing, convention="symmetric").abs()
     torch.testing.assert_close(unsigned_distance_map(masks, spacing), expected)
     assert unsigned_distance_map(masks, spacing)[1, 2].abs().sum() == 0
+    # the same distances, recovered from the paper-convention level sets the losses get as dist=
+    level_set = signed_distance_map(masks.float(), spacing=spacing)
+    torch.testing.assert_close(boundary_distance(level_set, masks), expected)
+
+
+def test_level_set_is_the_papers_and_monais():
+    """The issue's case: ours 0.2758 with inside −d, the reference code and MONAI 0.3901."""
+    monai_losses = pytest.importorskip("monai.losses")
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 3, 32, 28, generator=generator, dtype=torch.float64)
+    labels = blobs((3, 32, 28), 3, seed=7)
+    onehot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).double()
+    reference = references.signed_distance_maps_ref(onehot.numpy(), None, references.kervadec_level_set_ref)
+    np.testing.assert_allclose(signed_distance_map(labels, num_classes=3).double().numpy(), reference, atol=1e-6)
+    for include_background in (False, True):
+        ours = boundary_loss(logits, labels, include_background=include_background)
+        expected = references.boundary_ref(logits.numpy(), labels.numpy(), include_background).mean()
+        assert float(ours) == pytest.approx(expected, rel=1e-6)
+        peer = monai_losses.BoundaryLoss(softmax=True, include_background=include_background)(logits, onehot)
+        assert float(ours) == pytest.approx(float(peer), rel=1e-6)
+
+
+def test_border_voxels_weigh_zero_and_symmetric_convention_is_an_option():
+    mask = np.zeros((1, 7), bool)
+    mask[0, 1:6] = True
+    assert signed_distance_map(torch.from_numpy(mask)[None].long(), 1)[0, 0].tolist() == [
+        [1.0, 0.0, -1.0, -2.0, -1.0, 0.0, 1.0]]
+    assert signed_distance_map(torch.from_numpy(mask)[None].long(), 1, convention="symmetric")[0, 0].tolist() == [
+        [1.0, -1.0, -2.0, -3.0, -2.0, -1.0, 1.0]]
+    with pytest.raises(ValueError, match="convention must be one of"):
+        signed_distance_map(torch.from_numpy(mask)[None].long(), 1, convention="inside-negative")
 
 
 def test_hd_matches_monai():

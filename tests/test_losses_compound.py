@@ -14,7 +14,10 @@ from medsegloss.losses import WeightedSum
 from medsegloss.losses.compound import (
     dice_bce_loss, dice_ce_loss, dice_focal_loss, dice_topk_loss, gdl_boundary_loss,
 )
-from medsegloss.losses.hybrid import bce_iou_ssim_loss, combo_loss, component_weights, ell_loss, lesion_loss, ssim
+from medsegloss.losses.compound_formulas import bce_iou_ssim_loss, combo_loss, component_weights, ell_loss, lesion_loss, ssim
+
+# every test here runs on the fused kernels and on the plain path (conftest.fused_path)
+pytestmark = pytest.mark.usefixtures("fused_path")
 
 
 def make(shape, channels, seed=0, dtype=torch.float64):
@@ -34,11 +37,11 @@ def one_hot(labels, channels, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("options", [{}, {"alpha": 0.3, "include_background": False, "smooth": 1.0}])
+@pytest.mark.parametrize("options", [{}, {"weight_dice": 0.3, "include_background": False, "smooth": 1.0}])
 def test_dice_ce_is_ce_plus_alpha_dice(channels, options):
     logits, labels = make((2, 6, 5), channels)
-    alpha = options.get("alpha", 1.0)
-    dice_options = {key: value for key, value in options.items() if key != "alpha"}
+    alpha = options.get("weight_dice", 1.0)
+    dice_options = {key: value for key, value in options.items() if key != "weight_dice"}
     for target in ([labels, one_hot(labels, channels)] if channels > 1 else [labels]):
         expected = losses.cross_entropy_loss(logits, target, reduction="none") + alpha * losses.dice_loss(
             logits, target, reduction="none", **dice_options)
@@ -57,7 +60,7 @@ def test_dice_ce_with_ignore_index():
 
 def test_dice_ce_joint_path_equals_separate_terms_and_gradients():
     logits, labels = make((2, 3, 6, 5), 4)
-    joint = losses.get("dice_ce", alpha=0.7)
+    joint = losses.get("dice_ce", weight_dice=0.7)
     separate = WeightedSum([(name, joint.weights[name], term) for name, term in zip(joint.names, joint.terms)])
     value = joint(logits, labels)
     (grad_joint,) = torch.autograd.grad(value, logits)
@@ -73,11 +76,11 @@ def test_dice_bce_focal_topk_are_their_sums(channels):
     logits, labels = make((2, 7, 6), channels)
     dice = losses.dice_loss(logits, labels, reduction="none")
     cases = [
-        (dice_bce_loss(logits, labels, gamma=0.4, reduction="none"),
+        (dice_bce_loss(logits, labels, weight_bce=0.4, reduction="none"),
          dice + 0.4 * losses.binary_cross_entropy_loss(logits, labels, reduction="none")),
-        (dice_focal_loss(logits, labels, lambda_focal=0.5, gamma=3.0, reduction="none"),
+        (dice_focal_loss(logits, labels, weight_focal=0.5, gamma=3.0, reduction="none"),
          dice + 0.5 * losses.focal_loss(logits, labels, gamma=3.0, reduction="none")),
-        (dice_topk_loss(logits, labels, k=20, lambda_topk=2.0, reduction="none"),
+        (dice_topk_loss(logits, labels, k=20, weight_topk=2.0, reduction="none"),
          dice + 2.0 * losses.topk_loss(logits, labels, k=20, reduction="none")),
     ]
     for value, expected in cases:
@@ -101,14 +104,14 @@ def test_named_sums_are_weighted_sums_that_log_their_terms(name):
 def test_gdl_boundary_alpha_zero_is_gdl_and_alpha_is_settable():
     logits, labels = make((2, 9, 8), 3)
     gdl = losses.generalized_dice_loss(logits, labels)
-    torch.testing.assert_close(gdl_boundary_loss(logits, labels, alpha=0.0), gdl)
+    torch.testing.assert_close(gdl_boundary_loss(logits, labels, weight_boundary=0.0), gdl)
     loss = losses.get("gdl_boundary")
     assert loss.needs_distance and losses.info("gdl_boundary").needs_distance
     dist = signed_distance_map(labels, num_classes=3)
     loss.weights["boundary"] = 0.25  # a schedule raising α between epochs
     expected = gdl + 0.25 * losses.boundary_loss(logits, labels)
     torch.testing.assert_close(loss(logits, labels, dist=dist), expected)
-    torch.testing.assert_close(gdl_boundary_loss(logits, labels, alpha=0.25, dist=dist), expected)
+    torch.testing.assert_close(gdl_boundary_loss(logits, labels, weight_boundary=0.25, dist=dist), expected)
 
 
 # ----------------------------------------------------------------- own-formula compounds
@@ -237,11 +240,11 @@ def test_one_hot_float_target_equals_labels(name):
 
 def test_gradcheck_dice_ce_binary_fused_path():
     logits, labels = make((2, 5, 4), 1, seed=4)
-    assert torch.autograd.gradcheck(lambda x: dice_ce_loss(x, labels, alpha=0.7), (logits,))
+    assert torch.autograd.gradcheck(lambda x: dice_ce_loss(x, labels, weight_dice=0.7), (logits,))
     soft = torch.rand(2, 1, 5, 4, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda x: dice_ce_loss(x, soft, reduction="none").sum(), (logits,))
     expected = losses.cross_entropy_loss(logits, soft) + 0.7 * losses.dice_loss(logits, soft)
-    torch.testing.assert_close(dice_ce_loss(logits, soft, alpha=0.7), expected)
+    torch.testing.assert_close(dice_ce_loss(logits, soft, weight_dice=0.7), expected)
 
 
 def test_dice_ce_fused_path_with_underflowing_probabilities():
@@ -257,3 +260,24 @@ def test_dice_ce_fused_path_with_underflowing_probabilities():
     assert float(value.detach()) > 400 / 30 / 2  # the one voxel's CE of 400, averaged over 30 voxels, 2 samples
     value.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name, old, new", [("dice_ce", "alpha", "weight_dice"), ("dice_bce", "gamma", "weight_bce"),
+                                            ("dice_focal", "lambda_focal", "weight_focal"),
+                                            ("dice_topk", "lambda_topk", "weight_topk"),
+                                            ("gdl_boundary", "alpha", "weight_boundary")])
+def test_old_term_weight_names_work_for_one_release_with_a_warning(name, old, new):
+    with pytest.warns(DeprecationWarning, match=f"{old}= is renamed {new}="):
+        loss = losses.get(name, **{old: 0.3})
+    term = [term for term in loss.names if term not in ("dice", "gdl")][0] if name != "dice_ce" else "dice"
+    assert loss.weights[term] == 0.3 and new in losses.info(name).options and old not in losses.info(name).options
+    with pytest.warns(DeprecationWarning, match=new):
+        loss = losses.build(f"{name}({old}=0.3)")
+    assert loss.weights[term] == 0.3
+    function = losses.info(name).function
+    logits, labels = make((2, 6, 5), 3)
+    with pytest.warns(DeprecationWarning, match=new):
+        old_value = function(logits, labels, **{old: 0.3})
+    torch.testing.assert_close(old_value, function(logits, labels, **{new: 0.3}))
+    with pytest.raises(TypeError, match=f"give {new}= only"):
+        losses.get(name, **{old: 0.3, new: 0.3})

@@ -7,12 +7,18 @@ target (and get the same maps as ``dist=`` where the result must match).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+
+import references as ref
 
 from conftest import random_labels, random_logits
 from medsegloss import losses
 from medsegloss.distance import signed_distance_map
+
+# every test here runs on the fused kernels and on the plain path (conftest.fused_path)
+pytestmark = pytest.mark.usefixtures("fused_path")
 
 NAMES = losses.available()
 SHAPES = {"2d": (2, 3, 8, 8), "3d": (2, 3, 4, 6, 6)}
@@ -93,17 +99,65 @@ def test_perfect_prediction_scores_no_higher_than_random(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_class_equals_function(name):
+def test_class_options_are_the_functions_and_the_registrys(name):
+    """The module's options, defaults and docs are its function's (dropping or renaming an option
+    in one place fails here), and every option given to get() reaches the function."""
+    import inspect
+
     info = losses.info(name)
     assert info.function is not None, f"{name} has no functional form registered"
-    logits, labels = _case(name)
-    if info.needs_distance:
-        dist = signed_distance_map(labels, num_classes=logits.shape[1])
-        expected = info.function(logits, labels, dist=dist)
-        torch.testing.assert_close(losses.get(name)(logits, labels, dist=dist), expected)
-        torch.testing.assert_close(losses.get(name)(logits, labels), expected)  # computes the same maps
-    else:
-        torch.testing.assert_close(losses.get(name)(logits, labels), info.function(logits, labels))
+    keyword_only = {parameter.name: parameter.default
+                    for parameter in inspect.signature(info.function).parameters.values()
+                    if parameter.kind is parameter.KEYWORD_ONLY and parameter.name != "dist"}
+    assert info.options == keyword_only
+    if isinstance(info.factory, type):
+        assert inspect.getdoc(info.factory) == inspect.getdoc(info.function)
+        assert losses.get(name).options == {}
+        assert losses.get(name, reduction="sum").options == {"reduction": "sum"}
+
+
+# class -> options -> float64 reference: registry name, non-default options, reference(logits, labels)
+CLASS_REFERENCES = {
+    "dice": ({"smooth": 0.5}, lambda x, y: ref.class_mean(ref.dice(*ref.region_statistics(x, y)[:2], smooth=0.5))),
+    "tversky": ({"alpha": 0.2, "beta": 0.9},
+                lambda x, y: ref.class_mean(ref.tversky(*ref.region_statistics(x, y)[:2], alpha=0.2, beta=0.9))),
+    "focal": ({"gamma": 3.0}, lambda x, y: ref.focal(x, y, 3.0)),
+    "topk": ({"k": 25}, lambda x, y: ref.topk(x, y, 25)),
+    "boundary": ({"include_background": True}, lambda x, y: ref.boundary_ref(x, y, True)),
+    "combo": ({"alpha": 0.3, "beta": 0.8}, lambda x, y: ref.combo_ref(x, y, 0.3, 0.8)),
+}
+
+
+@pytest.mark.parametrize("name", CLASS_REFERENCES)
+def test_class_matches_float64_reference(name):
+    options, reference = CLASS_REFERENCES[name]
+    logits = random_logits((2, 3, 6, 7), seed=5, dtype=torch.float64, scale=2.0)
+    labels = random_labels((2, 6, 7), 3, seed=6)
+    value = losses.get(name, reduction="none", **options)(logits, labels)
+    expected = reference(logits.detach().numpy(), labels.numpy())
+    torch.testing.assert_close(value.detach(), torch.from_numpy(np.asarray(expected, np.float64)), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_loss_lives_in_its_familys_module(name):
+    info = losses.info(name)
+    assert info.factory.__module__.startswith(f"medsegloss.losses.{info.family}"), info.factory.__module__
+    assert info.function.__module__.startswith(f"medsegloss.losses.{info.family}"), info.function.__module__
+
+
+def test_catalogue_tables_in_readme_and_docs_are_generated_from_the_registry():
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    assert losses.catalogue_markdown("catalogue") in (root / "docs" / "losses.md").read_text(), \
+        "docs/losses.md: paste the output of `python -m medsegloss.losses --markdown`"
+    assert losses.catalogue_markdown("families") in (root / "README.md").read_text(), \
+        "README.md: paste the output of `python -m medsegloss.losses --markdown --table families`"
+
+
+def test_peers_are_named_only_where_a_test_checks_them():
+    tested = {"dice", "iou", "tversky", "gdl", "focal", "hd", "boundary", "dice_ce", "dice_focal"}
+    assert {name for name in NAMES if losses.info(name).peers} <= tested
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -149,3 +203,28 @@ def test_registry_entry_is_complete(name):
     assert info.family in losses.FAMILIES and info.paper and info.summary
     module = losses.get(name)
     assert getattr(module, "needs_distance", False) == info.needs_distance
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_and_plain_paths_agree(name, channels):
+    """Values to 1e-10 and gradients in float64, whichever path `use_fused` picks (labels, and
+    one-hot / soft labels for one channel)."""
+    from medsegloss._ops import fused_paths
+
+    if losses.info(name).binary_only and channels != 1:
+        pytest.skip("binary-only loss")
+    logits = random_logits((2, channels, 6, 5), seed=21, dtype=torch.float64, scale=2.0)
+    labels = random_labels((2, 6, 5), channels, seed=22)
+    targets = [labels] + ([labels.unsqueeze(1).double()] if channels == 1 else [])
+    for target in targets:
+        results = []
+        for enabled in (True, False):
+            with fused_paths(enabled):
+                value = losses.get(name, reduction="none")(logits, target) if "reduction" in \
+                    losses.info(name).options else losses.get(name)(logits, target)
+                (grad,) = torch.autograd.grad(value.sum(), logits)
+                results.append((value.detach(), grad))
+        (fused_value, fused_grad), (plain_value, plain_grad) = results
+        torch.testing.assert_close(fused_value, plain_value, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(fused_grad, plain_grad, rtol=1e-8, atol=1e-10)

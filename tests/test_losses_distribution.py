@@ -10,8 +10,10 @@ import references as ref
 from conftest import random_labels, random_logits, random_soft_labels
 from medsegloss import losses
 from medsegloss.distance import signed_distance_map
-from medsegloss.losses import boundary as B
 from medsegloss.losses import distribution as D
+
+# every test here runs on the fused kernels and on the plain path (conftest.fused_path)
+pytestmark = pytest.mark.usefixtures("fused_path")
 
 SHAPE_2D, SHAPE_3D = (2, 3, 5, 6), (2, 3, 3, 4, 5)
 
@@ -132,9 +134,10 @@ def test_dpce_matches_reference_and_computes_its_own_distance(shape):
     labels[:, 1:4, 2:5] = 1
     labels[1, 3:, :2] = shape[1] - 1 if shape[1] > 2 else 1
     dist = signed_distance_map(labels, num_classes=shape[1])
-    value = B.distance_penalized_cross_entropy_loss(logits, labels, dist=dist, reduction="none")
-    _close(value, ref.distance_penalized_cross_entropy(logits.detach(), labels, dist))
-    _close(B.distance_penalized_cross_entropy_loss(logits, labels, reduction="none"), value.detach().numpy())
+    value = D.distance_penalized_cross_entropy_loss(logits, labels, dist=dist, reduction="none")
+    symmetric = ref.signed_distance_maps_ref(ref.one_hot(labels.numpy(), shape[1]))
+    _close(value, ref.distance_penalized_cross_entropy(logits.detach(), labels, symmetric))
+    _close(D.distance_penalized_cross_entropy_loss(logits, labels, reduction="none"), value.detach().numpy())
     assert not torch.allclose(value, D.cross_entropy_loss(logits, labels, reduction="none"))
 
 
@@ -142,7 +145,7 @@ def test_dpce_weights_boundary_voxels_up_to_twice():
     labels = torch.zeros((1, 1, 9), dtype=torch.long)
     labels[..., 3:6] = 1
     dist = signed_distance_map(labels, num_classes=2)
-    penalty = B.boundary_proximity(dist, labels)
+    penalty = D.boundary_proximity(dist, labels)
     assert penalty.max() <= 1 and penalty.min() >= 0
     assert penalty[0, 0, 2] > penalty[0, 0, 0] and penalty[0, 0, 3] > penalty[0, 0, 4]  # nearer the edge
     assert penalty[0, 0, 8] == 0  # farthest voxel
@@ -198,7 +201,7 @@ def test_bad_options_raise_clear_errors():
     with pytest.raises(ValueError, match="single number"):
         D.focal_loss(logits, labels, alpha=0.25)
     with pytest.raises(ValueError, match=r"dist must hold one signed distance map per class.*\(2, 1, 5, 6\)"):
-        B.distance_penalized_cross_entropy_loss(logits, labels, dist=torch.zeros(2, 1, 5, 6))
+        D.distance_penalized_cross_entropy_loss(logits, labels, dist=torch.zeros(2, 1, 5, 6))
     with pytest.raises(TypeError, match="no option"):
         losses.get("focal", gama=2)
 

@@ -11,6 +11,9 @@ from conftest import random_labels, random_logits, random_soft_labels
 from medsegloss import losses
 from medsegloss.losses import region as R
 
+# every test here runs on the fused kernels and on the plain path (conftest.fused_path)
+pytestmark = pytest.mark.usefixtures("fused_path")
+
 SHAPE_2D, SHAPE_3D, SHAPE_BINARY = (2, 3, 5, 6), (2, 3, 3, 4, 5), (3, 1, 5, 6)
 
 # name -> (function, per-class or per-sample reference, options); each reference takes (p, g, **options)
@@ -245,14 +248,14 @@ def test_gradcheck_squared_dice_soft_and_binary():
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("with_ce", [False, True])
-def test_soft_counts_from_labels_equals_one_hot_counts(channels, with_ce):
-    from medsegloss._ops import one_hot, probabilities, soft_counts, soft_counts_from_labels
+def test_fused_soft_counts_equals_one_hot_counts(channels, with_ce):
+    from medsegloss._ops import one_hot, probabilities, soft_counts, fused_soft_counts
 
     generator = torch.Generator().manual_seed(11)
     logits = torch.randn(2, channels, 4, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, max(channels, 2), (2, 4, 3, 5), generator=generator)
     expected = soft_counts(probabilities(logits), one_hot(labels, channels, torch.float64))
-    result = soft_counts_from_labels(logits, labels, with_ce=with_ce)
+    result = fused_soft_counts(logits, labels, with_ce=with_ce)
     if with_ce:
         ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none") if channels > 1 else \
             torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.double(), reduction="none")
@@ -263,7 +266,7 @@ def test_soft_counts_from_labels_equals_one_hot_counts(channels, with_ce):
     weights = torch.rand(3, 2, channels, generator=generator, dtype=torch.float64)
 
     def weighted(x):
-        out = soft_counts_from_labels(x, labels, with_ce=with_ce)
+        out = fused_soft_counts(x, labels, with_ce=with_ce)
         total = sum((w * v).sum() for w, v in zip(weights, out[-3:]))
         return total + (out[0].sum() if with_ce else 0)
 

@@ -122,12 +122,16 @@ def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
     return spacing
 
 
-def check_probability(name: str, value: float, low: float = 0.0, high: float = 1.0) -> float:
-    """A scalar option that must lie in ``[low, high]`` (e.g. Tversky's alpha, TopK's fraction)."""
+def check_in_range(name: str, value: float, low: float = 0.0, high: float = 1.0) -> float:
+    """A scalar option that must lie in ``[low, high]`` (default ``[0, 1]``; e.g. Tversky's
+    alpha in ``[0, inf)``, TopK's percentage in ``[0, 100]``, a band width)."""
     value = float(value)
     if not low <= value <= high:
         raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
     return value
+
+
+check_probability = check_in_range  # the former name, kept for code written against it
 
 
 def check_distance_map(dist, logits: torch.Tensor) -> torch.Tensor:

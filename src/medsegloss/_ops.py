@@ -9,6 +9,7 @@ Conventions (the package's one input contract):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -179,11 +180,12 @@ class _SigmoidCounts(torch.autograd.Function):
         return grad, None, None
 
 
-def soft_counts_from_labels(logits: torch.Tensor, labels: torch.Tensor, with_ce: bool = False):
+def fused_soft_counts(logits: torch.Tensor, labels: torch.Tensor, with_ce: bool = False):
     """Soft ``tp, fp, fn`` ``(N, C)`` straight from logits and checked, in-range integer labels
-    (no ``ignore_index``), in one fused pass: no one-hot tensor, no autograd chain through the
-    softmax (:class:`_SoftmaxLabelCounts`, :class:`_SigmoidCounts`). Equal to
-    ``soft_counts(probabilities(logits), one_hot(labels, C))``.
+    (no ``ignore_index``), or for one-channel logits the soft foreground ``(N, *spatial)``, in
+    one fused pass: no one-hot tensor, no autograd chain through the softmax
+    (:class:`_SoftmaxLabelCounts`, :class:`_SigmoidCounts`). Equal to
+    ``soft_counts(probabilities(logits), one_hot(labels, C))``. Callers ask :func:`use_fused`.
 
     ``with_ce=True`` also returns the per-sample mean cross-entropy ``(N,)`` first (softmax CE,
     or BCE with logits for one channel), from the same pass: ``(ce, tp, fp, fn)``.
@@ -192,7 +194,7 @@ def soft_counts_from_labels(logits: torch.Tensor, labels: torch.Tensor, with_ce:
         logits ``(N, C, *spatial)``, labels ``(N, *spatial)``; returns ``(N, C)`` counts.
 
     >>> logits, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
-    >>> fused = soft_counts_from_labels(logits, labels)
+    >>> fused = fused_soft_counts(logits, labels)
     >>> plain = soft_counts(probabilities(logits), one_hot(labels, 3))
     >>> all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fused, plain))
     True
@@ -201,7 +203,7 @@ def soft_counts_from_labels(logits: torch.Tensor, labels: torch.Tensor, with_ce:
     n, c = logits.shape[:2]
     voxels = labels[0].numel()
     if c == 1:
-        foreground = labels.reshape(n, -1).to(logits.dtype)  # labels are 0 / 1
+        foreground = labels.reshape(n, -1).to(logits.dtype)  # labels are 0 / 1, or soft
         bce, tp, sum_p = _SigmoidCounts.apply(logits.reshape(n, -1), foreground, with_ce)
         tp, sum_g = tp.unsqueeze(1), foreground.sum(-1, keepdim=True)
         counts = (tp, sum_p.unsqueeze(1) - tp, sum_g - tp)
@@ -211,6 +213,56 @@ def soft_counts_from_labels(logits: torch.Tensor, labels: torch.Tensor, with_ce:
     sum_g = _class_sums(tp.new_ones(1).expand(bins.shape), bins, c)
     counts = (tp, sum_p - tp, sum_g - tp)
     return (nll / voxels, *counts) if with_ce else counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused or plain: the one place that decides.
+
+_FUSED: bool | None = None  # None: the rule of use_fused; True / False: forced (fused_paths)
+
+
+def use_fused(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None, *,
+              label_counts: bool = False) -> bool:
+    """Whether a loss takes its fused kernel (one pass, backward written out) or the plain path
+    (probabilities, one-hot, autograd). Both give the same values and gradients (tested on both
+    paths); the fused one is faster. The one rule, for every loss:
+
+    1. no ``ignore_index`` (the kernels count every voxel), and
+    2. integer labels, or soft labels with one-channel logits (their foreground probability
+       stands in for the 0/1 labels), and
+    3. for the softmax label counts (``label_counts=True``, ``C >= 2``: :class:`_SoftmaxLabelCounts`)
+       the CPU: they ``scatter_add_`` with colliding indices, nondeterministic on CUDA, where
+       the one-hot path is fast anyway.
+
+    A loss whose kernel covers less (the binary focal kernel: labels, no α, γ ≥ 1) adds its own
+    conditions on top. :func:`fused_paths` overrides the rule (tests run every loss both ways).
+    """
+    if _FUSED is False or ignore_index is not None:
+        return False
+    channels = logits.shape[1]
+    if target.is_floating_point() and channels != 1:
+        return False
+    if label_counts and channels != 1 and logits.device.type != "cpu":
+        return _FUSED is True
+    return True
+
+
+@contextlib.contextmanager
+def fused_paths(enabled: bool | None):
+    """Force the fused kernels (``True``, wherever their inputs allow, any device), the plain
+    paths (``False``), or restore the rule of :func:`use_fused` (``None``) inside a ``with``.
+
+    >>> with fused_paths(False):   # e.g. the path a CUDA run takes, exercised on the CPU
+    ...     pass
+    """
+    global _FUSED
+    if enabled not in (None, True, False):
+        raise ValueError(f"enabled must be True, False or None, got {enabled!r}")
+    previous, _FUSED = _FUSED, enabled
+    try:
+        yield
+    finally:
+        _FUSED = previous
 
 
 def select_classes(values: torch.Tensor, include_background: bool) -> torch.Tensor:

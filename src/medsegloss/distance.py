@@ -10,10 +10,17 @@ cropped surfaces and a KD-tree for the far ones, faster than a dense transform.
 
 Conventions
 -----------
-* **Signed distance** of a mask: ``-d(x, background)`` inside the object and ``+d(x, object)``
-  outside it, where ``d`` is the Euclidean distance between voxel centres. The two layers of
-  voxels either side of the boundary are at -1 and +1 voxel; the zero level lies between them.
-  It is negative inside, so ``Σ p·φ`` (Kervadec's boundary loss) is smallest for a perfect mask.
+* **Signed distance** (level set) of a mask, by default the boundary-loss paper's
+  (``convention="kervadec"``, Kervadec et al.'s reference code ``one_hot2dist`` and MONAI's
+  ``BoundaryLoss``): ``φ = d_out·(1 − g) − (d_in − 1)·g``: outside the object the distance to
+  it, inside one minus the distance to the background, where ``d`` is the Euclidean distance
+  between voxel centres (``d_in`` of an inside voxel is at least one voxel). At unit spacing the
+  object's border voxels weigh 0, the first outside layer +1, the next inside layer −1. The 1
+  is subtracted in spacing units, as in the reference code. It is negative inside, so ``Σ p·φ``
+  (Kervadec's boundary loss) is smallest for a perfect mask.
+  ``convention="symmetric"`` gives ``d_out − d_in`` (inside ``−d``), whose absolute value is the
+  unsigned distance to the boundary of Karimi & Salcudean's HD loss
+  (:func:`unsigned_distance_map`, :func:`boundary_distance`).
 * An **empty** mask (no object) or a **full** mask (no background) has no boundary: its signed
   distance map is all zeros (finite, and contributes nothing to a boundary loss), as in
   Kervadec et al.'s reference code.
@@ -55,27 +62,67 @@ def euclidean_distance(mask, spacing=None) -> np.ndarray:
     return edt.edt(mask, anisotropy=spacing, black_border=False).astype(np.float32, copy=False)
 
 
-def signed_distance(mask, spacing=None) -> np.ndarray:
-    """Signed distance map of one mask: negative inside, positive outside, all zeros when the
-    mask is empty or full (see the module conventions).
+CONVENTIONS = ("kervadec", "symmetric")  # signed distance conventions, see the module docstring
 
-    >>> m = np.zeros((1, 5), bool); m[0, 1:3] = True
+
+def _check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    return convention
+
+
+def signed_distance(mask, spacing=None, convention: str = "kervadec") -> np.ndarray:
+    """Signed distance map (level set) of one mask: negative inside, positive outside, all zeros
+    when the mask is empty or full (see the module conventions).
+
+    ``convention="kervadec"`` (the default, the boundary-loss paper's): ``d_out`` outside,
+    ``1 − d_in`` inside; ``"symmetric"``: ``d_out − d_in``.
+
+    >>> m = np.zeros((1, 6), bool); m[0, 1:4] = True
     >>> signed_distance(m).tolist()
-    [[1.0, -1.0, -1.0, 1.0, 2.0]]
+    [[1.0, 0.0, -1.0, 0.0, 1.0, 2.0]]
+    >>> signed_distance(m, convention="symmetric").tolist()
+    [[1.0, -1.0, -2.0, -1.0, 1.0, 2.0]]
 
     Shape:
         mask: ``(H, W)`` or ``(D, H, W)``. Returns float32 of the same shape.
     """
+    _check_convention(convention)
     mask = _as_numpy_mask(mask)
     if not mask.any() or mask.all():
         return np.zeros(mask.shape, np.float32)
     spacing = check_spacing(spacing, mask.ndim)
-    return euclidean_distance(~mask, spacing) - euclidean_distance(mask, spacing)
+    inside = euclidean_distance(mask, spacing)
+    if convention == "kervadec":
+        inside = np.where(mask, inside - 1, 0).astype(np.float32)
+    return euclidean_distance(~mask, spacing) - inside
 
 
 @torch.no_grad()
-def signed_distance_map(target: torch.Tensor, num_classes: int | None = None, spacing=None) -> torch.Tensor:
-    """Batched signed distance maps of every class of a target, for the boundary losses.
+def class_masks(target: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """The per-class masks the distance maps are computed from: soft labels thresholded at 0.5,
+    integer labels compared with each class (``num_classes == 1``: the foreground, label 1; a
+    label outside ``[0, C)``, e.g. an ignore index, is in no class).
+
+    Shape:
+        target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats; returns bool ``(N, C, *spatial)``.
+    """
+    if target.is_floating_point():
+        return target.detach() > 0.5
+    if num_classes is None:
+        raise ValueError("num_classes is required for integer label targets")
+    labels = target.detach()
+    if num_classes == 1:
+        return (labels == 1).unsqueeze(1)
+    classes = torch.arange(num_classes, device=labels.device).view(1, -1, *([1] * (labels.ndim - 1)))
+    return labels.unsqueeze(1) == classes
+
+
+@torch.no_grad()
+def signed_distance_map(target: torch.Tensor, num_classes: int | None = None, spacing=None,
+                        convention: str = "kervadec") -> torch.Tensor:
+    """Batched signed distance maps of every class of a target, for the boundary losses
+    (:func:`signed_distance` per image and class, the paper's convention by default).
 
     Args:
         target: integer labels ``(N, *spatial)`` or one-hot / soft labels ``(N, C, *spatial)``
@@ -83,27 +130,37 @@ def signed_distance_map(target: torch.Tensor, num_classes: int | None = None, sp
         num_classes: ``C`` for integer labels. ``1`` means binary: the single channel is the
             foreground (label 1), matching one-channel logits.
         spacing: voxel size per spatial axis (or one number); default 1.
+        convention: ``"kervadec"`` (inside ``1 − d_in``) or ``"symmetric"`` (inside ``−d_in``).
 
     Shape:
         Returns float32 ``(N, C, *spatial)`` on the target's device.
     """
-    if target.is_floating_point():
-        masks = target.detach() > 0.5
-    else:
-        if num_classes is None:
-            raise ValueError("num_classes is required for integer label targets")
-        labels = target.detach()
-        if num_classes == 1:
-            masks = (labels == 1).unsqueeze(1)
-        else:
-            classes = torch.arange(num_classes, device=labels.device).view(1, -1, *([1] * (labels.ndim - 1)))
-            masks = labels.unsqueeze(1) == classes
-    masks_np = masks.cpu().numpy()
+    _check_convention(convention)
+    masks_np = class_masks(target, num_classes).cpu().numpy()
     spacing = check_spacing(spacing, masks_np.ndim - 2)
     out = np.empty(masks_np.shape, np.float32)
     for index in np.ndindex(*masks_np.shape[:2]):
-        out[index] = signed_distance(masks_np[index], spacing)
+        out[index] = signed_distance(masks_np[index], spacing, convention)
     return torch.from_numpy(out).to(target.device)
+
+
+@torch.no_grad()
+def boundary_distance(level_set: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The unsigned distance of every voxel to its mask's boundary (``d_in`` inside, ``d_out``
+    outside, zeros for an empty or full mask: :func:`unsigned_distance_map`), recovered from the
+    paper-convention level sets ``φ`` of :func:`signed_distance_map` and the masks they were
+    computed from: ``1 − φ`` inside, ``φ`` outside. The HD, boundary-weighted and
+    distance-penalized losses need this distance and take the cached level sets as ``dist=``.
+
+    Shape:
+        level_set: float ``(N, C, *spatial)``; masks: bool ``(N, C, *spatial)``; returns the
+        level set's shape and dtype.
+    """
+    masks = masks.to(level_set.device, torch.bool)
+    distance = torch.where(masks, 1 - level_set, level_set)
+    # an empty or full mask has an all-zero level set (no boundary): zeros, not 1 − 0 inside
+    no_boundary = (level_set == 0).flatten(2).all(-1)
+    return distance.masked_fill(no_boundary.view(*no_boundary.shape, *([1] * (level_set.ndim - 2))), 0.0)
 
 
 @torch.no_grad()

@@ -87,8 +87,10 @@ class WithDistanceMaps(torch.utils.data.Dataset):
     """Adds ``"dist"``: float32 ``(C, *spatial)`` signed distance maps of the item's label, for
     the boundary losses (Kervadec et al., 2019: computed once per sample in the loader).
 
-    Maps come from :func:`medsegloss.distance.signed_distance_map` (negative inside, positive
-    outside, zeros for an absent class), one per class (``num_classes=1``: the foreground,
+    Maps come from :func:`medsegloss.distance.signed_distance_map`, in the boundary-loss paper's
+    convention (outside the distance to the class, inside one minus the distance to the
+    background; zeros for an absent class), the one every distance-based loss takes as ``dist=``
+    (``hd``, ``boundary_weighted`` and ``dpce`` recover the unsigned distance from it), one per class (``num_classes=1``: the foreground,
     label 1, only, to match one-channel logits). They are computed on first access and cached
     per item; with DataLoader workers, use ``persistent_workers=True`` or call
     :meth:`precompute` first, so each map is computed once per run.

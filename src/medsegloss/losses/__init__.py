@@ -17,17 +17,20 @@ The contract: ``loss(logits, target)`` with raw ``logits (N, C, *spatial)`` (sof
 soft labels ``(N, C, *spatial)``; a scalar by default, ``(N,)`` with ``reduction="none"``.
 """
 
-from medsegloss.losses._registry import FAMILIES, LossInfo, available, get, lookup as info, register
+from medsegloss.losses._registry import (
+    FAMILIES, LossInfo, available, catalogue_markdown, get, loss_class, lookup as info, register,
+)
 
 # importing the family modules registers their losses
-from medsegloss.losses import distribution, region, boundary, compound, hybrid  # noqa: E402,F401  isort:skip
+from medsegloss.losses import distribution, region, boundary, compound, compound_formulas  # noqa: E402,F401  isort:skip
 from medsegloss.losses.compound import WeightedSum, build  # noqa: E402
 
 from medsegloss.losses.distribution import *  # noqa: E402,F401,F403
 from medsegloss.losses.region import *  # noqa: E402,F401,F403
 from medsegloss.losses.boundary import *  # noqa: E402,F401,F403
 from medsegloss.losses.compound import *  # noqa: E402,F401,F403
-from medsegloss.losses.hybrid import *  # noqa: E402,F401,F403
+from medsegloss.losses.compound_formulas import *  # noqa: E402,F401,F403
 
-__all__ = ["FAMILIES", "LossInfo", "WeightedSum", "available", "build", "get", "info", "register"]
-__all__ += distribution.__all__ + region.__all__ + boundary.__all__ + compound.__all__ + hybrid.__all__
+__all__ = ["FAMILIES", "LossInfo", "WeightedSum", "available", "build", "catalogue_markdown", "get", "info",
+           "loss_class", "register"]
+__all__ += distribution.__all__ + region.__all__ + boundary.__all__ + compound.__all__ + compound_formulas.__all__

@@ -3,6 +3,14 @@
 Registry names are the public vocabulary (``get("tversky")``, ``build("ce + 0.5*dice")``, the
 benchmark's ``--losses``). Registering a loss is enough to get it listed, built from strings and
 run through the contract tests.
+
+A loss is declared once: its function holds the math, and :func:`loss_class` makes the thin
+module class from it and registers both, with the family, paper, short formula and the peer
+libraries with an equal loss (tested). Each module's ``__all__`` comes from the registry
+(:func:`exports`), and the catalogue tables of the README and docs/losses.md are generated from
+it (:func:`catalogue_markdown`; ``python -m medsegloss.losses --markdown``), a test checking
+they are current. The older form, ``@register(name, ..., function=f)`` on a ``FunctionalLoss``
+subclass with ``function = staticmethod(f)``, still works.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ from __future__ import annotations
 from medsegloss._checks import unknown_name
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -28,9 +36,13 @@ class LossInfo:
     function: Callable | None  # the functional form, `fn(logits, target, **options)`
     needs_distance: bool  # takes a precomputed signed distance map as `dist=`
     binary_only: bool  # defined for one-channel (sigmoid) logits only
+    formula: str = ""  # the short formula of the catalogue tables
+    peers: dict = field(default_factory=dict)  # {"monai": "DiceLoss", ...}: equal losses, tested
 
     @property
     def summary(self) -> str:
+        if self.formula:
+            return self.formula
         doc = inspect.getdoc(self.factory) or ""
         return doc.splitlines()[0] if doc else ""
 
@@ -48,18 +60,77 @@ _REGISTRY: dict[str, LossInfo] = {}
 
 
 def register(name: str, *, family: str, paper: str, function: Callable | None = None,
-             needs_distance: bool = False, binary_only: bool = False):
-    """Class (or factory) decorator adding a loss to the registry under ``name``."""
+             needs_distance: bool = False, binary_only: bool = False, formula: str = "",
+             peers: dict | None = None):
+    """Class (or factory) decorator adding a loss to the registry under ``name``. The named
+    sums (factories returning a ``WeightedSum``) use it; single losses use :func:`loss_class`."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
     def decorator(factory):
         if name in _REGISTRY:
             raise ValueError(f"loss {name!r} is already registered")
-        _REGISTRY[name] = LossInfo(name, family, paper, factory, function, needs_distance, binary_only)
+        _REGISTRY[name] = LossInfo(name, family, paper, factory, function, needs_distance, binary_only,
+                                   formula, dict(peers or {}))
         return factory
 
     return decorator
+
+
+def loss_class(class_name: str, function: Callable, name: str, *, family: str, paper: str, formula: str,
+               peers: dict | None = None, needs_distance: bool = False, binary_only: bool = False) -> type:
+    """The thin module class of ``function``, registered under ``name``: the one declaration of
+    a loss. The class (named ``class_name``, in the function's module, with its docstring)
+    stores the options, which are the function's keyword-only parameters, and calls it.
+
+    ``formula``: the short formula of the catalogue tables; ``peers``: the peer libraries' equal
+    losses, ``{"monai": "DiceLoss"}``, only where a test checks the equality.
+    """
+    from medsegloss._ops import FunctionalLoss
+
+    cls = type(class_name, (FunctionalLoss,), {
+        "function": staticmethod(function),
+        "needs_distance": needs_distance,
+        "__doc__": function.__doc__,
+        "__module__": function.__module__,
+        "__qualname__": class_name,
+    })
+    return register(name, family=family, paper=paper, function=function, needs_distance=needs_distance,
+                    binary_only=binary_only, formula=formula, peers=peers)(cls)
+
+
+def exports(module_name: str, helpers: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """A family module's ``__all__``: the functions and classes of the losses registered from it
+    (in registration order), then its public ``helpers``."""
+    names = []
+    for info in _REGISTRY.values():
+        if getattr(info.factory, "__module__", None) != module_name:
+            continue
+        if info.function is not None:
+            names.append(info.function.__name__)
+        if isinstance(info.factory, type):
+            names.append(info.factory.__name__)
+    return names + list(helpers)
+
+
+def catalogue_markdown(table: str = "catalogue") -> str:
+    """The registry as a Markdown table: ``"catalogue"`` (one row per loss: name, family, paper,
+    formula, ``dist``, peers; docs/losses.md) or ``"families"`` (family | registry names; README)."""
+    if table == "families":
+        rows = ["| family | registry names |", "|---|---|"]
+        for family in FAMILIES:
+            rows.append(f"| {family} | " + ", ".join(f"`{name}`" for name in available(family)) + " |")
+        return "\n".join(rows) + "\n"
+    if table != "catalogue":
+        raise ValueError(f"table must be 'catalogue' or 'families', got {table!r}")
+    rows = ["| name | family | paper | formula | `dist` | equal peer (tested) |", "|---|---|---|---|---|---|"]
+    for name in available():
+        info = _REGISTRY[name]
+        peers = ", ".join(f"{library} `{peer}`" for library, peer in sorted(info.peers.items()))
+        formula = info.summary.replace("|", "\\|")
+        rows.append(f"| `{name}` | {info.family} | {info.paper} | {formula} | "
+                    f"{'yes' if info.needs_distance else ''} | {peers} |")
+    return "\n".join(rows) + "\n"
 
 
 def lookup(name: str) -> LossInfo:
@@ -79,9 +150,43 @@ def available(family: str | None = None) -> list[str]:
     return [info.name for info in entries]
 
 
+def renamed_options(renamed: dict[str, str]):
+    """Decorator for a loss function or factory whose options were renamed: the old names are
+    accepted for one release, with a ``DeprecationWarning`` naming the new one (so old loss
+    strings, bench and CLI arguments keep working). ``get`` reads ``__renamed_options__``."""
+    import functools
+    import warnings
+
+    def decorator(function):
+        @functools.wraps(function)
+        def wrapper(*args, **options):
+            return function(*args, **translate_options(options, renamed, function.__name__, warnings))
+
+        wrapper.__renamed_options__ = dict(renamed)
+        return wrapper
+
+    return decorator
+
+
+def translate_options(options: dict, renamed: dict[str, str], owner: str, warnings=None) -> dict:
+    """``options`` with deprecated names replaced by the new ones (a warning each)."""
+    import warnings as warnings_module
+
+    out = dict(options)
+    for old, new in renamed.items():
+        if old in out:
+            if new in out:
+                raise TypeError(f"{owner}: give {new}= only ({old}= is its deprecated name)")
+            warnings_module.warn(f"{owner}: option {old}= is renamed {new}=; the old name goes in the next release",
+                                 DeprecationWarning, stacklevel=4)
+            out[new] = out.pop(old)
+    return out
+
+
 def get(name: str, **options) -> nn.Module:
     """Build the registered loss ``name`` with the given options (the paper's symbols)."""
     info = lookup(name)
+    options = translate_options(options, getattr(info.factory, "__renamed_options__", {}), name)
     accepted = info.options
     unknown = sorted(set(options) - set(accepted))
     if unknown:

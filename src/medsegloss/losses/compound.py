@@ -4,7 +4,7 @@
 into it, and the named sums (``dice_ce``, ``dice_bce``, ``dice_focal``, ``dice_topk``,
 ``gdl_boundary``) are small factories returning it. Losses that are not plain sums (Combo,
 exponential-log, BASNet's BCE+IoU+SSIM, the lesion-level focal loss) are their own functions in
-:mod:`medsegloss.losses.hybrid`.
+:mod:`medsegloss.losses.compound_formulas`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,10 @@ from torch import nn
 from medsegloss._checks import check_reduction, check_target
 from medsegloss._ops import (
     at_least_float32, cross_entropy_map, per_voxel_reduce, probabilities, reduce, soft_counts,
-    soft_counts_from_labels, target_probabilities,
+    fused_soft_counts, target_probabilities, use_fused,
 )
-from medsegloss.losses._registry import get, lookup, register
+from medsegloss.losses._registry import exports, get, lookup, register, renamed_options
 
-__all__ = [
-    "WeightedSum", "build",
-    "dice_ce_loss", "dice_bce_loss", "dice_focal_loss", "dice_topk_loss", "gdl_boundary_loss",
-]
 
 
 def _call(loss: nn.Module, logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None) -> torch.Tensor:
@@ -217,7 +213,7 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
                   reduction: str = "mean") -> dict[str, torch.Tensor]:
     """``{"ce": ce_loss, "dice": dice_loss}`` computed together, equal to the two losses computed
     apart. Labels without ``ignore_index`` (softmax logits on the CPU, or one-channel logits with
-    labels or soft labels) take one fused pass, :func:`~medsegloss._ops.soft_counts_from_labels`;
+    labels or soft labels) take one fused pass (:func:`~medsegloss._ops.use_fused`, :func:`~medsegloss._ops.fused_soft_counts`);
     otherwise one log-softmax feeds both."""
     from medsegloss.losses.region import reduce_classes
 
@@ -226,9 +222,8 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
     logits = at_least_float32(logits)
     n, c = logits.shape[:2]
     labels = not target.is_floating_point()
-    fused = ignore_index is None and (c == 1 or (labels and logits.device.type == "cpu"))
-    if fused:  # binary soft labels: the foreground probability stands in for the 0/1 labels
-        ce, tp, fp, fn = soft_counts_from_labels(logits, target if labels else target[:, 0], with_ce=True)
+    if use_fused(logits, target, ignore_index, label_counts=True):
+        ce, tp, fp, fn = fused_soft_counts(logits, target if labels else target[:, 0], with_ce=True)
         ce = reduce(ce, reduction)
     else:
         if c == 1:  # binary: BCE with logits is one fused kernel already
@@ -247,12 +242,14 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
     return {"ce": ce, "dice": dice}
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, smooth: float = 1e-5,
+@renamed_options({"alpha": "weight_dice"})
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_dice: float = 1.0, smooth: float = 1e-5,
                  include_background: bool = True, ignore_index: int | None = None,
                  reduction: str = "mean") -> torch.Tensor:
-    r"""Dice + cross-entropy: ``L = CE + α · (1 − Dice)`` (the reference experiment's loss at α = 1).
+    r"""Dice + cross-entropy: ``L = CE + w_dice · (1 − Dice)`` (the reference experiment's loss at
+    ``weight_dice = 1``).
 
-    .. math:: L = -\frac{1}{V}\sum_v \log p_{v, y_v} + \alpha \Big(1 - \frac{1}{|K|}\sum_{c \in K}
+    .. math:: L = -\frac{1}{V}\sum_v \log p_{v, y_v} + w_{dice} \Big(1 - \frac{1}{|K|}\sum_{c \in K}
               \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}\Big)
 
     Softmax CE for ``C >= 2``, sigmoid (binary) CE for one-channel logits; the Dice term is
@@ -267,23 +264,25 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1
     """
     values = dice_ce_terms(logits, target, smooth=smooth, include_background=include_background,
                            ignore_index=ignore_index, reduction=reduction)
-    return values["ce"] + alpha * values["dice"]
+    return values["ce"] + weight_dice * values["dice"]
 
 
 @register("dice_ce", family="compound", paper="Isensee et al., 2021 (nnU-Net); Ma et al., 2021",
           function=dice_ce_loss)
-def dice_ce(*, alpha: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
+@renamed_options({"alpha": "weight_dice"})
+def dice_ce(*, weight_dice: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
             ignore_index: int | None = None, reduction: str = "mean") -> WeightedSum:
-    """Cross-entropy + α·Dice (α = 1: the reference experiment's loss), as a WeightedSum."""
+    """Cross-entropy + weight_dice·Dice (1: the reference experiment's loss), as a WeightedSum."""
     options = dict(smooth=smooth, include_background=include_background, ignore_index=ignore_index,
                    reduction=reduction)
-    terms = [("ce", 1.0, _term("ce", **options)), ("dice", alpha, _term("dice", **options))]
+    terms = [("ce", 1.0, _term("ce", **options)), ("dice", weight_dice, _term("dice", **options))]
     return WeightedSum(terms, joint=partial(dice_ce_terms, **options))
 
 
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 1.0, smooth: float = 1e-5,
+@renamed_options({"gamma": "weight_bce"})
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_bce: float = 1.0, smooth: float = 1e-5,
                   include_background: bool = True, reduction: str = "mean") -> torch.Tensor:
-    r"""Dice + binary cross-entropy: ``L = (1 − Dice) + γ · BCE``.
+    r"""Dice + binary cross-entropy: ``L = (1 − Dice) + w_bce · BCE``.
 
     The BCE term is the registered ``bce`` loss (sigmoid per channel); the Dice term ``dice``.
 
@@ -294,21 +293,24 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 
     >>> logits = torch.randn(2, 1, 8, 8, requires_grad=True)
     >>> dice_bce_loss(logits, torch.randint(0, 2, (2, 8, 8))).backward()
     """
-    return dice_bce(gamma=gamma, smooth=smooth, include_background=include_background,
+    return dice_bce(weight_bce=weight_bce, smooth=smooth, include_background=include_background,
                     reduction=reduction)(logits, target)
 
 
 @register("dice_bce", family="compound", paper="Ma et al., 2021 (survey)", function=dice_bce_loss)
-def dice_bce(*, gamma: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
+@renamed_options({"gamma": "weight_bce"})
+def dice_bce(*, weight_bce: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
              reduction: str = "mean") -> WeightedSum:
-    """Dice + γ·binary cross-entropy (sigmoid per channel), as a WeightedSum."""
+    """Dice + weight_bce·binary cross-entropy (sigmoid per channel), as a WeightedSum."""
     options = dict(smooth=smooth, include_background=include_background, reduction=reduction)
-    return WeightedSum([("dice", 1.0, _term("dice", **options)), ("bce", gamma, _term("bce", **options))])
+    return WeightedSum([("dice", 1.0, _term("dice", **options)), ("bce", weight_bce, _term("bce", **options))])
 
 
-def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, lambda_focal: float = 0.5, gamma: float = 2.0,
+@renamed_options({"lambda_focal": "weight_focal"})
+def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_focal: float = 0.5, gamma: float = 2.0,
                     smooth: float = 1e-5, include_background: bool = True, reduction: str = "mean") -> torch.Tensor:
-    r"""Dice + focal (Zhu et al., 2019, AnatomyNet): ``L = (1 − Dice) + λ · Focal_γ``.
+    r"""Dice + focal (Zhu et al., 2019, AnatomyNet): ``L = (1 − Dice) + w_focal · Focal_γ``
+    (``gamma``: the focal exponent).
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -317,21 +319,23 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, lambda_focal:
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> dice_focal_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    return dice_focal(lambda_focal=lambda_focal, gamma=gamma, smooth=smooth, include_background=include_background,
+    return dice_focal(weight_focal=weight_focal, gamma=gamma, smooth=smooth, include_background=include_background,
                       reduction=reduction)(logits, target)
 
 
 @register("dice_focal", family="compound", paper="Zhu et al., 2019 (AnatomyNet)", function=dice_focal_loss)
-def dice_focal(*, lambda_focal: float = 0.5, gamma: float = 2.0, smooth: float = 1e-5,
+@renamed_options({"lambda_focal": "weight_focal"})
+def dice_focal(*, weight_focal: float = 0.5, gamma: float = 2.0, smooth: float = 1e-5,
                include_background: bool = True, reduction: str = "mean") -> WeightedSum:
-    """Dice + λ·focal (AnatomyNet: λ = 0.5, γ = 2), as a WeightedSum."""
+    """Dice + weight_focal·focal (AnatomyNet: 0.5, γ = 2), as a WeightedSum."""
     options = dict(gamma=gamma, smooth=smooth, include_background=include_background, reduction=reduction)
-    return WeightedSum([("dice", 1.0, _term("dice", **options)), ("focal", lambda_focal, _term("focal", **options))])
+    return WeightedSum([("dice", 1.0, _term("dice", **options)), ("focal", weight_focal, _term("focal", **options))])
 
 
-def dice_topk_loss(logits: torch.Tensor, target: torch.Tensor, *, k: float = 10.0, lambda_topk: float = 1.0,
+@renamed_options({"lambda_topk": "weight_topk"})
+def dice_topk_loss(logits: torch.Tensor, target: torch.Tensor, *, k: float = 10.0, weight_topk: float = 1.0,
                    smooth: float = 1e-5, include_background: bool = True, reduction: str = "mean") -> torch.Tensor:
-    r"""Dice + TopK (nnU-Net's DC+TopK10): ``L = (1 − Dice) + λ · TopK_k``.
+    r"""Dice + TopK (nnU-Net's DC+TopK10): ``L = (1 − Dice) + w_topk · TopK_k``.
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -340,22 +344,24 @@ def dice_topk_loss(logits: torch.Tensor, target: torch.Tensor, *, k: float = 10.
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> dice_topk_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    return dice_topk(k=k, lambda_topk=lambda_topk, smooth=smooth, include_background=include_background,
+    return dice_topk(k=k, weight_topk=weight_topk, smooth=smooth, include_background=include_background,
                      reduction=reduction)(logits, target)
 
 
 @register("dice_topk", family="compound", paper="Isensee et al., 2021 (nnU-Net); Ma et al., 2021",
           function=dice_topk_loss)
-def dice_topk(*, k: float = 10.0, lambda_topk: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
+@renamed_options({"lambda_topk": "weight_topk"})
+def dice_topk(*, k: float = 10.0, weight_topk: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
               reduction: str = "mean") -> WeightedSum:
-    """Dice + λ·TopK cross-entropy (the k % hardest voxels; nnU-Net's DC+TopK10), as a WeightedSum."""
+    """Dice + weight_topk·TopK cross-entropy (the k % hardest voxels; nnU-Net's DC+TopK10), as a WeightedSum."""
     options = dict(k=k, smooth=smooth, include_background=include_background, reduction=reduction)
-    return WeightedSum([("dice", 1.0, _term("dice", **options)), ("topk", lambda_topk, _term("topk", **options))])
+    return WeightedSum([("dice", 1.0, _term("dice", **options)), ("topk", weight_topk, _term("topk", **options))])
 
 
+@renamed_options({"alpha": "weight_boundary"})
 def gdl_boundary_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: torch.Tensor | None = None,
-                      alpha: float = 0.01, spacing=None, reduction: str = "mean") -> torch.Tensor:
-    r"""Generalized Dice + boundary loss (Kervadec et al., 2019): ``L = GDL + α · L_B``.
+                      weight_boundary: float = 0.01, spacing=None, reduction: str = "mean") -> torch.Tensor:
+    r"""Generalized Dice + boundary loss (Kervadec et al., 2019): ``L = GDL + w_boundary · L_B``.
 
     ``L_B`` is :func:`~medsegloss.losses.boundary.boundary_loss` on the target's signed distance
     maps ``dist`` (computed when None). The paper starts at α = 0.01 and raises it by 0.01 per
@@ -369,16 +375,20 @@ def gdl_boundary_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: torch
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> gdl_boundary_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    return gdl_boundary(alpha=alpha, spacing=spacing, reduction=reduction)(logits, target, dist=dist)
+    return gdl_boundary(weight_boundary=weight_boundary, spacing=spacing, reduction=reduction)(logits, target, dist=dist)
 
 
 
 @register("gdl_boundary", family="compound", paper="Kervadec et al., 2019", function=gdl_boundary_loss,
           needs_distance=True)
-def gdl_boundary(*, alpha: float = 0.01, spacing=None, reduction: str = "mean") -> WeightedSum:
-    """Generalized Dice + α·boundary loss, as a WeightedSum (α is ``loss.weights["boundary"]``).
+@renamed_options({"alpha": "weight_boundary"})
+def gdl_boundary(*, weight_boundary: float = 0.01, spacing=None, reduction: str = "mean") -> WeightedSum:
+    """Generalized Dice + weight_boundary·boundary loss, as a WeightedSum (``loss.weights["boundary"]``).
 
     Kervadec et al. start at α = 0.01 and raise it by 0.01 per epoch: set
     ``loss.weights["boundary"]`` between epochs."""
     return WeightedSum([("gdl", 1.0, _term("gdl", reduction=reduction)),
-                        ("boundary", alpha, _term("boundary", spacing=spacing, reduction=reduction))])
+                        ("boundary", weight_boundary, _term("boundary", spacing=spacing, reduction=reduction))])
+
+
+__all__ = exports(__name__, ["WeightedSum", "build"])

@@ -5,8 +5,8 @@ Each is a per-voxel map ``(N, *spatial)`` averaged over the counted voxels of ea
 ``−log p_t`` of :func:`medsegloss._ops.cross_entropy_map` (one fused softmax), whose ``exp(−ce)``
 is the true-class probability ``p_t``: focal and TopK-threshold need no second softmax.
 One-channel logits are binary (sigmoid); their labels are 0 (background) and 1 (foreground),
-so per-label weights have two values there. The distance-penalized CE (``dpce``) is in this
-family but lives in :mod:`medsegloss.losses.boundary`, with the other losses built on distance maps.
+so per-label weights have two values there. The distance-penalized CE (``dpce``) takes the
+target's distance maps (``dist=``) like the boundary losses.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from medsegloss._checks import check_probability, check_reduction, check_target, check_weight
+from medsegloss._checks import check_distance_map, check_in_range, check_reduction, check_target, check_weight
 from medsegloss._ops import (
-    FunctionalLoss,
     at_least_float32,
     binary_focal_sums,
     cross_entropy_map,
@@ -26,16 +25,12 @@ from medsegloss._ops import (
     per_voxel_reduce,
     reduce,
     target_probabilities,
+    use_fused,
     voxel_label_weight,
 )
-from medsegloss.losses._registry import register
+from medsegloss.distance import boundary_distance, class_masks
+from medsegloss.losses._registry import exports, loss_class
 
-__all__ = [
-    "cross_entropy_loss", "weighted_cross_entropy_loss", "binary_cross_entropy_loss", "topk_loss",
-    "topk_threshold_loss", "focal_loss", "inverse_frequency_weights",
-    "CrossEntropyLoss", "WeightedCrossEntropyLoss", "BinaryCrossEntropyLoss", "TopKLoss", "TopKThresholdLoss",
-    "FocalLoss",
-]
 
 
 def _valid_mask(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor | None:
@@ -63,12 +58,13 @@ def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_ind
     """
     check_reduction(reduction)
     target = check_target(target, logits, ignore_index)
-    if reduction == "mean" and ignore_index is None and not target.is_floating_point():
+    if reduction == "mean" and use_fused(logits, target, ignore_index):
         # every sample has V voxels, so the mean of per-sample means is the plain voxel mean:
         # one fused kernel with its own backward, no (N, *spatial) map
         logits = at_least_float32(logits)
-        if logits.shape[1] == 1:  # checked labels are 0 / 1: they are the foreground
-            return F.binary_cross_entropy_with_logits(logits[:, 0], target.to(logits.dtype))
+        if logits.shape[1] == 1:  # checked labels are 0 / 1 (or soft): the foreground
+            foreground = target[:, 0] if target.is_floating_point() else target
+            return F.binary_cross_entropy_with_logits(logits[:, 0], foreground.to(logits.dtype))
         return F.cross_entropy(logits, target)
     return per_voxel_reduce(cross_entropy_map(logits, target, ignore_index), _valid_mask(target, ignore_index), reduction)
 
@@ -199,7 +195,7 @@ def topk_loss(logits: torch.Tensor, target: torch.Tensor, *, k: float = 10.0, ig
     >>> topk_loss(logits, torch.randint(0, 3, (2, 8, 8)), k=10).backward()
     """
     check_reduction(reduction)
-    k = check_probability("k", k, 0.0, 100.0)
+    k = check_in_range("k", k, 0.0, 100.0)
     if k == 0:
         raise ValueError("k must be a percentage in (0, 100], got 0")
     target = check_target(target, logits, ignore_index)
@@ -237,7 +233,7 @@ def topk_threshold_loss(logits: torch.Tensor, target: torch.Tensor, *, t: float 
     >>> topk_threshold_loss(logits, torch.randint(0, 3, (2, 8, 8)), t=0.7).backward()
     """
     check_reduction(reduction)
-    t = check_probability("t", t, 0.0, 1.0)
+    t = check_in_range("t", t, 0.0, 1.0)
     target = check_target(target, logits, ignore_index)
     values = cross_entropy_map(logits, target, ignore_index)
     hard = values > -math.log(t) if t > 0 else torch.zeros_like(values, dtype=torch.bool)  # p_t < t
@@ -291,12 +287,12 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0
     >>> focal_loss(logits, torch.randint(0, 3, (2, 8, 8)), gamma=2.0).backward()
     """
     check_reduction(reduction)
-    gamma = check_probability("gamma", gamma, 0.0, float("inf"))
+    gamma = check_in_range("gamma", gamma, 0.0, float("inf"))
     target = check_target(target, logits, ignore_index)
     alpha = _focal_alpha(alpha, logits.shape[1], logits.device, at_least_float32(logits).dtype)
     if target.is_floating_point():
         return per_voxel_reduce(_soft_focal_map(logits, target, gamma, alpha), None, reduction)
-    if logits.shape[1] == 1 and ignore_index is None and alpha is None and gamma >= 1:
+    if logits.shape[1] == 1 and alpha is None and gamma >= 1 and use_fused(logits, target, ignore_index):
         # binary labels: one fused pass (the clamp below matters only for γ < 1)
         return reduce(binary_focal_sums(logits, target, gamma) / target[0].numel(), reduction)
     values = cross_entropy_map(logits, target, ignore_index)  # −log p_t; 0 where ignored
@@ -310,44 +306,105 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0
     return per_voxel_reduce(values, _valid_mask(target, ignore_index), reduction)
 
 
-@register("ce", family="distribution", paper="Ma et al., 2021 (survey); standard", function=cross_entropy_loss)
-class CrossEntropyLoss(FunctionalLoss):
-    """Cross-entropy −Σ g·log p (softmax; sigmoid/binary for one-channel logits)."""
-
-    function = staticmethod(cross_entropy_loss)
+CrossEntropyLoss = loss_class(
+    "CrossEntropyLoss", cross_entropy_loss, "ce", family="distribution", paper="Ma et al., 2021 (survey); standard",
+    formula="Cross-entropy −Σ g·log p (softmax; sigmoid/binary for one-channel logits)")
 
 
-@register("wce", family="distribution", paper="Ronneberger et al., 2015; Ma et al., 2021",
-          function=weighted_cross_entropy_loss)
-class WeightedCrossEntropyLoss(FunctionalLoss):
-    """Weighted CE −Σ w_c·g·log p / V (weights given, or inverse class frequency: weight='auto')."""
-
-    function = staticmethod(weighted_cross_entropy_loss)
+WeightedCrossEntropyLoss = loss_class(
+    "WeightedCrossEntropyLoss", weighted_cross_entropy_loss, "wce", family="distribution", paper="Ronneberger et al., 2015; Ma et al., 2021",
+    formula="Weighted CE −Σ w_c·g·log p / V (weights given, or inverse class frequency: weight='auto')")
 
 
-@register("bce", family="distribution", paper="standard (one-vs-rest sigmoid)", function=binary_cross_entropy_loss)
-class BinaryCrossEntropyLoss(FunctionalLoss):
-    """Binary CE with a sigmoid per channel, −[g·log σ(x) + (1−g)·log(1−σ(x))]."""
-
-    function = staticmethod(binary_cross_entropy_loss)
+BinaryCrossEntropyLoss = loss_class(
+    "BinaryCrossEntropyLoss", binary_cross_entropy_loss, "bce", family="distribution", paper="standard (one-vs-rest sigmoid)",
+    formula="Binary CE with a sigmoid per channel, −[g·log σ(x) + (1−g)·log(1−σ(x))]")
 
 
-@register("topk", family="distribution", paper="Wu et al., 2016", function=topk_loss)
-class TopKLoss(FunctionalLoss):
-    """TopK: mean CE of the k % hardest voxels (k = 100 is CE)."""
-
-    function = staticmethod(topk_loss)
+TopKLoss = loss_class(
+    "TopKLoss", topk_loss, "topk", family="distribution", paper="Wu et al., 2016",
+    formula="TopK: mean CE of the k % hardest voxels (k = 100 is CE)")
 
 
-@register("topk_threshold", family="distribution", paper="Wu et al., 2016", function=topk_threshold_loss)
-class TopKThresholdLoss(FunctionalLoss):
-    """TopK by threshold: mean CE over the voxels with true-class probability p_t < t."""
-
-    function = staticmethod(topk_threshold_loss)
+TopKThresholdLoss = loss_class(
+    "TopKThresholdLoss", topk_threshold_loss, "topk_threshold", family="distribution", paper="Wu et al., 2016",
+    formula="TopK by threshold: mean CE over the voxels with true-class probability p_t < t")
 
 
-@register("focal", family="distribution", paper="Lin et al., 2017", function=focal_loss)
-class FocalLoss(FunctionalLoss):
-    """Focal loss −α_t·(1 − p_t)^γ·log p_t (γ = 0 without α is CE)."""
+FocalLoss = loss_class(
+    "FocalLoss", focal_loss, "focal", family="distribution", paper="Lin et al., 2017",
+    formula="Focal loss −α_t·(1 − p_t)^γ·log p_t (γ = 0 without α is CE)", peers={"monai": "FocalLoss (ours = C ×)"})
 
-    function = staticmethod(focal_loss)
+
+# ---------------------------------------------------------------------------------------------
+# Distance-penalized CE: weighted by the target's distance maps, like the boundary losses.
+
+
+@torch.no_grad()
+def boundary_proximity(dist: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
+    r"""DPCE's penalty ``D ∈ [0, 1]`` per voxel: 1 at the boundary of the voxel's own class,
+    falling linearly to 0 at the voxel farthest from it in the sample.
+
+    .. math:: d_v = d_{g_v}(v),\qquad D_v = 1 - d_v / \max_u d_u
+
+    ``d_c`` is the unsigned distance to the boundary of class ``c``, recovered from the target's
+    level sets ``dist`` (:func:`medsegloss.distance.boundary_distance`); soft labels use
+    ``d = Σ_c g_c d_c``; one-channel logits ``d = d_fg`` (the same for both sides). A
+    sample without any boundary (all ``φ = 0``) gets ``D = 0``: plain CE.
+
+    Shape:
+        dist ``(N, C, *spatial)``; returns ``(N, *spatial)``.
+    """
+    unsigned = boundary_distance(dist, class_masks(target, dist.shape[1]))
+    if dist.shape[1] == 1:
+        distance = unsigned[:, 0]
+    elif target.is_floating_point():
+        distance = (target * unsigned).sum(1)
+    else:
+        labels = target if ignore_index is None else torch.where(target == ignore_index, 0, target)
+        distance = unsigned.gather(1, labels.unsqueeze(1)).squeeze(1)
+    farthest = distance.reshape(distance.shape[0], -1).amax(1).view(-1, *([1] * (distance.ndim - 1)))
+    return torch.where(farthest > 0, 1 - distance / farthest.clamp_min(1e-12), torch.zeros_like(distance))
+
+
+def distance_penalized_cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *,
+                                          dist: torch.Tensor | None = None, spacing=None,
+                                          ignore_index: int | None = None, reduction: str = "mean") -> torch.Tensor:
+    r"""Distance-map-penalized cross-entropy (Caliva et al., 2019), averaged over the voxels.
+
+    .. math:: L = \frac{1}{V}\sum_v (1 + D_v)\,(-\log p_{v,t})
+
+    ``D`` (:func:`boundary_proximity`) is the target's distance-to-boundary map inverted and
+    scaled to ``[0, 1]``, so voxels at the object boundaries weigh up to twice as much as those
+    far from them (the paper's "inverted distance map"; the linear scaling is this package's
+    choice, keeping the weights bounded). ``dist``: signed distance maps ``(N, C, *spatial)``
+    from :func:`medsegloss.distance.signed_distance_map` (computed here from the target, with
+    ``spacing``, when None; cache them in the data loader to save the EDT per step).
+
+    Shape:
+        logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats,
+        dist ``(N, C, *spatial)``; returns a scalar, or ``(N,)`` for ``reduction="none"``.
+
+    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> distance_penalized_cross_entropy_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
+    """
+    check_reduction(reduction)
+    target = check_target(target, logits, ignore_index)
+    if dist is None:
+        from medsegloss.distance import signed_distance_map
+
+        dist = signed_distance_map(target, num_classes=logits.shape[1], spacing=spacing)
+    else:
+        dist = check_distance_map(dist, logits)
+    values = cross_entropy_map(logits, target, ignore_index)
+    values = values * (1 + boundary_proximity(dist.to(values.dtype), target, ignore_index))
+    valid = None if ignore_index is None or target.is_floating_point() else target != ignore_index
+    return per_voxel_reduce(values, valid, reduction)
+
+
+DistancePenalizedCrossEntropyLoss = loss_class(
+    "DistancePenalizedCrossEntropyLoss", distance_penalized_cross_entropy_loss, "dpce", family="distribution", paper="Caliva et al., 2019", needs_distance=True,
+    formula="Distance-penalized CE (1 + D)·(−log p_t), D = 1 at the target's boundaries, 0 farthest away")
+
+
+__all__ = exports(__name__, ["inverse_frequency_weights"])
