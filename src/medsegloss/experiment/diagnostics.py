@@ -1,0 +1,235 @@
+"""Is a run's result a finding? Stated rules for "not converged" and "collapsed", early stopping,
+and a step time robust to a busy machine. Pure functions of what a run records.
+
+A ranking of losses is only a finding when the runs behind it finished learning and produced
+real segmentations; these rules let a run say so in ``metrics.json`` and the report say
+"not converged" or "collapsed" instead of "better" or "worse". The rules (also in
+``docs/verdict.md``):
+
+- **not converged**: the best validation score in the last quarter of the budget (steps
+  ``> 3/4 * total_steps``) exceeds the best score before it by more than ``tolerance`` (0.01
+  Dice): the run was still improving when the budget ended. Not assessable (``None``) with
+  fewer than 2 validations in the last quarter or none before it.
+- **collapsed**: on more than half of the validation cases the prediction is degenerate: one
+  class everywhere (where the truth is not that same single class), or a foreground volume more
+  than 10 times the true one (with a floor of 1 % of the case's voxels under the true volume,
+  so an empty or tiny true structure does not make every prediction a collapse).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+
+__all__ = ["not_converged", "case_volumes", "collapse_reason", "collapsed", "should_stop_early",
+           "median_seconds_per_step", "diagnose", "STATUSES"]
+
+STATUSES = ("converged", "not converged", "not assessable", "collapsed")
+
+
+def _history(history) -> list[tuple[int, float]]:
+    """``(step, score)`` pairs sorted by step; NaN scores (e.g. no foreground to score) dropped."""
+    pairs = []
+    for entry in history:
+        try:
+            step, score = entry
+        except (TypeError, ValueError):
+            raise ValueError(f"history entries must be (step, score) pairs, got {entry!r}") from None
+        if score is not None and not math.isnan(float(score)):
+            pairs.append((int(step), float(score)))
+    return sorted(pairs)
+
+
+def convergence_summary(history, total_steps: int, tolerance: float = 0.01) -> dict:
+    """The numbers behind :func:`not_converged`: ``best_before``, ``best_last_quarter`` (None
+    when there is no validation there), ``validations_last_quarter``, ``boundary_step`` (3/4 of
+    the budget) and ``not_converged`` (True, False or None)."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    pairs = _history(history)
+    boundary = 0.75 * total_steps
+    before = [score for step, score in pairs if step <= boundary]
+    late = [score for step, score in pairs if step > boundary]
+    verdict = None
+    if len(late) >= 2 and before:
+        verdict = max(late) > max(before) + tolerance
+    return {"best_before": max(before) if before else None, "best_last_quarter": max(late) if late else None,
+            "validations_last_quarter": len(late), "boundary_step": boundary, "not_converged": verdict}
+
+
+def not_converged(history, total_steps: int, tolerance: float = 0.01) -> bool | None:
+    """Whether the run was still improving when its budget ended.
+
+    Rule: with ``history`` the ``(step, validation score)`` pairs (higher is better, e.g. mean
+    Dice; NaN scores ignored), the *last quarter* holds the validations at steps
+    ``> 0.75 * total_steps``, *before* the others. The run has **not converged** when
+    ``max(last quarter) > max(before) + tolerance``. It is **not assessable** (returns ``None``)
+    when the last quarter holds fewer than 2 validations (one value cannot tell a plateau from a
+    fluctuation: validate at least every ``total_steps / 8`` steps) or nothing was validated before
+    it. ``total_steps`` is the number of steps the run made (an early-stopped run: where it stopped).
+
+    >>> rising = [(s, s / 1000) for s in range(100, 1001, 100)]
+    >>> not_converged(rising, 1000), not_converged([(s, 0.8) for s in range(100, 1001, 100)], 1000)
+    (True, False)
+    >>> not_converged([(500, 0.5), (1000, 0.9)], 1000) is None
+    True
+    """
+    return convergence_summary(history, total_steps, tolerance)["not_converged"]
+
+
+def case_volumes(prediction, target, num_classes: int | None = None, multilabel: bool = False) -> dict:
+    """The per-case inputs of :func:`collapsed`: voxel counts per class, by one ``bincount``.
+
+    Args:
+        prediction, target: integer label maps ``(*spatial)`` of one case (NumPy or torch), or
+            with ``multilabel=True`` multi-hot ``(R, *spatial)`` (non-zero = inside).
+        num_classes: ``C`` for label maps (default: ``max label + 1`` of both).
+
+    Returns ``{"voxels": int, "predicted": [count per class], "true": [count per class],
+    "multilabel": bool}``; for label maps class 0 is the background, for multi-hot the counts are
+    the voxels inside each region.
+    """
+    prediction, target = _array(prediction, "prediction"), _array(target, "target")
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction and target must have the same shape, got {prediction.shape} and {target.shape}")
+    if multilabel:
+        if prediction.ndim < 2:
+            raise ValueError(f"multi-hot maps must be (R, *spatial), got shape {prediction.shape}")
+        axes = tuple(range(1, prediction.ndim))
+        return {"voxels": int(np.prod(prediction.shape[1:])), "multilabel": True,
+                "predicted": (prediction != 0).sum(axes).astype(int).tolist(),
+                "true": (target != 0).sum(axes).astype(int).tolist()}
+    for name, array in (("prediction", prediction), ("target", target)):
+        if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
+            raise ValueError(f"{name} must hold integer labels, got dtype {array.dtype}")
+        if array.size and array.min() < 0:
+            raise ValueError(f"{name} has negative label {array.min()}")
+    top = max(int(prediction.max(initial=0)), int(target.max(initial=0))) + 1
+    if num_classes is None:
+        num_classes = top
+    elif top > num_classes:
+        raise ValueError(f"labels up to {top - 1} found, but num_classes is {num_classes}")
+    return {"voxels": int(prediction.size), "multilabel": False,
+            "predicted": np.bincount(prediction.ravel().astype(np.int64), minlength=num_classes).tolist(),
+            "true": np.bincount(target.ravel().astype(np.int64), minlength=num_classes).tolist()}
+
+
+def _array(value, name: str) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.ndim == 0:
+        raise ValueError(f"{name} must be a label map, got a scalar")
+    return array
+
+
+def _foreground(counts: list[int], multilabel: bool) -> int:
+    return int(sum(counts)) if multilabel else int(sum(counts[1:]))
+
+
+def _one_class_everywhere(counts: list[int], voxels: int, multilabel: bool) -> bool:
+    if multilabel:  # every region is empty or fills the case
+        return all(count in (0, voxels) for count in counts)
+    return sum(1 for count in counts if count > 0) <= 1
+
+
+def collapse_reason(case: dict, volume_ratio: float = 10.0, min_reference_fraction: float = 0.01) -> str | None:
+    """Why one validation case's prediction is degenerate, or None when it is not.
+
+    With ``P`` and ``T`` its predicted and true foreground volumes (voxels of classes >= 1; for
+    multi-hot the sum over regions) and ``V`` its voxels, the case is degenerate when
+
+    - the prediction is **one class everywhere** (multi-hot: every region empty or full) and the
+      truth is not the same (an empty case predicted empty is right, not collapsed); or
+    - ``P > volume_ratio * max(T, min_reference_fraction * V)``: the floor keeps an empty or tiny
+      true structure from making every small false positive a collapse.
+    """
+    predicted, true, voxels = list(case["predicted"]), list(case["true"]), int(case["voxels"])
+    multilabel = bool(case.get("multilabel", False))
+    if _one_class_everywhere(predicted, voxels, multilabel) and predicted != true:
+        if multilabel:
+            return "one class everywhere (every region empty or full)"
+        label = next((c for c, count in enumerate(predicted) if count > 0), 0)
+        return f"one class everywhere (class {label})"
+    volume, reference = _foreground(predicted, multilabel), _foreground(true, multilabel)
+    floor = min_reference_fraction * voxels
+    if volume > volume_ratio * max(reference, floor):
+        return (f"oversized foreground ({volume} voxels > {volume_ratio:g} x max(true {reference}, "
+                f"floor {floor:g}))")
+    return None
+
+
+def collapsed(per_case: list[dict], majority: float = 0.5, volume_ratio: float = 10.0,
+              min_reference_fraction: float = 0.01) -> bool | None:
+    """Whether the model collapsed: more than ``majority`` (half) of the validation cases have a
+    degenerate prediction (:func:`collapse_reason`). ``None`` for no cases.
+
+    >>> healthy = case_volumes(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]))
+    >>> all_background = case_volumes(np.array([0, 0, 0, 0]), np.array([0, 0, 1, 1]))
+    >>> collapsed([healthy, all_background, all_background]), collapsed([healthy, healthy, all_background])
+    (True, False)
+    """
+    if not per_case:
+        return None
+    bad = sum(collapse_reason(case, volume_ratio, min_reference_fraction) is not None for case in per_case)
+    return bad > majority * len(per_case)
+
+
+def should_stop_early(history, patience_steps: int, min_delta: float = 0.0) -> bool:
+    """Early stopping with patience (``--until-converged``): True when no validation improved the
+    best score by more than ``min_delta`` within the last ``patience_steps`` steps.
+
+    Rule: walk the ``(step, score)`` pairs in step order (NaN scores never improve); the first
+    score is an improvement, later ones when ``score > best + min_delta`` (then ``best = score``).
+    Stop when ``last step - step of the last improvement >= patience_steps``. An empty history
+    never stops; without any finite score the first validation's step is the reference.
+    """
+    if isinstance(patience_steps, bool) or not isinstance(patience_steps, int) or patience_steps < 1:
+        raise ValueError(f"patience_steps must be an int >= 1, got {patience_steps!r}")
+    if not min_delta >= 0:
+        raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+    steps = sorted(int(step) for step, _ in history)
+    if not steps:
+        return False
+    best, improved_at = -math.inf, steps[0]
+    for step, score in _history(history):
+        if best == -math.inf or score > best + min_delta:
+            best, improved_at = score, step
+    return steps[-1] - improved_at >= patience_steps
+
+
+def median_seconds_per_step(step_times) -> float:
+    """The median of the measured seconds of each optimizer step: robust to the slow first step
+    (allocation, autotuning) and to pauses when other jobs take the machine, which would inflate
+    a mean. Raises ``ValueError`` when no finite, non-negative time is given."""
+    times = [float(t) for t in step_times]
+    bad = [t for t in times if not (math.isfinite(t) and t >= 0)]
+    if bad:
+        raise ValueError(f"step times must be finite and >= 0 seconds, got {bad[:5]}")
+    if not times:
+        raise ValueError("no step times: the run made no optimizer step")
+    return float(statistics.median(times))
+
+
+def diagnose(history, total_steps: int, per_case: list[dict], tolerance: float = 0.01) -> dict:
+    """The ``"diagnostics"`` record of a run's ``metrics.json``: the convergence numbers, the
+    collapse counts and one ``status`` of :data:`STATUSES` — ``collapsed`` first (the run has
+    no usable segmentation), then ``not converged``, ``not assessable``, ``converged``."""
+    convergence = convergence_summary(history, total_steps, tolerance)
+    reasons = [collapse_reason(case) for case in per_case]
+    kinds = [reason.split(" (")[0] for reason in reasons if reason is not None]
+    is_collapsed = collapsed(per_case)
+    if is_collapsed:
+        status = "collapsed"
+    elif convergence["not_converged"] is None:
+        status = "not assessable"
+    else:
+        status = "not converged" if convergence["not_converged"] else "converged"
+    return {"status": status, "total_steps": total_steps, "tolerance": tolerance, **convergence,
+            "collapsed": is_collapsed, "collapsed_cases": sum(r is not None for r in reasons),
+            "validation_cases": len(per_case),
+            "collapse_kinds": {kind: kinds.count(kind) for kind in sorted(set(kinds))}}
