@@ -31,3 +31,9 @@ from medsegloss.losses.hybrid import *  # noqa: E402,F401,F403
 
 __all__ = ["FAMILIES", "LossInfo", "WeightedSum", "available", "build", "get", "info", "register"]
 __all__ += distribution.__all__ + region.__all__ + boundary.__all__ + compound.__all__ + hybrid.__all__
+
+# ---- the losses added for issue #14 (helper "newlosses"): importing the modules registers them
+from medsegloss.losses import region_extra  # noqa: E402,F401  isort:skip
+from medsegloss.losses.region_extra import *  # noqa: E402,F401,F403
+
+__all__ += region_extra.__all__
