@@ -33,7 +33,10 @@ __all__ = ["FAMILIES", "LossInfo", "WeightedSum", "available", "build", "get", "
 __all__ += distribution.__all__ + region.__all__ + boundary.__all__ + compound.__all__ + hybrid.__all__
 
 # ---- the losses added for issue #14 (helper "newlosses"): importing the modules registers them
-from medsegloss.losses import region_extra  # noqa: E402,F401  isort:skip
+from medsegloss.losses import region_extra, region_topology, boundary_extra, compound_extra  # noqa: E402,F401  isort:skip
 from medsegloss.losses.region_extra import *  # noqa: E402,F401,F403
+from medsegloss.losses.region_topology import *  # noqa: E402,F401,F403
+from medsegloss.losses.boundary_extra import *  # noqa: E402,F401,F403
+from medsegloss.losses.compound_extra import *  # noqa: E402,F401,F403
 
-__all__ += region_extra.__all__
+__all__ += region_extra.__all__ + region_topology.__all__ + boundary_extra.__all__ + compound_extra.__all__
