@@ -17,7 +17,7 @@ from medsegloss._ops import (
 )
 from medsegloss.losses._registry import register
 
-__all__ = ["soft_erosion", "soft_dilation", "soft_skeleton", "cldice_loss", "skeleton_recall_loss",
+__all__ = ["soft_erosion", "soft_dilation", "soft_skeleton", "tubed_skeleton", "cldice_loss", "skeleton_recall_loss",
            "ClDiceLoss", "SkeletonRecallLoss"]
 
 
@@ -145,7 +145,9 @@ def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, *, iteratio
 
     .. math:: L = \frac{1}{|K|}\sum_{c \in K}\Big(1 - \frac{\sum_v p_c(v)\, T_c(v) + s}{\sum_v T_c(v) + s}\Big)
 
-    ``T_c`` (:func:`tubed_skeleton`) is computed from the target without gradient: no soft
+    ``T_c`` is the :func:`tubed_skeleton` of the class's mask, kept inside the mask (so an exact
+    prediction scores 0 even where the tube would be wider than the structure), computed from
+    the target without gradient: no soft
     skeleton of the prediction, so it costs little more than Dice. Missing any part of a thin
     structure's centre line is penalised as much as missing a thick one's. A class without
     skeleton scores 0. Meant to be added to Dice + CE (the paper's weight 1). Background excluded
@@ -161,7 +163,8 @@ def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, *, iteratio
     check_reduction(reduction)
     iterations = _check_iterations(iterations)
     probs, onehot = _probabilities_and_target(logits, target, include_background)
-    tube = flatten_spatial(tubed_skeleton((onehot > 0.5).to(probs.dtype), iterations))
+    masks = (onehot > 0.5).to(probs.dtype)
+    tube = flatten_spatial(tubed_skeleton(masks, iterations) * masks)
     recall = ((flatten_spatial(probs) * tube).sum(-1) + smooth) / (tube.sum(-1) + smooth)
     return reduce((1.0 - recall).mean(1), reduction)
 
