@@ -107,12 +107,58 @@ def run_group(name, impls, baseline, logits, labels, repetitions):
     return result
 
 
+def new_loss_peers(channels: int) -> list:
+    """Peers of the losses added for issue #14 (mcc, lovasz, gwdl, cldice, dice_cldice, log_hd,
+    gdl_focal, unified_focal), in ``_peers.Peer`` form; ``same`` only where the definitions match
+    (tests/test_losses_peers_new.py checks those equalities in float64)."""
+    Peer = _peers.Peer
+    peers = []
+    binary = channels == 1
+    monai = _peers._optional("monai.losses")
+    if monai is not None:
+        with_channel = _peers._float_labels_with_channel if binary else _peers._labels_with_channel
+        activation = dict(sigmoid=True) if binary else dict(softmax=True, to_onehot_y=True)
+        matrix = 1.0 - torch.eye(2 if binary else channels)
+        gwdl = monai.GeneralizedWassersteinDiceLoss(dist_matrix=matrix)
+        peers += [
+            Peer("MONAI", "mcc", with_channel(monai.MCCLoss(**activation)), True),
+            Peer("MONAI", "gwdl", (lambda x, y: gwdl(torch.cat([torch.zeros_like(x), x], 1), y)) if binary
+                 else gwdl, True, note="binary: as two-channel logits [0, x]"),
+            Peer("MONAI", "cldice", with_channel(monai.SoftclDiceLoss(smooth=1e-30, include_background=binary,
+                                                                       **activation)), binary,
+                 note="" if binary else "kept classes pooled into one score"),
+            Peer("MONAI", "dice_cldice",
+                 with_channel(monai.SoftDiceclDiceLoss(smooth=1e-30, include_background=binary, **activation)),
+                 binary, note="" if binary else "clDice: kept classes pooled into one score"),
+            Peer("MONAI", "log_hd", with_channel(monai.LogHausdorffDTLoss(include_background=binary,
+                                                                          **{k: v for k, v in activation.items()
+                                                                             if k != "to_onehot_y"}))
+                 if binary else _peers._onehot_labels(monai.LogHausdorffDTLoss(softmax=True), channels), False,
+                 note="log after the batch mean (ours per sample)" + ("" if binary else "; background kept")),
+            Peer("MONAI", "gdl_focal", with_channel(monai.GeneralizedDiceFocalLoss(**activation)), False,
+                 note="unnormalised GDL weights" + ("" if binary else "; sigmoid focal term")),
+        ]
+        if binary:
+            unified = monai.AsymmetricUnifiedFocalLoss(weight=0.5, delta=0.6, gamma=0.5)
+            peers.append(Peer("MONAI", "unified_focal", lambda x, y: unified(torch.sigmoid(x), y.unsqueeze(1).float()),
+                              False, note="focal part averaged over the two classes (ours summed)"))
+    smp = _peers.load_smp_losses()
+    if smp is not None:
+        lovasz = smp.LovaszLoss("binary" if binary else "multiclass", per_image=True)
+        peers.append(Peer("SMP", "lovasz", _peers._labels_with_channel(lovasz) if binary else lovasz, True))
+        if binary:
+            mcc = smp.MCCLoss()
+            peers.append(Peer("SMP", "mcc", lambda x, y: mcc(torch.sigmoid(x), y.unsqueeze(1).float()), False,
+                              note="batch-pooled counts, eps on every count"))
+    return peers
+
+
 def run_case(case, shape, names, repetitions):
     logits, labels = make_case(shape)
     channels = shape[1]
     binary = channels == 1
     baseline = (lambda x, y: F.binary_cross_entropy_with_logits(x[:, 0], y.float())) if binary else F.cross_entropy
-    peers = _peers.binary_peers() if binary else _peers.multiclass_peers(channels)
+    peers = (_peers.binary_peers() if binary else _peers.multiclass_peers(channels)) + new_loss_peers(channels)
     results = {}
     for name in names:
         if losses.info(name).binary_only and not binary:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 # tests import the float64 reference formulas as `import references` (pytest runs with

@@ -1,0 +1,127 @@
+"""More boundary-based losses, approximations of the Hausdorff distance: the logarithm of the
+distance-transform Hausdorff loss, and Karimi & Salcudean's erosion-based Hausdorff loss.
+
+``log_hd`` takes ``dist=`` like :mod:`medsegloss.losses.boundary` (the target's signed distance
+maps); ``hd_er`` needs no distance map: it erodes the squared error itself, on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from medsegloss._checks import check_probability, check_reduction, check_target
+from medsegloss._ops import FunctionalLoss, probabilities, reduce, select_classes, target_probabilities
+from medsegloss.losses._registry import register
+from medsegloss.losses.boundary import hausdorff_dt_loss
+
+__all__ = ["log_hausdorff_dt_loss", "hausdorff_erosion_loss", "LogHausdorffDTLoss", "HausdorffErosionLoss"]
+
+
+def log_hausdorff_dt_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: torch.Tensor | None = None,
+                          alpha: float = 2.0, spacing=None, include_background: bool = False,
+                          reduction: str = "mean") -> torch.Tensor:
+    r"""Log distance-transform Hausdorff loss: ``log(1 + HD_DT)`` per sample (MONAI's
+    ``LogHausdorffDTLoss``; after Karimi & Salcudean, 2019).
+
+    .. math:: L = \log\Big(1 + \frac{1}{|K|\,V} \sum_{c \in K} \sum_v (p_c - g_c)^2
+              \, (d_{g,c}^\alpha + d_{p,c}^\alpha)\Big)
+
+    The inner term is :func:`~medsegloss.losses.boundary.hausdorff_dt_loss` (same ``dist``,
+    ``alpha``, ``spacing``, ``include_background``); the logarithm tames its large early values,
+    whose scale grows with the image size. The log is taken per sample, so ``reduction="none"``
+    values average to the default; MONAI takes it after its batch mean (equal for one sample).
+
+    Shape:
+        logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)``
+        floats, dist ``(N, C, *spatial)`` or None; returns a scalar, or ``(N,)`` for
+        ``reduction="none"``.
+
+    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> log_hausdorff_dt_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
+    """
+    check_reduction(reduction)
+    per_sample = hausdorff_dt_loss(logits, target, dist=dist, alpha=alpha, spacing=spacing,
+                                   include_background=include_background, reduction="none")
+    return reduce(torch.log1p(per_sample), reduction)
+
+
+def _cross_kernel(spatial_dims: int, dtype, device) -> torch.Tensor:
+    """The voxel and its face neighbours, each weighted equally (1/5 in 2-D, 1/7 in 3-D)."""
+    kernel = torch.zeros((3,) * spatial_dims, dtype=dtype, device=device)
+    for axis in range(spatial_dims):
+        index = [1] * spatial_dims
+        for offset in (0, 2):
+            index[axis] = offset
+            kernel[tuple(index)] = 1.0
+    kernel[(1,) * spatial_dims] = 1.0
+    return (kernel / kernel.sum()).view(1, 1, *kernel.shape)
+
+
+def hausdorff_erosion_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 2.0, erosions: int = 10,
+                           include_background: bool = False, reduction: str = "mean") -> torch.Tensor:
+    r"""Erosion-based Hausdorff loss (Karimi & Salcudean, 2019, eq. 10): the squared error eroded
+    ``K`` times, each erosion weighted by ``k^α``.
+
+    .. math:: L = \frac{1}{|K_c|\,V} \sum_{c \in K_c} \sum_{k=1}^{K} k^{\alpha} \sum_v (\Delta_c \ominus_k B)(v),
+              \qquad \Delta_c = (p_c - g_c)^2
+
+    A soft erosion ``⊖ B`` is the paper's: a convolution with the cross ``B`` (the voxel and its
+    face neighbours, weights summing to 1), minus 0.5, negatives set to 0, then rescaled to
+    ``[0, 1]`` (min–max over the image, per class; left as is when constant). Errors that survive
+    ``k`` erosions lie ``≥ k`` voxels deep in a wrong region, so the deepest mistakes — those that
+    set the Hausdorff distance — weigh most. The paper's ``α = 2``; ``K = erosions = 10`` as in
+    the public implementations (kornia's ``HausdorffERLoss``, which this equals with
+    ``include_background=True``). Errors too thin to survive the first erosion (``< 0.5`` on
+    average over a cross) give no loss and no gradient: it is meant to be added to a region loss.
+    ``K_c``: the foreground classes by default, as for ``hd``.
+
+    Shape:
+        logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)``
+        floats; returns a scalar, or ``(N,)`` for ``reduction="none"``.
+
+    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> hausdorff_erosion_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
+    """
+    check_reduction(reduction)
+    check_probability("alpha", alpha, 0.0, float("inf"))
+    if not isinstance(erosions, int) or erosions < 1:
+        raise ValueError(f"erosions must be a positive integer, got {erosions!r}")
+    target = check_target(target, logits)
+    probs = probabilities(logits)
+    onehot = target_probabilities(target, logits.shape[1], dtype=probs.dtype)[0]
+    error = (select_classes(probs, include_background) - select_classes(onehot, include_background)).square()
+    n, k, *spatial = error.shape
+    image = error.reshape(n * k, 1, *spatial)  # one image per sample and class
+    kernel = _cross_kernel(len(spatial), image.dtype, image.device)
+    convolve = F.conv2d if len(spatial) == 2 else F.conv3d
+    total = torch.zeros_like(image)
+    for step in range(1, erosions + 1):
+        with torch.autocast(image.device.type, enabled=False):  # the convolution stays in float32
+            eroded = (convolve(image, kernel, padding=1) - 0.5).relu()
+        flat = eroded.reshape(n * k, -1)
+        low = flat.amin(1).view(-1, *([1] * (eroded.ndim - 1)))
+        span = flat.amax(1).view_as(low) - low
+        image = torch.where(span > 0, (eroded - low) / torch.where(span > 0, span, torch.ones_like(span)), eroded)
+        total = total + float(step) ** alpha * image
+    return reduce(total.reshape(n, -1).mean(-1), reduction)
+
+
+@register("log_hd", family="boundary", paper="Karimi & Salcudean, 2019 (log form: MONAI)",
+          function=log_hausdorff_dt_loss, needs_distance=True)
+class LogHausdorffDTLoss(FunctionalLoss):
+    """Log distance-transform Hausdorff loss, log(1 + mean of (p − g)²·(d_g^α + d_p^α))."""
+
+    function = staticmethod(log_hausdorff_dt_loss)
+    needs_distance = True
+
+
+# Not registered (yet): on small or weakly wrong inputs no error survives the first erosion with
+# more than one voxel per image, and the min-max rescaling makes a lone voxel a constant 1, so the
+# gradient is exactly 0 there; the registry-wide contract test (random 2x3x4x6x6 logits) demands a
+# non-zero gradient. Registering it as "hd_er" is one decorator once that contract allows it:
+# @register("hd_er", family="boundary", paper="Karimi & Salcudean, 2019", function=hausdorff_erosion_loss)
+class HausdorffErosionLoss(FunctionalLoss):
+    """Erosion-based Hausdorff loss, Σ_k k^α · mean of the squared error eroded k times."""
+
+    function = staticmethod(hausdorff_erosion_loss)
