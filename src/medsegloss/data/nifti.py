@@ -89,8 +89,8 @@ def integer_labels(array: np.ndarray, path) -> np.ndarray:
                                f"voxels are NaN or inf): a mask holds integer class values")
         fractional = array != np.round(array)
         if fractional.any():
-            examples = np.unique(array[fractional])[:5].tolist()
-            raise DatasetError(f"mask {path} holds non-integer values (e.g. {examples}; {int(fractional.sum())} "
+            examples = ", ".join(f"{v:.6g}" for v in np.unique(array[fractional])[:5].tolist())
+            raise DatasetError(f"mask {path} holds non-integer values (e.g. [{examples}]; {int(fractional.sum())} "
                                "voxels): a mask holds integer class values, not probabilities or an image")
         if array.size and float(np.abs(array).max()) > LARGEST_LABEL:
             raise DatasetError(f"mask {path} holds values up to {float(np.abs(array).max()):g}, beyond any "
