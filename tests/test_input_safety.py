@@ -98,7 +98,8 @@ def test_bad_mask_values_are_refused(tmp_path, mask_values, message):
 def test_float_tiff_mask_with_a_fraction_is_an_error_not_truncated(tmp_path, value):
     mask = np.array([[0, value, 1, 1]] * 4, np.float32)
     root = _folder(tmp_path, {"a.tif": mask})
-    match = r"a\.tif holds non-finite" if np.isnan(value) else rf"a\.tif holds non-integer values \(e\.g\. \[{str(value)[:3]}"
+    fraction = rf"a\.tif holds non-integer values \(e\.g\. \[{str(value)[:3]}"
+    match = r"a\.tif holds non-finite" if np.isnan(value) else fraction
     with pytest.raises(DatasetError, match=match):
         get_dataset("folder", root, split="all", size=None)
 
@@ -186,7 +187,8 @@ def test_nan_in_a_tiff_image_is_an_error_naming_the_file(tmp_path):
     image = np.ones((4, 4), np.float32)
     image[1, 2] = np.nan
     Image.fromarray(image).save(root / "images" / "a.tif")
-    with pytest.raises(DatasetError, match=r"image .*a\.tif holds non-finite values \(1 NaN of 16 voxels; first at index \(0, 1, 2\)"):
+    message = r"image .*a\.tif holds non-finite values \(1 NaN of 16 voxels; first at index \(0, 1, 2\)"
+    with pytest.raises(DatasetError, match=message):
         get_dataset("folder", root, split="all", size=None)
 
 

@@ -168,14 +168,15 @@ def value_mapping(values_by_file: dict[Path, np.ndarray], num_classes=None, mask
     if mask_values is not None:
         mapping = {value: k for k, value in enumerate(check_mask_values(mask_values))}
     else:
-        negative = {path: values[values < 0] for path, values in values_by_file.items() if values[:1].size and values[0] < 0}
+        # values are sorted: a file holds a negative value when its first one is
+        negative = {path: values[values < 0] for path, values in values_by_file.items() if values.size and values[0] < 0}
         if negative:
             path, values = next(iter(negative.items()))
+            others = f" (so do {_files(list(negative)[1:])})" if len(negative) > 1 else ""
             raise DatasetError(
-                f"mask {path} holds negative values {_show(values)}" + (f" (so do {_files(list(negative)[1:])})"
-                                                                      if len(negative) > 1 else "")
-                + f"; values found in the folder: {_show(found)}. Declare every value's class with "
-                "mask_values=[...] (value of class 0 first), e.g. to map -1 to a class of its own"
+                f"mask {path} holds negative values {_show(values)}{others}; values found in the folder: "
+                f"{_show(found)}. Declare every value's class with mask_values=[...] (value of class 0 "
+                "first), e.g. to map -1 to a class of its own"
             )
         binary = set(found.tolist()) <= {0, 1, 255}
         if binary and {1, 255} <= set(found.tolist()) and num_classes is None:
