@@ -6,6 +6,7 @@ Errors name the actual shape, dtype, label range or length, and are ``ValueError
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -33,11 +34,20 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None = None) 
         ``C == 1``), ``ignore_index`` allowed anywhere; ``(N, 1, *spatial)`` is squeezed.
       * float one-hot / soft labels ``(N, C, *spatial)``.
 
+    Float targets must be finite and lie in ``[0, 1]`` (probabilities): one ``aminmax`` pass,
+    which propagates NaN, so NaN, ``inf`` and out-of-range values are caught together. An empty
+    batch (``N == 0``, or any zero-sized axis) is an error: a mean over no pixels is NaN.
+
     Returns labels as ``torch.long`` ``(N, *spatial)`` or the float tensor unchanged.
     """
     check_logits(logits)
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if logits.numel() == 0:
+        raise ValueError(
+            f"logits must not be empty: got shape {tuple(logits.shape)} (N = 0 or a zero-sized axis); "
+            "a loss over no pixels is undefined, skip empty batches before the loss"
+        )
     n, c, *spatial = logits.shape
     expected_labels = (n, *spatial)
     if target.is_floating_point():
@@ -52,6 +62,7 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None = None) 
                 f"one-hot target has {target.shape[1]} channels but logits have C={c} "
                 f"(target {tuple(target.shape)}, logits {tuple(logits.shape)})"
             )
+        check_probabilities(target)
         return target
     if target.is_complex():
         raise ValueError(f"target must hold integer labels or float probabilities, got dtype {target.dtype}")
@@ -64,6 +75,25 @@ def check_target(target, logits: torch.Tensor, ignore_index: int | None = None) 
         )
     check_label_range(target, 2 if c == 1 else c, ignore_index)
     return target.long()
+
+
+def check_probabilities(target: torch.Tensor) -> None:
+    """A float (one-hot / soft) target must be finite with every value in ``[0, 1]``.
+
+    One ``torch.aminmax`` pass: NaN propagates to both ends, ``±inf`` lands outside ``[0, 1]``,
+    so a single comparison catches all three (a NaN target would otherwise give NaN losses, or
+    worse a finite but meaningless value, e.g. 0 for ``boundary``).
+    """
+    if target.numel() == 0:
+        return
+    low, high = (float(v) for v in torch.aminmax(target.detach()))
+    if not (0.0 <= low and high <= 1.0):  # written so that NaN fails it
+        nonfinite = "" if math.isfinite(low) and math.isfinite(high) else " (NaN or inf present)"
+        raise ValueError(
+            f"float target must hold probabilities in [0, 1] (one-hot or soft labels), got values in "
+            f"[{low:.6g}, {high:.6g}]{nonfinite}; pass integer class labels (N, *spatial) as a long "
+            "tensor, or one-hot / soft labels (N, C, *spatial) in [0, 1]"
+        )
 
 
 def check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> None:
@@ -104,22 +134,37 @@ def check_weight(weight, num_classes: int, device=None, dtype=torch.float32) -> 
     return weight
 
 
+MAX_SPACING = 1e6  # voxel sizes are mm (or pixels): anything above this is a unit mistake or garbage
+
+
 def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    """Voxel spacing: ``None`` (isotropic 1), one number, or one positive number per spatial axis."""
+    """Voxel spacing: ``None`` (isotropic 1), one number, or one number per spatial axis, each
+    finite, positive and at most ``MAX_SPACING`` (1e6); errors name ``spacing`` and the values."""
     if spacing is None:
         return (1.0,) * ndim
-    if isinstance(spacing, (int, float)):
-        spacing = (float(spacing),) * ndim
+    if isinstance(spacing, bool) or (isinstance(spacing, torch.Tensor) and spacing.dtype == torch.bool):
+        raise TypeError(f"spacing must be a number or a sequence of {ndim} numbers, got {spacing!r}")
     if isinstance(spacing, torch.Tensor):
         spacing = spacing.tolist()
-    if not isinstance(spacing, Sequence) and not hasattr(spacing, "__len__"):
-        raise ValueError(f"spacing must be a number or a sequence of {ndim} numbers, got {spacing!r}")
-    spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != ndim:
-        raise ValueError(f"spacing must have one value per spatial axis ({ndim}), got {len(spacing)}: {spacing}")
-    if any(not s > 0 for s in spacing):
-        raise ValueError(f"spacing values must be positive, got {spacing}")
-    return spacing
+    if hasattr(spacing, "tolist") and not isinstance(spacing, (int, float)):
+        spacing = spacing.tolist()  # NumPy arrays and scalars
+    if isinstance(spacing, (int, float)):
+        spacing = (float(spacing),) * ndim
+    if isinstance(spacing, (str, bytes)) or not isinstance(spacing, Sequence):
+        raise TypeError(f"spacing must be a number or a sequence of {ndim} numbers, got {spacing!r}")
+    try:
+        if any(isinstance(s, bool) for s in spacing):
+            raise TypeError
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise TypeError(f"spacing must be a number or a sequence of {ndim} numbers, got {spacing!r}") from None
+    if len(values) != ndim:
+        raise ValueError(f"spacing must have one value per spatial axis ({ndim}), got {len(values)}: {values}")
+    if not all(0.0 < s <= MAX_SPACING for s in values):  # NaN fails every comparison
+        raise ValueError(
+            f"spacing values must be finite, positive and at most {MAX_SPACING:g}, got {values}"
+        )
+    return values
 
 
 def check_in_range(name: str, value: float, low: float = 0.0, high: float = 1.0) -> float:

@@ -64,6 +64,29 @@ def check_labels(label: np.ndarray, num_classes: int, path) -> None:
         )
 
 
+def check_finite_image(array: np.ndarray, path) -> np.ndarray:
+    """Refuse an image holding NaN or infinite values, naming the file and what was found.
+
+    One NaN would turn the whole volume into NaN at the percentile normalisation (and a network's
+    output into garbage) without any error; integer arrays cannot hold either and pass for free.
+    Returns ``array`` unchanged, so a reader can write ``return check_finite_image(array, path)``.
+    """
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.inexact):
+        return array
+    finite = np.isfinite(array)
+    if finite.all():
+        return array
+    bad = array[~finite]
+    counts = {"NaN": int(np.isnan(bad).sum()), "+inf": int((bad == np.inf).sum()), "-inf": int((bad == -np.inf).sum())}
+    found = ", ".join(f"{count} {kind}" for kind, count in counts.items() if count)
+    first = tuple(int(i) for i in np.argwhere(~finite)[0])
+    raise DatasetError(
+        f"image {path} holds non-finite values ({found} of {array.size} voxels; first at index {first} of "
+        f"shape {array.shape}): fix or mask them before segmenting (NaN would spread to the whole volume)"
+    )
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Cases of one split, served as slices (``dims=2``) or volumes (``dims=3``).
 

@@ -6,12 +6,19 @@ every image is clipped to its 1st-99th percentile and z-scored.
 
 Mask values -> class indices (the same mapping for every split, from all masks of the folder):
 
-* ``mask_values=[v0, v1, ...]`` given: value ``v_k`` becomes class ``k``; any other value is an error;
-* else if the values are within {0, 255} or {0, 1}: binary, 0 -> 0 and 255 (or 1) -> 1;
+* ``mask_values=[v0, v1, ...]`` given (distinct integers, negative ones allowed): value ``v_k``
+  becomes class ``k``; any other value is an error;
+* else a negative value is an error (declare it with ``mask_values``);
+* else if the values are within {0, 255} or {0, 1}: binary, 0 -> 0 and 255 (or 1) -> 1; masks
+  using 0/1 and masks using 0/255 in one folder are an error (which convention is meant?);
 * else if ``num_classes`` is given: values must already be class indices in ``[0, num_classes)``;
 * else: the sorted distinct values become ``0, 1, ..., K-1`` (e.g. {0, 85, 170, 255} -> 0..3).
 
-Masks must be single-channel (grey, palette indices or 1-bit); a colour mask is an error.
+Masks must be single-channel (grey, palette indices or 1-bit) with integer values (a float mask
+holding 0.7 is an error, never truncated); a colour mask is an error. At most ``MAX_CLASSES``
+(256) classes: a mask with more distinct values is refused before anything is allocated for it
+(the mapping is a sorted search over the declared values, never a table sized by the largest
+value). Images holding NaN or inf are an error. Every error names the file.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medsegloss.data.base import DatasetError, handle_bad
+from medsegloss.data.base import DatasetError, check_finite_image, handle_bad
 
+MAX_CLASSES = 256  # labels are stored as uint8
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz")
 _UNIQUE: dict[tuple, np.ndarray] = {}  # file_key -> distinct mask values (masks are scanned once)
 
@@ -64,50 +72,169 @@ def read_image(path, *, mask: bool = False) -> tuple[np.ndarray, tuple[float, fl
         raise DatasetError(f"cannot read image {path} (corrupt or truncated?): {type(error).__name__}: {error}") from error
     if len({frame.shape for frame in frames}) != 1:
         raise DatasetError(f"{path}: pages of different sizes {[f.shape for f in frames]}")
-    return np.stack(frames), (1.0, 1.0, 1.0), len(frames) == 1
+    array = np.stack(frames)
+    if not mask:
+        check_finite_image(array, path)  # a float TIFF may hold NaN / inf
+    return array, (1.0, 1.0, 1.0), len(frames) == 1
 
 
 def _frame_array(frame, path: Path, mask: bool) -> np.ndarray:
+    from medsegloss.data.nifti import integer_labels
+
     if mask:
-        if frame.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA"):
+        if frame.mode in ("LA", "La", "PA"):  # grey (or palette) + alpha: the alpha is no class
+            return integer_labels(np.asarray(frame)[..., 0], path)
+        if frame.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
             bands = np.asarray(frame)
             channels = bands[..., :3] if bands.ndim == 3 else bands
             if channels.ndim == 3 and not (channels == channels[..., :1]).all():
                 raise DatasetError(f"mask {path} is a colour image (mode {frame.mode}): save class values as a "
                                    "single-channel (grey or palette) image")
-            return np.asarray(channels[..., 0] if channels.ndim == 3 else channels).astype(np.int64)
-        return np.asarray(frame).astype(np.int64)
+            return integer_labels(channels[..., 0] if channels.ndim == 3 else channels, path)
+        return integer_labels(np.asarray(frame), path)  # float TIFF: 0.7 is an error, never truncated to 0
     if frame.mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
         frame = frame.convert("L")
     return np.asarray(frame).astype(np.float32)
 
 
 def _unique_values(path: Path) -> np.ndarray:
+    """The distinct values of a mask file (cached by path, modification time and size)."""
     from medsegloss.data.cache import file_key
 
     key = file_key(path)
     if key not in _UNIQUE:
-        _UNIQUE[key] = np.unique(read_image(path, mask=True)[0])
+        values = np.unique(read_image(path, mask=True)[0])
+        if values.size > MAX_CLASSES:
+            raise DatasetError(
+                f"mask {path} holds {values.size} distinct values (from {_show(values[:3])[1:-1]} to "
+                f"{values[-1]}), more than the {MAX_CLASSES} classes a mask can have: is it an image "
+                "rather than a mask?"
+            )
+        _UNIQUE[key] = values
     return _UNIQUE[key]
 
 
+def _show(values, limit: int = 10) -> str:
+    """At most ``limit`` values of a sorted array, as a list with ``...`` when cut."""
+    values = [int(v) for v in values]
+    return str(values[:limit])[:-1] + (", ...]" if len(values) > limit else "]")
+
+
+def _files(paths, limit: int = 3) -> str:
+    paths = [str(p) for p in paths]
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(paths[:limit]) + more
+
+
+def check_mask_values(mask_values) -> list[int]:
+    """``mask_values``: distinct integers (negative ones allowed: they are declared), at most
+    ``MAX_CLASSES``. Integral floats (``255.0`` from a config file) are taken as integers."""
+    if isinstance(mask_values, (str, bytes, dict)) or not hasattr(mask_values, "__iter__"):
+        raise TypeError(f"mask_values must be a list of integers (value of class 0, 1, ...), got {mask_values!r}")
+    values = list(mask_values)
+    if not values or len(values) > MAX_CLASSES:
+        raise ValueError(f"mask_values must list 1 to {MAX_CLASSES} values (one per class), got {len(values)}")
+    integers = []
+    for value in values:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"mask_values must hold integers, got {value!r} in {values}")
+        if not float(value).is_integer() or abs(float(value)) > 2**53:
+            raise ValueError(f"mask_values must hold integers (masks hold integer values), got {value!r} in {values}")
+        integers.append(int(value))
+    duplicates = sorted({v for v in integers if integers.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"mask_values lists {duplicates} more than once ({integers}): each value is one class")
+    return integers
+
+
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"num_classes must be an integer, got {num_classes!r}")
+    if not 1 <= int(num_classes) <= MAX_CLASSES:
+        raise ValueError(f"num_classes must lie in [1, {MAX_CLASSES}], got {num_classes}")
+    return int(num_classes)
+
+
 def value_mapping(values_by_file: dict[Path, np.ndarray], num_classes=None, mask_values=None) -> dict[int, int]:
-    """Mask value -> class index, by the rules of the module docstring; errors name a file."""
+    """Mask value -> class index, by the rules of the module docstring.
+
+    ``values_by_file`` holds each mask file's distinct values. Every value outside the mapping, a
+    negative value not declared in ``mask_values``, or a folder mixing the 0/1 and 0/255 binary
+    conventions raises :class:`DatasetError` naming the files and the values.
+    """
+    if num_classes is not None:
+        num_classes = _check_num_classes(num_classes)
     found = np.unique(np.concatenate(list(values_by_file.values()))) if values_by_file else np.array([0])
     if mask_values is not None:
-        mapping = {int(v): k for k, v in enumerate(mask_values)}
-    elif set(found.tolist()) <= {0, 255} or set(found.tolist()) <= {0, 1}:
-        mapping = {0: 0, 1: 1, 255: 1}
-    elif num_classes is not None:
-        mapping = {k: k for k in range(int(num_classes))}
+        mapping = {value: k for k, value in enumerate(check_mask_values(mask_values))}
     else:
-        mapping = {int(v): k for k, v in enumerate(found)}
+        # values are sorted: a file holds a negative value when its first one is
+        negative = {path: values[values < 0] for path, values in values_by_file.items() if values.size and values[0] < 0}
+        if negative:
+            path, values = next(iter(negative.items()))
+            others = f" (so do {_files(list(negative)[1:])})" if len(negative) > 1 else ""
+            raise DatasetError(
+                f"mask {path} holds negative values {_show(values)}{others}; values found in the folder: "
+                f"{_show(found)}. Declare every value's class with mask_values=[...] (value of class 0 "
+                "first), e.g. to map -1 to a class of its own"
+            )
+        binary = set(found.tolist()) <= {0, 1, 255}
+        if binary and {1, 255} <= set(found.tolist()) and num_classes is None:
+            ones = [path for path, values in values_by_file.items() if 1 in values and 255 not in values]
+            fives = [path for path, values in values_by_file.items() if 255 in values and 1 not in values]
+            both = [path for path, values in values_by_file.items() if 1 in values and 255 in values]
+            raise DatasetError(
+                "masks mix the binary conventions 0/1 and 0/255: "
+                + "; ".join(part for part in (f"0/1 in {_files(ones)}" if ones else "",
+                                              f"0/255 in {_files(fives)}" if fives else "",
+                                              f"0/1/255 in {_files(both)}" if both else "") if part)
+                + ". Save every mask one way, or declare the classes with mask_values "
+                "(e.g. [0, 1, 255] for three classes, or num_classes=...)"
+            )
+        if binary and not {1, 255} <= set(found.tolist()):
+            mapping = {0: 0, 255 if 255 in found else 1: 1}
+        elif num_classes is not None:
+            mapping = {k: k for k in range(num_classes)}
+        else:
+            if found.size > MAX_CLASSES:
+                raise DatasetError(
+                    f"the masks hold {found.size} distinct values together ({_show(found)}), more than "
+                    f"{MAX_CLASSES} classes; declare the classes with mask_values=[...]"
+                )
+            mapping = {int(v): k for k, v in enumerate(found)}
     for path, values in values_by_file.items():
-        unknown = sorted(set(values.tolist()) - set(mapping))
-        if unknown:
-            raise DatasetError(f"mask {path} holds values {unknown[:10]} outside the declared classes "
-                               f"(mask value -> class: {mapping})")
+        unknown = values[~np.isin(values, np.fromiter(mapping, np.int64, len(mapping)))]
+        if unknown.size:
+            raise DatasetError(f"mask {path} holds values {_show(unknown)} outside the declared classes "
+                               f"(mask value -> class: {_show_mapping(mapping)})")
+    if num_classes is not None and max(mapping.values()) >= num_classes:
+        raise ValueError(f"num_classes={num_classes} is fewer than the {max(mapping.values()) + 1} classes of "
+                         f"the mapping (mask value -> class: {_show_mapping(mapping)})")
     return mapping
+
+
+def _show_mapping(mapping: dict[int, int], limit: int = 12) -> str:
+    items = list(mapping.items())
+    text = ", ".join(f"{value}: {index}" for value, index in items[:limit])
+    return "{" + text + (", ..." if len(items) > limit else "") + "}"
+
+
+def apply_mapping(mask: np.ndarray, mapping: dict[int, int], path) -> np.ndarray:
+    """Class indices (uint8) of a mask's values: a sorted search over the mapping's keys, so a
+    value of 2**40 costs nothing (a lookup table indexed by value would need 1 TiB, and negative
+    values would wrap around to its end). A value outside the mapping is an error naming ``path``.
+
+    Shape:
+        mask any shape (integer values); returns uint8 of the same shape.
+    """
+    keys = np.array(sorted(mapping), dtype=np.int64)
+    classes = np.array([mapping[int(key)] for key in keys], dtype=np.uint8)
+    index = np.minimum(np.searchsorted(keys, mask), keys.size - 1)
+    known = keys[index] == mask
+    if not known.all():
+        raise DatasetError(f"mask {path} holds values {_show(np.unique(mask[~known]))} outside the declared "
+                           f"classes (mask value -> class: {_show_mapping(mapping)})")
+    return classes[index]
 
 
 def _read_case(stem, image_path, mask_path, mapping, size, spacing):
@@ -117,13 +244,10 @@ def _read_case(stem, image_path, mask_path, mapping, size, spacing):
     mask, _, _ = read_image(mask_path, mask=True)
     if image.shape != mask.shape:
         raise DatasetError(f"image {image_path} has shape {image.shape} but mask {mask_path} has {mask.shape}")
-    lookup = np.zeros(int(mask.max()) + 1, np.uint8)
-    for value, index in mapping.items():
-        if value < lookup.size:
-            lookup[value] = index
     if spacing is not None:
-        image_spacing = (image_spacing[0], *(float(s) for s in spacing))
-    return resize_case(stem, normalize_percentile(image, 1, 99), lookup[mask], image_spacing, size, single)
+        image_spacing = (image_spacing[0], *spacing)
+    return resize_case(stem, normalize_percentile(image, 1, 99), apply_mapping(mask, mapping, mask_path),
+                       image_spacing, size, single)
 
 
 def options_class_names(*, class_names=None, num_classes=None, **_) -> list[str] | None:
@@ -152,6 +276,10 @@ def load(root=None, split: str = "train", *, size: int | None = 256, num_classes
     from medsegloss.data.cache import cached_case, file_key
     from medsegloss.data.splits import resolve_split, select
 
+    from medsegloss._checks import check_spacing
+
+    if spacing is not None:
+        spacing = check_spacing(spacing, 2)  # finite, positive, named in the error
     root = Path(root)
     for sub in ("images", "masks"):
         if not (root / sub).is_dir():
@@ -172,7 +300,7 @@ def load(root=None, split: str = "train", *, size: int | None = 256, num_classes
     if not stems:
         raise DatasetError(f"no image with a matching mask in {root / 'images'} and {root / 'masks'}")
     mapping = value_mapping(values, num_classes, mask_values)
-    count = int(num_classes) if num_classes is not None else max(mapping.values()) + 1
+    count = _check_num_classes(num_classes) if num_classes is not None else max(mapping.values()) + 1
     names = options_class_names(class_names=class_names, num_classes=count)
     if len(names) != count:
         raise ValueError(f"class_names has {len(names)} names for {count} classes: {names}")

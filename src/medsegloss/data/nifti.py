@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medsegloss.data.base import DatasetError
+from medsegloss.data.base import DatasetError, check_finite_image
+
+MAX_ZOOM = 1e6  # a voxel over a kilometre wide: a corrupt header, not a scan
 
 SUFFIXES = (".nii.gz", ".nii")
 
@@ -59,19 +61,45 @@ def read_nifti(path, *, label: bool = False) -> tuple[np.ndarray, tuple[float, .
     if array.ndim not in (2, 3):
         raise DatasetError(f"{path}: expected a 2-D or 3-D volume, got shape {array.shape}")
     spacing = tuple(reversed(zooms[: array.ndim]))
+    if any(not np.isfinite(s) or s > MAX_ZOOM for s in spacing):
+        raise DatasetError(f"{path}: the header's voxel size {tuple(zooms[: array.ndim])} is not a finite size "
+                           f"(at most {MAX_ZOOM:g}); fix the header's pixdim")
     if any(not s > 0 for s in spacing):
         spacing = (1.0,) * array.ndim  # a header without zooms: say nothing rather than divide by 0
     array = np.ascontiguousarray(array.transpose(tuple(reversed(range(array.ndim)))))
     if label:
-        if np.issubdtype(array.dtype, np.floating):
-            if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
-                raise DatasetError(f"{path}: label file holds non-integer values "
-                                   f"(e.g. {array[array != np.round(array)][:3].tolist()})")
-        return array.astype(np.int64), spacing, affine
-    array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise DatasetError(f"{path}: image holds {int((~np.isfinite(array)).sum())} non-finite voxels")
-    return array, spacing, affine
+        return integer_labels(array, path), spacing, affine
+    return check_finite_image(array.astype(np.float32, copy=False), path), spacing, affine
+
+
+LARGEST_LABEL = 2**53  # float64 holds every integer up to here exactly; int64 holds them all
+
+
+def integer_labels(array: np.ndarray, path) -> np.ndarray:
+    """A mask's values as int64, refusing what the conversion would change silently: fractional
+    values (0.7 would become 0), NaN / inf, and values too large for int64 (they would wrap).
+    Errors name the file and show the offending values."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise DatasetError(f"mask {path} holds non-finite values ({int((~finite).sum())} of {array.size} "
+                               f"voxels are NaN or inf): a mask holds integer class values")
+        fractional = array != np.round(array)
+        if fractional.any():
+            examples = ", ".join(f"{v:.6g}" for v in np.unique(array[fractional])[:5].tolist())
+            raise DatasetError(f"mask {path} holds non-integer values (e.g. [{examples}]; {int(fractional.sum())} "
+                               "voxels): a mask holds integer class values, not probabilities or an image")
+        if array.size and float(np.abs(array).max()) > LARGEST_LABEL:
+            raise DatasetError(f"mask {path} holds values up to {float(np.abs(array).max()):g}, beyond any "
+                               "class value (a mask holds small integers)")
+    elif not np.issubdtype(array.dtype, np.integer):
+        raise DatasetError(f"mask {path} has data type {array.dtype}, not integer class values")
+    elif array.dtype == np.uint64 and array.size and int(array.max()) > np.iinfo(np.int64).max:
+        raise DatasetError(f"mask {path} holds values up to {int(array.max())}, beyond any class value")
+    return array.astype(np.int64, copy=False)
 
 
 def as_volume(array: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, tuple[float, float, float]]:
