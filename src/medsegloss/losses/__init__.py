@@ -31,3 +31,5 @@ from medsegloss.losses.hybrid import *  # noqa: E402,F401,F403
 
 __all__ = ["FAMILIES", "LossInfo", "WeightedSum", "available", "build", "get", "info", "register"]
 __all__ += distribution.__all__ + region.__all__ + boundary.__all__ + compound.__all__ + hybrid.__all__
+from medsegloss.losses.wrappers import DeepSupervisionLoss, MaskedLoss, deep_supervision, masked  # noqa: E402
+__all__ += ["DeepSupervisionLoss", "MaskedLoss", "deep_supervision", "masked"]
