@@ -139,6 +139,8 @@ def test_mask_input_errors():
         wrapped(logits, labels, torch.ones(2, 8, 7, dtype=torch.bool))
     with pytest.raises(ValueError, match="only 0 and 1"):
         wrapped(logits, labels, torch.full((2, 8, 8), 2))
+    mask = _random_mask((2, 8, 8))
+    torch.testing.assert_close(wrapped(logits, labels.to(torch.uint8), mask), wrapped(logits, labels, mask))
     soft = torch.softmax(torch.randn(2, 3, 8, 8), 1)
     with pytest.raises(ValueError, match="hard one-hot"):
         wrapped(logits, soft, torch.ones(2, 8, 8))

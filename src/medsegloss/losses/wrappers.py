@@ -168,7 +168,7 @@ class MaskedLoss(nn.Module):
         if not isinstance(target, torch.Tensor):
             raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
         mask = _check_mask(mask, logits).to(target.device)
-        labels = _labels_of(target, logits)
+        labels = _labels_of(target, logits).long()  # uint8 / bool labels cannot hold ignore_index -100
         return self.loss(logits, torch.where(mask, labels, torch.full_like(labels, self.ignore_index)))
 
     @property
