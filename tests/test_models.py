@@ -81,3 +81,66 @@ def test_bad_input_names_the_shape():
         UNet(1, 2, dims=4)
     with pytest.raises(ValueError, match="base must be a positive int"):
         UNet(1, 2, base=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep-supervision heads
+
+
+def _heads_params(classes: int, base: int, depth: int) -> int:
+    return sum(base * 2**level * classes + classes for level in range(1, depth))  # 1x1 convs with bias
+
+
+def test_without_deep_supervision_the_network_is_unchanged():
+    torch.manual_seed(0)
+    plain = UNet(1, 3, base=4, depth=3)
+    torch.manual_seed(0)
+    supervised = UNet(1, 3, base=4, depth=3, deep_supervision=True)
+    plain_state, supervised_state = plain.state_dict(), supervised.state_dict()
+    heads = {key for key in supervised_state if key.startswith("deep_supervision_heads.")}
+    assert not any("deep_supervision" in key for key in plain_state)
+    assert list(plain_state) == [key for key in supervised_state if key not in heads]  # same keys, same order
+    # the heads are built last, so every shared layer drew the same initial weights
+    assert all(torch.equal(plain_state[key], supervised_state[key]) for key in plain_state)
+    assert sum(p.numel() for p in supervised.parameters()) == _expected_params(1, 3, 4, 3, 2) + _heads_params(3, 4, 3)
+    x = torch.randn(2, 1, 20, 12)
+    outputs = supervised(x)
+    torch.testing.assert_close(outputs[0], plain(x), rtol=0, atol=0)  # training mode: same full output
+    torch.testing.assert_close(supervised.eval()(x), plain.eval()(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dims,size", [(2, (17, 30)), (2, (32, 32)), (3, (9, 8, 5))])
+def test_training_forward_returns_full_then_halved_resolutions(dims, size):
+    net = UNet(1, 2, base=2, depth=3, dims=dims, deep_supervision=True)
+    outputs = net(torch.randn(2, 1, *size))
+    assert [tuple(o.shape) for o in outputs] == [
+        (2, 2, *(-(-length // 2**scale) for length in size)) for scale in range(3)]
+    assert isinstance(net.eval()(torch.randn(1, 1, *size)), torch.Tensor)
+
+
+def test_lower_outputs_are_cropped_from_the_padded_grid():
+    torch.manual_seed(0)
+    net = UNet(1, 2, base=4, depth=2, deep_supervision=True)
+    for module in net.modules():  # batch norm with running statistics, heads still returned
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    x = torch.randn(1, 1, 13, 10)
+    cropped, padded = net(x), net(F.pad(x, [0, 2, 0, 3]))
+    torch.testing.assert_close(cropped[1], padded[1][..., :7, :5], rtol=0, atol=0)
+
+
+def test_every_head_receives_gradient_through_the_deep_supervision_loss():
+    from medsegloss import losses
+
+    net = UNet(1, 3, base=2, depth=3, deep_supervision=True)
+    labels = torch.randint(0, 3, (2, 16, 16))
+    losses.deep_supervision(losses.get("dice_ce"))(net(torch.randn(2, 1, 16, 16)), labels).backward()
+    assert len(net.deep_supervision_heads) == 2
+    assert all(head.weight.grad is not None and head.weight.grad.abs().sum() > 0 for head in net.deep_supervision_heads)
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_shallow_networks_have_no_lower_outputs(depth):
+    net = UNet(1, 2, base=2, depth=depth, deep_supervision=True)
+    outputs = net(torch.randn(1, 1, 8, 8))
+    assert isinstance(outputs, list) and len(outputs) == 1 and outputs[0].shape == (1, 2, 8, 8)

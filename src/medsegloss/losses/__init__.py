@@ -43,3 +43,7 @@ from medsegloss.losses.boundary_extra import *  # noqa: E402,F401,F403
 from medsegloss.losses.compound_extra import *  # noqa: E402,F401,F403
 
 __all__ += region_extra.__all__ + region_topology.__all__ + boundary_extra.__all__ + compound_extra.__all__
+
+# wrappers: a region-of-interest mask and deep supervision around any loss
+from medsegloss.losses.wrappers import DeepSupervisionLoss, MaskedLoss, deep_supervision, masked  # noqa: E402
+__all__ += ["DeepSupervisionLoss", "MaskedLoss", "deep_supervision", "masked"]

@@ -1,0 +1,213 @@
+"""medsegloss losses inside nnU-Net v2: the trainer ``nnUNetTrainerMedsegloss``.
+
+Install the extra (``pip install 'medsegloss[nnunet]'``), make the trainer findable (nnU-Net
+looks trainers up by class name among the modules of ``nnunetv2.training.nnUNetTrainer``, or of
+the folders in ``nnUNet_extTrainer``), then train as usual::
+
+    python -m medsegloss.integrations.nnunet install       # writes a one-line shim module there
+    MEDSEGLOSS_LOSS="ce + 0.5*tversky(alpha=0.3, beta=0.7)" \\
+        nnUNetv2_train 1 3d_fullres 0 -tr nnUNetTrainerMedsegloss
+
+The loss is ``MEDSEGLOSS_LOSS`` (a registry name or a :func:`~medsegloss.losses.build` string;
+default ``dice_ce``) or the JSON file named by ``MEDSEGLOSS_CONFIG``:
+``{"loss": "ce + dice", "options": {"include_background": false}}`` (``options`` go to every term
+that takes them, as ``build(loss, **options)``). Everything else is nnU-Net's own trainer.
+
+nnU-Net's target format is translated: label maps come as float ``(N, 1, *spatial)`` and become
+integer labels; the dataset's ignore label becomes a :class:`~medsegloss.losses.MaskedLoss` mask
+(losses without ``ignore_index`` are refused); region-based training (``has_regions``, one sigmoid
+per overlapping region) is supported for a single region only, since the package's contract has no
+multi-label mode yet. Deep supervision keeps nnU-Net's own wrapper, weights (``1, 1/2, 1/4, ...``,
+the lowest output 0, normalised) and down-sampled targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medsegloss.losses import build
+from medsegloss.losses.wrappers import MaskedLoss, _leaves, deep_supervision_weights
+
+__all__ = ["NNUNetLoss", "nnUNetTrainerMedsegloss", "loss_from_environment", "build_nnunet_loss",
+           "install_trainer", "TRAINER_NAME"]
+
+TRAINER_NAME = "nnUNetTrainerMedsegloss"
+DEFAULT_LOSS = "dice_ce"
+
+
+def loss_from_environment(environ=None) -> tuple[str, dict]:
+    """``(loss string, common options)`` from ``MEDSEGLOSS_CONFIG`` (a JSON file) or
+    ``MEDSEGLOSS_LOSS``; ``("dice_ce", {})`` when neither is set. Both set is an error."""
+    environ = os.environ if environ is None else environ
+    spec, config = environ.get("MEDSEGLOSS_LOSS"), environ.get("MEDSEGLOSS_CONFIG")
+    if spec and config:
+        raise ValueError("set MEDSEGLOSS_LOSS or MEDSEGLOSS_CONFIG, not both "
+                         f"(MEDSEGLOSS_LOSS={spec!r}, MEDSEGLOSS_CONFIG={config!r})")
+    if not config:
+        return (spec or DEFAULT_LOSS), {}
+    path = Path(config)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"MEDSEGLOSS_CONFIG={str(path)!r}: cannot read a JSON loss config ({error})") from error
+    if not isinstance(data, dict) or not isinstance(data.get("loss"), str) or set(data) - {"loss", "options"} \
+            or not isinstance(data.get("options", {}), dict):
+        raise ValueError(f"{path}: a loss config is {{\"loss\": \"ce + dice\", \"options\": {{...}}}}, "
+                         f"got {data!r}")
+    return data["loss"], dict(data.get("options", {}))
+
+
+class NNUNetLoss(nn.Module):
+    """A medsegloss loss taking nnU-Net's ``(output, target)`` for one resolution.
+
+    Args:
+        loss: the loss (any of the package's contract).
+        ignore_label: the dataset's ``ignore`` label, or None: its voxels are masked out
+            (:class:`~medsegloss.losses.MaskedLoss`, so the loss needs ``ignore_index``).
+        has_regions: region-based training; the target is one-hot per region, plus the ignore
+            channel last when there is an ignore label. One region (one sigmoid channel) only.
+
+    Shape:
+        output ``(N, C, *spatial)`` logits; target ``(N, 1, *spatial)`` float label map, or with
+        regions ``(N, R (+1), *spatial)``; returns what the loss returns.
+    """
+
+    def __init__(self, loss: nn.Module, ignore_label: int | None = None, has_regions: bool = False):
+        super().__init__()
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
+        self.has_regions = bool(has_regions)
+        self.loss = loss if self.ignore_label is None else MaskedLoss(loss)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask = None
+        if self.has_regions:
+            if output.shape[1] != 1:
+                raise ValueError(f"region-based training with {output.shape[1]} regions needs one sigmoid per "
+                                 "overlapping region, which medsegloss losses do not support; one region only")
+            if self.ignore_label is not None:  # nnU-Net puts "this voxel is ignored" in the last channel
+                mask, target = target[:, -1] == 0, target[:, :-1]
+            labels = target[:, 0].long()  # 0 / 1 for the one region
+        else:
+            labels = target[:, 0].long()  # nnU-Net's label maps are floats (N, 1, *spatial)
+            if self.ignore_label is not None:
+                mask = labels != self.ignore_label
+        return self.loss(output, labels) if mask is None else self.loss(output, labels, mask)
+
+    def extra_repr(self) -> str:
+        return f"ignore_label={self.ignore_label}, has_regions={self.has_regions}"
+
+
+def build_nnunet_loss(spec: str, options: dict | None = None, *, ignore_label: int | None = None,
+                      has_regions: bool = False, deep_supervision_outputs: int = 0,
+                      lowest_weight: float = 0.0) -> nn.Module:
+    """The loss an nnU-Net trainer uses: ``build(spec, **options)`` in :class:`NNUNetLoss`, in
+    nnU-Net's ``DeepSupervisionWrapper`` over ``deep_supervision_outputs`` outputs (0: none) with
+    nnU-Net's weights ``1, 1/2, 1/4, ...``, the lowest set to ``lowest_weight``, normalised."""
+    base = build(spec, **(options or {}))
+    loss = NNUNetLoss(base, ignore_label, has_regions)
+    if deep_supervision_outputs <= 1:
+        return loss
+    if any(getattr(leaf, "needs_distance", False) for _, leaf in _leaves(base)):
+        raise ValueError(f"loss {spec!r} uses signed distance maps, which nnU-Net's deep supervision would compute "
+                         "on down-sampled targets in another voxel size; disable deep supervision or pick another loss")
+    _require_nnunet()
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+    weights = deep_supervision_weights(deep_supervision_outputs)
+    weights[-1] = lowest_weight
+    weights = [weight / sum(weights) for weight in weights]
+    return DeepSupervisionWrapper(loss, weights)
+
+
+def _require_nnunet():
+    try:
+        import nnunetv2  # noqa: F401
+    except ImportError as error:
+        raise ImportError("medsegloss's nnU-Net trainer needs nnU-Net v2: pip install 'medsegloss[nnunet]' "
+                          f"(import failed: {error})") from error
+
+
+def _trainer_class() -> type:
+    """Define the trainer on first use, so this module imports (and its helpers test) without
+    nnU-Net; ``__getattr__`` below serves it as the module attribute ``nnUNetTrainerMedsegloss``."""
+    _require_nnunet()
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    class nnUNetTrainerMedsegloss(nnUNetTrainer):  # noqa: N801  nnU-Net's naming: the class name is -tr
+        """nnU-Net's default trainer with the loss taken from medsegloss (``MEDSEGLOSS_LOSS`` or
+        ``MEDSEGLOSS_CONFIG``); everything else (network, schedule, augmentation) is nnU-Net's."""
+
+        def _build_loss(self):
+            spec, options = loss_from_environment()
+            manager = self.label_manager
+            if manager.has_regions and manager.num_segmentation_heads > 1:
+                raise ValueError(f"this dataset trains {manager.num_segmentation_heads} overlapping regions (one "
+                                 "sigmoid each); medsegloss losses support one region only")
+            outputs = len(self._get_deep_supervision_scales()) if self.enable_deep_supervision else 0
+            # nnU-Net gives its lowest output weight 0, or 1e-6 under DDP without compile (unused parameters)
+            lowest = 1e-6 if self.is_ddp and not self._do_i_compile() else 0.0
+            loss = build_nnunet_loss(spec, options, ignore_label=manager.ignore_label,
+                                     has_regions=manager.has_regions, deep_supervision_outputs=outputs,
+                                     lowest_weight=lowest)
+            self.print_to_log_file(f"medsegloss loss: {spec!r} options={options} ignore_label={manager.ignore_label} "
+                                   f"deep supervision outputs={outputs}")
+            return loss
+
+    nnUNetTrainerMedsegloss.__module__ = __name__  # pickled and found by name as this module's attribute
+    nnUNetTrainerMedsegloss.__qualname__ = TRAINER_NAME
+    return nnUNetTrainerMedsegloss
+
+
+def __getattr__(name: str):
+    if name == TRAINER_NAME:
+        trainer = globals()[TRAINER_NAME] = _trainer_class()
+        return trainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def install_trainer(folder: str | os.PathLike | None = None) -> Path:
+    """Write ``nnUNetTrainerMedsegloss.py``, a one-line module importing the trainer, where
+    nnU-Net looks for trainers: ``nnunetv2/training/nnUNetTrainer/`` of the installed nnU-Net
+    (default), or ``folder`` (then point ``nnUNet_extTrainer`` at it). Returns the file's path."""
+    _require_nnunet()
+    if folder is None:
+        import nnunetv2
+
+        folder = Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"install_trainer(): folder {str(folder)!r} does not exist")
+    path = folder / f"{TRAINER_NAME}.py"
+    text = ('"""Written by medsegloss.integrations.nnunet.install_trainer(): makes the trainer findable by name."""\n'
+            f"from medsegloss.integrations.nnunet import {TRAINER_NAME}  # noqa: F401\n")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{TRAINER_NAME}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def main(argv=None) -> int:
+    """``python -m medsegloss.integrations.nnunet install [FOLDER]``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "install" or len(argv) > 2:
+        print("usage: python -m medsegloss.integrations.nnunet install [FOLDER]", file=sys.stderr)
+        return 2
+    path = install_trainer(argv[1] if len(argv) == 2 else None)
+    print(f"wrote {path}: train with nnUNetv2_train ... -tr {TRAINER_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
