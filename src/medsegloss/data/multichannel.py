@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsegloss.data.base import Case, DatasetError, SegmentationDataset
+from medsegloss.data.base import Case, DatasetError, SegmentationDataset, check_finite_image
+from medsegloss.data.nifti import integer_labels
 
 CT_PERCENTILES = (0.5, 99.5)
 CT_SAMPLES_PER_CASE = 100_000
@@ -140,9 +141,9 @@ def read_picture(path, *, label: bool = False) -> np.ndarray:
     if label:
         if stack.ndim == 4:
             raise DatasetError(f"label {path} is a colour image: save label values as a single-channel image")
-        return stack.astype(np.int64)
+        return integer_labels(stack, path)
     stack = stack[None] if stack.ndim == 3 else np.moveaxis(stack, -1, 0)
-    return np.ascontiguousarray(stack, dtype=np.float32)
+    return check_finite_image(np.ascontiguousarray(stack, dtype=np.float32), path)
 
 
 def read_file(path, *, label: bool = False, channels_last_axis: bool = False):
@@ -186,8 +187,7 @@ def read_nifti_channels(path) -> tuple[np.ndarray, tuple[float, float, float], n
         array = array[..., None]
     if array.ndim != 4:
         raise DatasetError(f"{path}: expected a 3-D (x, y, z) or 4-D (x, y, z, channel) image, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise DatasetError(f"{path}: image holds {int((~np.isfinite(array)).sum())} non-finite voxels")
+    check_finite_image(array, path)
     spacing = tuple(reversed(zooms[:3]))
     if any(not s > 0 for s in spacing):
         spacing = (1.0, 1.0, 1.0)
