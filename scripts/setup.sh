@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up an environment for medsegloss on a machine with nothing but python3.
 #   scripts/setup.sh run   -> the package + what `medsegloss bench` needs
-#   scripts/setup.sh test  -> the above + pytest and the peer libraries the tests compare against
+#   scripts/setup.sh test  -> the above + pytest, Hypothesis, nnU-Net v2 and the peer libraries the tests compare against
 # Uses the active virtual environment if there is one, else creates .venv/.
 # Installs the CPU pin torch==2.13.0 only where torch is missing: an unpinned torch would pull a
 # multi-GB CUDA build, and a user's own torch (CUDA or not) must be kept.
@@ -24,9 +24,13 @@ fi
 
 pip() { "$python" -m pip --disable-pip-version-check -q "$@"; }
 "$python" -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
+# every later install keeps the torch that is there now (nnunetv2 would otherwise pull a CUDA build)
+keep_torch="$(mktemp)"; trap 'rm -f "$keep_torch"' EXIT
+"$python" -c "import torch; print('torch==' + torch.__version__)" > "$keep_torch"
 case "$what" in
-    run)  pip install -e ".[experiment]" ;;
-    test) pip install -e ".[test,experiment,peers]"
+    run)  pip install -c "$keep_torch" -e ".[experiment]" ;;
+    test) # the nnunet extra: the nnU-Net v2 trainer integration is tested end to end
+          pip install -c "$keep_torch" -e ".[test,experiment,peers,nnunet]"
           # smp's losses are compared against; its model zoo (timm, torchvision) is not needed
           pip install --no-deps "segmentation-models-pytorch>=0.3" ;;
     *) echo "usage: scripts/setup.sh [run|test]" >&2; exit 2 ;;
