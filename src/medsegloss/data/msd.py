@@ -21,7 +21,6 @@ integer labels into overlapping regions (BraTS), making the dataset multi-label.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from medsegloss.data.base import DatasetError, handle_bad
@@ -31,19 +30,9 @@ REQUIRED = ("modality", "labels", "training")
 
 def read_dataset_json(root) -> dict:
     """``root/dataset.json`` checked for the Decathlon's keys; errors name the file."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"MSD task root {root} does not exist or is not a folder")
-    path = root / "dataset.json"
-    if not path.is_file():
-        raise DatasetError(f"{path} does not exist (a Decathlon task folder holds dataset.json, imagesTr/ "
-                           "and labelsTr/)")
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path} is not readable JSON: {error}") from None
-    if not isinstance(content, dict):
-        raise DatasetError(f"{path} must hold a JSON object, got {type(content).__name__}")
+    from medsegloss.data.multichannel import read_dataset_json as read_json
+
+    path, content = read_json(root, "MSD task", "dataset.json, imagesTr/ and labelsTr/")
     if "modality" not in content and "channel_names" in content:
         raise DatasetError(f"{path} has 'channel_names' but no 'modality': an nnU-Net v2 dataset.json? load it "
                            "with get_dataset('nnunet', ...)")

@@ -28,6 +28,7 @@ Normalization (per channel, by the channel's name, the nnU-Net rule):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,24 @@ def read_picture(path, *, label: bool = False) -> np.ndarray:
         return integer_labels(stack, path)
     stack = stack[None] if stack.ndim == 3 else np.moveaxis(stack, -1, 0)
     return check_finite_image(np.ascontiguousarray(stack, dtype=np.float32), path)
+
+
+def read_dataset_json(root, layout: str, holds: str) -> tuple[Path, dict]:
+    """``root/dataset.json`` as ``(path, object)``; errors name the file. ``layout`` names the
+    format in the messages (e.g. "nnU-Net dataset"), ``holds`` what such a folder holds."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{layout} root {root} does not exist or is not a folder")
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist (a {layout} folder holds {holds})")
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path} is not readable JSON: {error}") from None
+    if not isinstance(content, dict):
+        raise DatasetError(f"{path} must hold a JSON object, got {type(content).__name__}")
+    return path, content
 
 
 def read_file(path, *, label: bool = False, channels_last_axis: bool = False):

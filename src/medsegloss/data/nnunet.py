@@ -20,7 +20,6 @@ The cases are the files of ``labelsTr``; an RGB picture may hold all its channel
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -31,19 +30,9 @@ PICTURE_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
 
 def read_dataset_json(root) -> dict:
     """``root/dataset.json`` checked for nnU-Net v2's required keys; errors name the file."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"nnU-Net dataset root {root} does not exist or is not a folder")
-    path = root / "dataset.json"
-    if not path.is_file():
-        raise DatasetError(f"{path} does not exist (an nnU-Net v2 raw dataset holds dataset.json, imagesTr/ "
-                           "and labelsTr/)")
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path} is not readable JSON: {error}") from None
-    if not isinstance(content, dict):
-        raise DatasetError(f"{path} must hold a JSON object, got {type(content).__name__}")
+    from medsegloss.data.multichannel import read_dataset_json as read_json
+
+    path, content = read_json(root, "nnU-Net dataset", "dataset.json, imagesTr/ and labelsTr/")
     if "channel_names" not in content and "modality" in content:
         raise DatasetError(f"{path} has 'modality' but no 'channel_names': a Medical Segmentation Decathlon "
                            "dataset.json? load it with get_dataset('msd', ...)")
