@@ -16,6 +16,7 @@ taken (``logit > 0`` for a one-channel model, else the argmax).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -48,18 +49,60 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, amp_dtype=None)
         return model(images).float()
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded safely: missing, truncated, corrupt, or holding
+    Python objects (which unpickling would run as code). The message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint holding Python objects besides tensors and plain data: refused, not loaded."""
+
+
+def read_checkpoint(path, device="cpu") -> dict:
+    """The content of a checkpoint file, loaded with ``torch.load(weights_only=True)``: tensors
+    and plain data (dicts, lists, tuples, str, numbers, None) only, so loading a file cannot run
+    code. Every checkpoint medsegloss reads goes through here (``best.pt``, ``last.pt``,
+    ``last.prev.pt``, ``init_weights``).
+
+    Raises :class:`CheckpointError` naming ``path`` when it is missing, empty, truncated or
+    corrupt, or holds anything else (a pickled object: refused, never executed).
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        if found:
+            raise UnsafeCheckpointError(
+                f"refused checkpoint {path}: it holds a Python object ({found[1]}), not only tensors and "
+                f"plain data; loading it could run code, so it is not loaded") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint "
+                              f"(loaded with weights_only=True: {_first_line(error)})") from None
+    except (EOFError, RuntimeError, ValueError, OSError) as error:
+        reason = "empty" if path.stat().st_size == 0 else f"truncated or corrupt: {_first_line(error)}"
+        raise CheckpointError(f"checkpoint {path} is {reason}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:200]
+
+
 def load_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, Config]:
     """The model of a ``best.pt`` / ``last.pt`` (eval mode, on ``device``) and its run's config.
 
     The model also carries ``class_names`` and ``dataset_num_classes`` (the dataset's classes;
-    ``model.num_classes`` is its output channels, 1 for a one-channel binary model).
+    ``model.num_classes`` is its output channels, 1 for a one-channel binary model). The file is
+    read by :func:`read_checkpoint`: one holding more than tensors and plain data is refused.
     """
     from medsegloss.models import UNet
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    checkpoint = torch.load(path, map_location=device, weights_only=path.name != "last.pt")
+    checkpoint = read_checkpoint(path, device)
     if not isinstance(checkpoint, dict) or "model_args" not in checkpoint:
         raise ValueError(f"{path} is not a medsegloss checkpoint (no 'model_args'; expected best.pt or last.pt)")
     model = UNet(**checkpoint["model_args"])
