@@ -129,3 +129,126 @@ def test_init_weights_with_a_payload_are_refused_before_anything_is_written(tmp_
                          "--out", str(out), "--quiet"]) == 2
     assert not marker.exists() and "refused checkpoint" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- 3. one trainer per run directory; corrupt files
+def train(out, *flags):
+    return trainer.main(["--dataset", "phantom-lesion", "--image-size", "16", "--base-width", "2", "--depth", "1",
+                         "--epochs", "2", "--batch-size", "4", "--dataset-options", '{"num_cases": 5, "slices_per_case": 2}',
+                         "--metrics", "dice", "--threads", "1", "--out", str(out), "--quiet", *flags])
+
+
+def test_a_second_process_on_a_locked_run_directory_is_refused_naming_the_holder(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from medsegloss.experiment.trainer import run_lock\n"
+         f"with run_lock({str(out)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert train(out) == 2
+        error = capsys.readouterr().err
+        assert f"run directory {out} is in use: pid {holder.pid} on " in error and len(error.splitlines()) == 1
+        assert not (out / "config.json").exists()
+    finally:
+        holder.communicate("")
+    assert train(out) == 0  # the holder exited: its lock went with it
+    assert (out / "metrics.json").exists()
+
+
+def test_an_unrelated_metrics_json_is_not_a_finished_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"accuracy": 0.9}\n')
+    assert train(out) == 2
+    assert f"{out / 'metrics.json'} is not the result of a medsegloss run" in capsys.readouterr().err
+    (out / "metrics.json").write_text("NaN\n")
+    assert train(out) == 2
+    assert f"{out / 'metrics.json'} is not the result" in capsys.readouterr().err
+
+
+def test_a_metrics_json_of_another_config_is_refused(finished_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(finished_run / "metrics.json", out / "metrics.json")
+    assert train(out, "--lr", "0.5") == 2
+    error = capsys.readouterr().err
+    assert f"{out / 'metrics.json'} is the result of another config (lr: 0.001 there, 0.5 here)" in error
+
+
+def test_a_truncated_last_pt_falls_back_to_the_previous_checkpoint(finished_run, unfinished_run, capsys):
+    data = (unfinished_run / "last.pt").read_bytes()
+    (unfinished_run / "last.pt").write_bytes(data[: len(data) // 2])
+    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 0
+    error = capsys.readouterr().err
+    assert f"checkpoint {unfinished_run / 'last.pt'} is truncated or corrupt" in error
+    assert f"resuming from {unfinished_run / 'last.prev.pt'} (epoch 1)" in error
+    assert (unfinished_run / "last.pt.corrupt").read_bytes() == data[: len(data) // 2]
+    for name in ("last.pt", "best.pt"):  # epoch 2 trained again: the same weights as the first time
+        again, first = (torch.load(run / name, weights_only=True)["model"] for run in (unfinished_run, finished_run))
+        assert all(torch.equal(again[key], first[key]) for key in first)
+
+
+def test_corrupt_files_without_a_fallback_are_named(unfinished_run, capsys):
+    (unfinished_run / "last.prev.pt").unlink()
+    (unfinished_run / "last.pt").write_bytes(b"")
+    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 2
+    assert f"checkpoint {unfinished_run / 'last.pt'} is empty" in capsys.readouterr().err
+    config = (unfinished_run / "config.json").read_text()
+    (unfinished_run / "config.json").write_text(config[: len(config) // 2])
+    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 2
+    assert f"{unfinished_run / 'config.json'} is corrupt (not valid JSON" in capsys.readouterr().err
+
+
+def test_a_truncated_last_metrics_line_is_dropped_with_a_warning(finished_run, unfinished_run, capsys):
+    log = (unfinished_run / "metrics.jsonl").read_text()
+    (unfinished_run / "metrics.jsonl").write_text(log[:-40])  # the epoch-2 line cut mid-write
+    (unfinished_run / "last.pt").unlink()  # the crash came before last.pt of epoch 2
+    os.replace(unfinished_run / "last.prev.pt", unfinished_run / "last.pt")
+    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 0
+    assert f"dropped the unreadable last line of {unfinished_run / 'metrics.jsonl'}" in capsys.readouterr().err
+    timing = {"seconds", "train_seconds", "images_per_second"}
+    lines = [[{k: v for k, v in json.loads(line).items() if k not in timing}
+              for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (unfinished_run, finished_run)]
+    assert lines[0] == lines[1]
+    middle = (unfinished_run / "metrics.jsonl").read_text().splitlines()
+    (unfinished_run / "metrics.jsonl").write_text("{broken\n" + middle[1] + "\n")
+    (unfinished_run / "metrics.json").unlink()
+    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 2
+    assert f"{unfinished_run / 'metrics.jsonl'} line 1 is corrupt" in capsys.readouterr().err
+
+
+def test_failed_init_weights_leave_nothing_that_blocks_a_corrected_retry(tmp_path, capsys):
+    wrong = {"encoder.weight": torch.zeros(3, 3)}
+    torch.save(wrong, tmp_path / "wrong.pt")
+    out = tmp_path / "run"
+    assert train(out, "--init-weights", str(tmp_path / "wrong.pt")) == 2
+    assert f"init_weights {tmp_path / 'wrong.pt'} does not fit the model" in capsys.readouterr().err
+    assert not {"config.json", "split.json"} & {p.name for p in out.glob("*")}
+    torch.save(trainer.initial_state(tiny()), tmp_path / "right.pt")
+    assert train(out, "--init-weights", str(tmp_path / "right.pt")) == 0
+
+
+def test_a_corrupt_disk_cache_entry_is_rebuilt(tmp_path):
+    from medsegloss.data import cache
+    from medsegloss.data.base import Case
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return Case("c1", np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.ones((2, 3, 4), np.uint8), (1.0, 1.0, 1.0), False)
+
+    cache.clear()
+    first = cache.cached_case(("k", 1), compute, cache_dir=tmp_path)
+    for damage in ("image.npy", "json"):
+        path = next(tmp_path.glob(f"*.{damage}"))
+        path.write_bytes(path.read_bytes()[:20])
+        cache.clear()
+        again = cache.cached_case(("k", 1), compute, cache_dir=tmp_path)
+        np.testing.assert_array_equal(again.image, first.image)
+    assert len(calls) == 3
+    cache.clear()
+    cache.cached_case(("k", 1), compute, cache_dir=tmp_path)  # rewritten: served from disk now
+    assert len(calls) == 3
+    cache.clear()
