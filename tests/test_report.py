@@ -80,8 +80,10 @@ def test_analyse_numbers_and_order(tmp_path):
 
 def test_baseline_choice_and_missing_baseline(tmp_path):
     fabricate_bench(tmp_path, losses=("dice", "ce + 1.0*dice"))
-    results = analyse(find_runs([tmp_path]), baseline="ce")  # no ce run: the first loss is the baseline
+    results = analyse(find_runs([tmp_path]))  # no ce run: the first loss is the baseline
     assert results["baseline"] == "dice"
+    with pytest.raises(ValueError, match=r"baseline 'ce' is not a loss of these runs; their losses: 'dice', 'ce \+ 1.0\*dice'"):
+        analyse(find_runs([tmp_path]), baseline="ce")
     assert {r["loss"] for r in results["tests"]} == {"ce + 1.0*dice"}
     results = analyse(find_runs([tmp_path]), baseline="ce + 1.0*dice")
     assert results["losses"][0] == "ce + 1.0*dice"
@@ -157,3 +159,22 @@ def test_cli(tmp_path, capsys):
     assert (dest / "results.json").exists() and not (dest / "figures").exists()
     assert report.main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_arguments_are_checked_before_any_work(tmp_path, capsys):
+    fabricate_bench(tmp_path)
+    (tmp_path / "afile").write_text("")
+    cases = [(["--baseline", "nosuch"], "baseline 'nosuch' is not a loss of these runs"),
+             (["--alpha", "5"], "argument --alpha: expected a significance level in (0, 1)"),
+             (["--alpha", "nan"], "argument --alpha"),
+             (["--metrics", "dice", "bogus"], "argument --metrics: unknown metric 'bogus'"),
+             (["--dest", str(tmp_path / "afile")], f"--dest {tmp_path / 'afile'} is a file, not a folder")]
+    for flags, message in cases:
+        try:
+            code = report.main([str(tmp_path), "--no-figures", *flags])
+        except SystemExit as exit_:  # argparse's own errors
+            code = exit_.code
+        assert code == 2, flags
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error, error
+    assert not (tmp_path / "REPORT.md").exists()

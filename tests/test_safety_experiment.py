@@ -252,3 +252,47 @@ def test_a_corrupt_disk_cache_entry_is_rebuilt(tmp_path):
     cache.cached_case(("k", 1), compute, cache_dir=tmp_path)  # rewritten: served from disk now
     assert len(calls) == 3
     cache.clear()
+
+
+# ---------------------------------------------------------------- 4. arguments checked up front, naming the argument
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "100000000000000000000000"], "argument --seed: expected an int in [0, 2**32)"),
+    (["--seed", "-1"], "argument --seed: expected an int in [0, 2**32)"),
+    (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+    (["--weight-decay", "nan"], "weight_decay must be a finite number >= 0"),
+    (["--metrics", "dice,bogus"], "metrics: unknown metric(s) 'bogus'"),
+])
+def test_train_arguments_name_themselves(flags, message, tmp_path, capsys):
+    try:
+        code = trainer.main(["--out", str(tmp_path / "run"), "--quiet", *flags])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_seed_outside_numpy_and_torch_range_is_refused():
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*32\), got 100000000000000000000000"):
+        Config(seed=10**23)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        Config(seed=1.5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--baseline", "nosuch"], "--baseline 'nosuch' is not one of the sweep's losses ('ce', 'dice')"),
+    (["--seeds", "0", "1e23"], "argument --seeds: expected an int in [0, 2**32)"),
+    (["--metrics", "bogus"], "metrics: unknown metric(s) 'bogus'"),
+])
+def test_bench_arguments_fail_before_any_training(flags, message, tmp_path, capsys):
+    from medsegloss.experiment import bench
+
+    try:
+        code = bench.main(["--losses", "ce", "dice", "--datasets", "phantom-lesion", "--out", str(tmp_path / "b"),
+                           "--quiet", *flags])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

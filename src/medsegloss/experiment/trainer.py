@@ -114,6 +114,7 @@ def check_config(config: Config) -> nn.Module:
     if unknown:
         raise ValueError(f"dataset {config.dataset!r} has no option(s) {', '.join(unknown)}; "
                          f"its options: {', '.join(sorted(accepted))}")
+    check_metric_names(config.metrics, "metrics")
     loss = make_loss(config)
     class_names = data.class_names(config.dataset, **config.dataset_options)  # e.g. covid-ct's target
     if class_names is not None:  # None: known only once loaded (a folder dataset); prepare_run checks then
@@ -132,6 +133,23 @@ def check_init_weights_file(path) -> None:
     state = read_checkpoint(path, "cpu")
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ValueError(f"init_weights {path} is not a state_dict (a dict of tensors, as initial_state writes)")
+
+
+def check_metric_names(names, argument: str = "metrics") -> None:
+    """Fail naming ``argument`` and the closest registered names when a metric is unknown."""
+    import difflib
+
+    from medsegloss import metrics
+
+    known = metrics.available()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"{argument}: unknown metric(s) {', '.join(map(repr, unknown))}.{hint} "
+                         f"Registered: {', '.join(known)}")
+    if not names:
+        raise ValueError(f"{argument}: give at least one metric (registered: {', '.join(known)})")
 
 
 def make_dataset(config: Config, split: str, split_file=None):

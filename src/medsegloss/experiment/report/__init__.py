@@ -292,7 +292,7 @@ def render_csv(results: dict) -> str:
 
 
 # ---------------------------------------------------------------- writing the report
-def write_report(out_dirs, dest=None, baseline: str | None = "ce", metrics=DEFAULT_METRICS,
+def write_report(out_dirs, dest=None, baseline: str | None = None, metrics=DEFAULT_METRICS,
                  alpha: float = 0.05, figures: bool = True, overlays: bool = True) -> Path:
     """Analyse the runs under ``out_dirs`` and write results.json, results.csv, REPORT.md, the
     figures and report.html into ``dest`` (default: the first of ``out_dirs``). Returns the
@@ -314,22 +314,51 @@ def main_table(dest) -> str:
     return markdown_table(*metric_table(results, MAIN_METRICS))
 
 
+def parse_alpha(text: str) -> float:
+    """argparse type of ``--alpha``: a significance level in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a significance level in (0, 1) such as 0.05, got {text!r}")
+    return value
+
+
+def parse_metric(text: str) -> str:
+    """argparse type of ``--metrics``: a registered metric name."""
+    from medsegloss import metrics
+
+    if text not in metrics.available():
+        raise argparse.ArgumentTypeError(f"unknown metric {text!r}; registered: {', '.join(metrics.available())}")
+    return text
+
+
+def check_dest(dest) -> None:
+    """``--dest`` must be a folder (it is created when missing), not a file."""
+    if dest is not None and Path(dest).exists() and not Path(dest).is_dir():
+        raise ValueError(f"--dest {dest} is a file, not a folder")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="medsegloss report", description=__doc__.split("\n\n")[1].replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dirs", nargs="+", metavar="OUT", help="benchmark folder(s); shards are merged")
-    parser.add_argument("--dest", help="where to write the report (default: the first OUT)")
-    parser.add_argument("--baseline", default="ce", help="the loss the others are tested against (default: ce)")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to report")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
+    parser.add_argument("--dest", help="folder to write the report into (default: the first OUT)")
+    parser.add_argument("--baseline", help="the loss the others are tested against, one of the runs' losses "
+                                           "(default: ce when the runs have it, else the first loss)")
+    parser.add_argument("--metrics", nargs="+", type=parse_metric, default=list(DEFAULT_METRICS),
+                        help="registered metrics to report (`medsegloss metrics` lists them)")
+    parser.add_argument("--alpha", type=parse_alpha, default=0.05, help="significance level after Holm, in (0, 1) (default 0.05)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument("--no-overlays", action="store_true", help="skip the prediction overlays (no checkpoints read)")
     args = parser.parse_args(argv)
     try:
+        check_dest(args.dest)
         path = write_report(args.out_dirs, args.dest, baseline=args.baseline, metrics=args.metrics,
                             alpha=args.alpha, figures=not args.no_figures, overlays=not args.no_overlays)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"medsegloss report: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        print(f"medsegloss report: error: {error}", file=sys.stderr)
         return 2
     print(main_table(path.parent))
     print(f"\nreport: {path}  (and {path.parent / 'report.html'})")
