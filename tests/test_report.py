@@ -129,7 +129,7 @@ def test_write_report_files(tmp_path):
     # the paper's layout: loss x (Dice, IoU, pixel error) per dataset, best in bold
     header = "| loss | lesion Dice | lesion IoU | lesion pixel error (%) | cardiac Dice | cardiac IoU | cardiac pixel error (%) |"
     assert header in markdown
-    best_line = next(line for line in markdown.splitlines() if line.startswith("| ce + 1.0*dice |"))
+    best_line = next(line for line in markdown.splitlines() if line.startswith("| ce + 1.0\\*dice |"))
     assert best_line.count("**") == 12  # best in all 6 columns
     assert "n.s." in markdown or "better" in markdown
     assert "![Validation Dice per epoch](figures/validation_curves.png)" in markdown
@@ -178,3 +178,32 @@ def test_cli_arguments_are_checked_before_any_work(tmp_path, capsys):
         error = capsys.readouterr().err
         assert message in error and "Traceback" not in error, error
     assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_names_users_chose_cannot_break_the_report(tmp_path):
+    """A loss, dataset and case named like `p$\\foo{$.png` (mathtext), `<script>` (HTML), `|` and
+    `*` (Markdown): the report is written, and shows each name literally."""
+    import html
+    import re
+
+    from medsegloss.experiment.report.figures import plot_overlays
+
+    loss, dataset = "p$\\foo{$|*x*_`y`", "d<script>alert(1)</script>"
+    fabricate_bench(tmp_path, losses=("ce", loss), datasets=(dataset,))
+    path = report.write_report([tmp_path], baseline=loss, overlays=False)
+    markdown, page = path.read_text(), (tmp_path / "report.html").read_text()
+    assert html.escape(loss) in page and html.escape(dataset) in page and "<script>" not in page
+    assert f"<h2>Paired tests against {html.escape(loss)}</h2>" in page
+    escaped = "p\\$\\\\foo{\\$\\|\\*x\\*\\_\\`y\\`"
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {escaped} |"))
+    header = next(line for line in markdown.splitlines() if line.startswith("| loss |"))
+    unescaped_bars = lambda line: len(re.findall(r"(?<!\\)\|", line))  # noqa: E731
+    assert unescaped_bars(row) == unescaped_bars(header)  # the | in the name does not add a column
+    assert "d&lt;script>alert(1)&lt;/script>" in markdown
+    assert page.count("data:image/png;base64,") == 2  # both figures drawn with the names as labels
+    image = np.zeros((8, 8))
+    panel = {"image": image, "label": image.astype(int), "predictions": {loss: image.astype(int)},
+             "name": "p$\\foo{$.png slice 0", "dice": {loss: 0.5}}
+    figure = plot_overlays([panel], [loss], tmp_path / "overlay.png", title=f"{dataset} $\\frac{{$",
+                           class_names=["background", "$\\x{$"])
+    assert figure.stat().st_size > 0
