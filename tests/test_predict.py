@@ -106,5 +106,86 @@ def test_errors_name_the_path(checkpoints, tmp_path, capsys):
     assert f"checkpoint {tmp_path / 'nope.pt'} does not exist" in capsys.readouterr().err
     torch.save({"weights": 1}, tmp_path / "other.pt")
     assert inference.main(["--checkpoint", str(tmp_path / "other.pt"), str(tmp_path / "case.nii.gz"),
-                         "--out", str(tmp_path)]) == 2
+                         "--out", str(tmp_path / "masks")]) == 2
     assert "is not a medsegloss checkpoint" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- never lose a user's data (issue #11)
+def write_png(path, seed=0, size=(12, 10)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, size, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def predict(checkpoints, *arguments):
+    return inference.main(["--checkpoint", str(checkpoints["cardiac"]), *map(str, arguments)])
+
+
+def one_line_error(capsys) -> str:
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error, error
+    return error
+
+
+def test_out_equal_to_the_inputs_folder_never_replaces_an_input(checkpoints, tmp_path, capsys):
+    write_png(tmp_path / "scan.png")
+    before = (tmp_path / "scan.png").read_bytes()
+    assert predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path) == 2
+    assert "would overwrite the input" in one_line_error(capsys)
+    assert predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path, "--overwrite") == 2  # not even so
+    assert (tmp_path / "scan.png").read_bytes() == before
+    (tmp_path / "link").symlink_to(tmp_path)  # the same folder under another name
+    assert predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path / "link", "--overwrite") == 2
+    assert (tmp_path / "scan.png").read_bytes() == before
+
+
+def test_inputs_with_one_file_name_from_two_folders_get_two_masks(checkpoints, tmp_path, capsys):
+    first, second = write_png(tmp_path / "a" / "x.png", seed=1), write_png(tmp_path / "b" / "x.png", seed=2)
+    assert predict(checkpoints, tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "--out", tmp_path / "masks") == 0
+    for folder, pixels in (("a", first), ("b", second)):
+        with Image.open(tmp_path / "masks" / folder / "x.png") as mask:
+            expected = inference.segment_volume(inference.load_checkpoint(checkpoints["cardiac"])[0],
+                                                pixels.astype(np.float32)[None], 32)[0]
+            np.testing.assert_array_equal(np.asarray(mask), expected)
+    assert predict(checkpoints, tmp_path / "a" / "x.png", tmp_path / "a" / ".." / "a" / "x.png",
+                   "--out", tmp_path / "again") == 2
+    assert "is given twice" in one_line_error(capsys)
+
+
+def test_existing_masks_are_kept_unless_overwrite(checkpoints, tmp_path, capsys):
+    write_png(tmp_path / "in" / "scan.png")
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "scan.png").write_bytes(b"precious")
+    assert predict(checkpoints, tmp_path / "in" / "scan.png", "--out", tmp_path / "masks") == 2
+    assert "--overwrite" in one_line_error(capsys) and (tmp_path / "masks" / "scan.png").read_bytes() == b"precious"
+    assert predict(checkpoints, tmp_path / "in" / "scan.png", "--out", tmp_path / "masks", "--overwrite") == 0
+    with Image.open(tmp_path / "masks" / "scan.png") as mask:
+        assert mask.size == (10, 12)
+
+
+def test_bad_files_and_arguments_get_one_line_errors(checkpoints, tmp_path, capsys):
+    write_png(tmp_path / "scan.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "notes.nii.gz").write_bytes(b"\x1f\x8b garbage")
+    (tmp_path / "afile").write_text("")
+    cases = [([tmp_path / "notes.png", "--out", tmp_path / "m"], f"input {tmp_path / 'notes.png'} is not a readable PNG"),
+             ([tmp_path / "notes.nii.gz", "--out", tmp_path / "m"], f"input {tmp_path / 'notes.nii.gz'} is not a readable NIfTI"),
+             ([tmp_path / "scan.png", "--out", tmp_path / "afile"], f"--out {tmp_path / 'afile'} is a file, not a folder"),
+             ([tmp_path / "scan.png", "--out", tmp_path / "m", "--device", "cuda:7"], "--device cuda:7"),
+             ([tmp_path / "scan.png", "--out", tmp_path / "m", "--device", "gpu"], "--device 'gpu'")]
+    for arguments, message in cases:
+        assert predict(checkpoints, *arguments) == 2
+        assert message in one_line_error(capsys)
+    assert not (tmp_path / "m").exists()
+
+
+def test_nan_voxels_are_an_error_naming_the_file(checkpoints, tmp_path, capsys):
+    array = np.random.default_rng(0).normal(100, 30, (16, 16, 2)).astype(np.float32)
+    array[3, 4, 1] = np.nan
+    array[5, 5, 0] = np.inf
+    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+    assert predict(checkpoints, tmp_path / "nan.nii.gz", "--out", tmp_path / "m") == 2
+    error = one_line_error(capsys)
+    assert f"input {tmp_path / 'nan.nii.gz'} holds 2 NaN or infinite voxel(s)" in error
+    assert not (tmp_path / "m" / "nan.nii.gz").exists()

@@ -80,8 +80,10 @@ def test_analyse_numbers_and_order(tmp_path):
 
 def test_baseline_choice_and_missing_baseline(tmp_path):
     fabricate_bench(tmp_path, losses=("dice", "ce + 1.0*dice"))
-    results = analyse(find_runs([tmp_path]), baseline="ce")  # no ce run: the first loss is the baseline
+    results = analyse(find_runs([tmp_path]))  # no ce run: the first loss is the baseline
     assert results["baseline"] == "dice"
+    with pytest.raises(ValueError, match=r"baseline 'ce' is not a loss of these runs; their losses: 'dice', 'ce \+ 1.0\*dice'"):
+        analyse(find_runs([tmp_path]), baseline="ce")
     assert {r["loss"] for r in results["tests"]} == {"ce + 1.0*dice"}
     results = analyse(find_runs([tmp_path]), baseline="ce + 1.0*dice")
     assert results["losses"][0] == "ce + 1.0*dice"
@@ -127,7 +129,7 @@ def test_write_report_files(tmp_path):
     # the paper's layout: loss x (Dice, IoU, pixel error) per dataset, best in bold
     header = "| loss | lesion Dice | lesion IoU | lesion pixel error (%) | cardiac Dice | cardiac IoU | cardiac pixel error (%) |"
     assert header in markdown
-    best_line = next(line for line in markdown.splitlines() if line.startswith("| ce + 1.0*dice |"))
+    best_line = next(line for line in markdown.splitlines() if line.startswith("| ce + 1.0\\*dice |"))
     assert best_line.count("**") == 12  # best in all 6 columns
     assert "n.s." in markdown or "better" in markdown
     assert "![Validation Dice per epoch](figures/validation_curves.png)" in markdown
@@ -157,3 +159,51 @@ def test_cli(tmp_path, capsys):
     assert (dest / "results.json").exists() and not (dest / "figures").exists()
     assert report.main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_arguments_are_checked_before_any_work(tmp_path, capsys):
+    fabricate_bench(tmp_path)
+    (tmp_path / "afile").write_text("")
+    cases = [(["--baseline", "nosuch"], "baseline 'nosuch' is not a loss of these runs"),
+             (["--alpha", "5"], "argument --alpha: expected a significance level in (0, 1)"),
+             (["--alpha", "nan"], "argument --alpha"),
+             (["--metrics", "dice", "bogus"], "argument --metrics: unknown metric 'bogus'"),
+             (["--dest", str(tmp_path / "afile")], f"--dest {tmp_path / 'afile'} is a file, not a folder")]
+    for flags, message in cases:
+        try:
+            code = report.main([str(tmp_path), "--no-figures", *flags])
+        except SystemExit as exit_:  # argparse's own errors
+            code = exit_.code
+        assert code == 2, flags
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error, error
+    assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_names_users_chose_cannot_break_the_report(tmp_path):
+    """A loss, dataset and case named like `p$\\foo{$.png` (mathtext), `<script>` (HTML), `|` and
+    `*` (Markdown): the report is written, and shows each name literally."""
+    import html
+    import re
+
+    from medsegloss.experiment.report.figures import plot_overlays
+
+    loss, dataset = "p$\\foo{$|*x*_`y`", "d<script>alert(1)</script>"
+    fabricate_bench(tmp_path, losses=("ce", loss), datasets=(dataset,))
+    path = report.write_report([tmp_path], baseline=loss, overlays=False)
+    markdown, page = path.read_text(), (tmp_path / "report.html").read_text()
+    assert html.escape(loss) in page and html.escape(dataset) in page and "<script>" not in page
+    assert f"<h2>Paired tests against {html.escape(loss)}</h2>" in page
+    escaped = "p\\$\\\\foo{\\$\\|\\*x\\*\\_\\`y\\`"
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {escaped} |"))
+    header = next(line for line in markdown.splitlines() if line.startswith("| loss |"))
+    unescaped_bars = lambda line: len(re.findall(r"(?<!\\)\|", line))  # noqa: E731
+    assert unescaped_bars(row) == unescaped_bars(header)  # the | in the name does not add a column
+    assert "d&lt;script>alert(1)&lt;/script>" in markdown
+    assert page.count("data:image/png;base64,") == 2  # both figures drawn with the names as labels
+    image = np.zeros((8, 8))
+    panel = {"image": image, "label": image.astype(int), "predictions": {loss: image.astype(int)},
+             "name": "p$\\foo{$.png slice 0", "dice": {loss: 0.5}}
+    figure = plot_overlays([panel], [loss], tmp_path / "overlay.png", title=f"{dataset} $\\frac{{$",
+                           class_names=["background", "$\\x{$"])
+    assert figure.stat().st_size > 0

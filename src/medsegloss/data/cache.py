@@ -7,6 +7,7 @@ results up to ``MEDSEGLOSS_CACHE_MB`` (default 4096) MiB; the disk cache (``cach
 ``MEDSEGLOSS_CACHE_DIR`` environment variable) stores ``<hash>.image.npy``, ``<hash>.label.npy``
 and ``<hash>.json`` (written last, atomically: its presence marks a complete entry) and maps the
 arrays back read-only, so even large CT collections cost page cache rather than process memory.
+A truncated or corrupt disk entry is decoded afresh and rewritten, never an error.
 """
 
 from __future__ import annotations
@@ -64,12 +65,8 @@ def cached_case(key: tuple, compute: Callable[[], Case], cache_dir=None) -> Case
         return _MEMORY[digest]
     folder = _disk_dir(cache_dir)
     meta_path = folder / f"{digest}.json" if folder else None
-    if meta_path is not None and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        case = Case(meta["id"], np.load(folder / f"{digest}.image.npy", mmap_mode="r"),
-                    np.load(folder / f"{digest}.label.npy", mmap_mode="r"), tuple(meta["spacing"]),
-                    meta["single"])
-    else:
+    case = _read_disk_entry(folder, digest) if meta_path is not None and meta_path.exists() else None
+    if case is None:
         case = compute()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -80,6 +77,19 @@ def cached_case(key: tuple, compute: Callable[[], Case], cache_dir=None) -> Case
             write_text(meta_path, json.dumps(meta))
     _remember(digest, case)
     return case
+
+
+def _read_disk_entry(folder: Path, digest: str) -> Case | None:
+    """The cached case of ``digest``, or None when its files are truncated or corrupt (a full
+    disk, a copy cut short, another tool): the caller decodes the source again and rewrites the
+    entry, so a damaged cache costs time, never a failed run."""
+    try:
+        meta = json.loads((folder / f"{digest}.json").read_text(encoding="utf-8"))
+        return Case(meta["id"], np.load(folder / f"{digest}.image.npy", mmap_mode="r"),
+                    np.load(folder / f"{digest}.label.npy", mmap_mode="r"), tuple(meta["spacing"]),
+                    meta["single"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
 
 
 def clear() -> None:

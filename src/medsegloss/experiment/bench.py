@@ -226,7 +226,7 @@ SWEEP_FIELDS = ("dataset", "loss", "seed", "out", "init_weights", "data_root")  
 def build_parser() -> argparse.ArgumentParser:
     """``medsegloss bench`` options: the sweep's own, then one flag per remaining config field
     (the same flags as ``medsegloss train``)."""
-    from medsegloss.experiment.config import add_config_arguments
+    from medsegloss.experiment.config import add_config_arguments, parse_seed
 
     parser = argparse.ArgumentParser(
         prog="medsegloss bench", description=__doc__.split("\n\n")[1].strip().replace("``", ""),
@@ -241,12 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--losses", nargs="+", metavar="LOSS",
                         help=f"registry names or build() strings (default: {' '.join(DEFAULT_LOSSES)})")
     parser.add_argument("--datasets", nargs="+", metavar="NAME", help=f"default: {' '.join(DEFAULT_DATASETS)}")
-    parser.add_argument("--seeds", nargs="+", type=int, metavar="K", help="seed values (default: 0 1 2)")
+    parser.add_argument("--seeds", nargs="+", type=parse_seed, metavar="K", help="seed values (default: 0 1 2)")
     parser.add_argument("--data-root", action="append", metavar="NAME=DIR", help="a dataset's folder (repeatable)")
     parser.add_argument("--out", default="runs/bench", help="benchmark folder (default: runs/bench)")
     parser.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="i/n",
                         help="run every n-th run from the i-th (1-based), e.g. a SLURM array task")
-    parser.add_argument("--baseline", default="ce", help="the loss the report tests the others against (default: ce)")
+    parser.add_argument("--baseline", help="the loss the report tests the others against, one of --losses "
+                                           "(default: ce when the sweep has it, else the first loss)")
     parser.add_argument("--no-report", action="store_true", help="train only; write no report")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     group = parser.add_argument_group("experiment settings (config fields; default: the preset's)")
@@ -270,7 +271,14 @@ def sweep_from_args(args) -> tuple:
     losses = split_losses(args.losses or losses)
     seeds = list(dict.fromkeys(args.seeds if args.seeds is not None else seeds))
     roots = parse_data_roots(args.data_root, datasets)
+    check_baseline(args.baseline, losses)
     return base, datasets, losses, seeds, roots
+
+
+def check_baseline(baseline: str | None, losses) -> None:
+    """``--baseline`` must be one of the sweep's losses (checked before any training)."""
+    if baseline is not None and baseline not in losses:
+        raise ValueError(f"--baseline {baseline!r} is not one of the sweep's losses ({', '.join(map(repr, losses))})")
 
 
 def main(argv=None) -> int:

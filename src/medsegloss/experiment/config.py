@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -74,8 +75,12 @@ class Config:
             raise ValueError(f"dims must be 2 or 3, got {self.dims!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        check_seed(self.seed)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 \
                 or self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum < 1, "
@@ -132,6 +137,24 @@ class Config:
         return self.out if self.out is not None else f"runs/{self.dataset}/{loss_slug(self.loss)}/seed{self.seed}"
 
 
+SEED_LIMIT = 2**32  # NumPy's seeds are < 2**32; torch's would overflow far above
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` when it is an int in [0, 2**32); else a ValueError naming ``name``."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name} must be an int in [0, 2**32), got {seed!r}")
+    return seed
+
+
+def parse_seed(text: str) -> int:
+    """argparse type of a seed: an int in [0, 2**32)."""
+    try:
+        return check_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int in [0, 2**32), got {text!r}") from None
+
+
 PRESETS = {
     "default": {},
     # the reference experiment: classic UNet, 256x256 inputs, Adam with lr 0.01, 100 epochs
@@ -177,12 +200,14 @@ def _parse_optional(kind):
     return parse
 
 
-def argument_for(annotation) -> dict:
+def argument_for(annotation, name: str = "") -> dict:
     """argparse keyword arguments for a config field's type."""
     import typing
 
     if annotation is bool:
         return {"action": argparse.BooleanOptionalAction}
+    if annotation is int and name == "seed":
+        return {"type": parse_seed, "metavar": "INT"}
     if annotation is dict:
         return {"type": _parse_json_object, "metavar": "JSON"}
     if typing.get_origin(annotation) is tuple:
@@ -210,4 +235,4 @@ def add_config_arguments(parser, exclude=(), show_defaults: bool = True) -> None
             default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
             help_ = f"{help_} (default: {default!r})"
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
-                            help=help_, **argument_for(hints[field.name]))
+                            help=help_, **argument_for(hints[field.name], field.name))

@@ -40,7 +40,8 @@ from torch import nn
 
 from medsegloss import _io
 from medsegloss.experiment.config import PRESETS, Config, add_config_arguments
-from medsegloss.experiment.inference import labels_from_logits, predict_logits
+from medsegloss.experiment.inference import (CheckpointError, UnsafeCheckpointError, labels_from_logits, predict_logits,
+                                             read_checkpoint)
 
 LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
 
@@ -113,13 +114,42 @@ def check_config(config: Config) -> nn.Module:
     if unknown:
         raise ValueError(f"dataset {config.dataset!r} has no option(s) {', '.join(unknown)}; "
                          f"its options: {', '.join(sorted(accepted))}")
+    check_metric_names(config.metrics, "metrics")
     loss = make_loss(config)
     class_names = data.class_names(config.dataset, **config.dataset_options)  # e.g. covid-ct's target
     if class_names is not None:  # None: known only once loaded (a folder dataset); prepare_run checks then
         check_binary_only(config, output_channels(config, len(class_names)))
-    if config.init_weights is not None and not Path(config.init_weights).is_file():
-        raise FileNotFoundError(f"init_weights file {config.init_weights} does not exist")
+    if config.init_weights is not None:
+        check_init_weights_file(config.init_weights)
     return loss
+
+
+def check_init_weights_file(path) -> None:
+    """Fail naming ``path`` when the init_weights file is missing, unreadable, unsafe (read with
+    ``weights_only=True``) or not a dict of tensors; :func:`load_init_weights` checks its keys
+    and shapes against the model."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"init_weights file {path} does not exist")
+    state = read_checkpoint(path, "cpu")
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ValueError(f"init_weights {path} is not a state_dict (a dict of tensors, as initial_state writes)")
+
+
+def check_metric_names(names, argument: str = "metrics") -> None:
+    """Fail naming ``argument`` and the closest registered names when a metric is unknown."""
+    import difflib
+
+    from medsegloss import metrics
+
+    known = metrics.available()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"{argument}: unknown metric(s) {', '.join(map(repr, unknown))}.{hint} "
+                         f"Registered: {', '.join(known)}")
+    if not names:
+        raise ValueError(f"{argument}: give at least one metric (registered: {', '.join(known)})")
 
 
 def make_dataset(config: Config, split: str, split_file=None):
@@ -185,9 +215,13 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_states(generator: torch.Generator) -> dict:
-    """Every RNG state a run depends on, ``generator`` (the loader's shuffle) included."""
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-              "loader": generator.get_state()}
+    """Every RNG state a run depends on, ``generator`` (the loader's shuffle) included, as
+    tensors and plain data only (NumPy's key array as a list of ints), so ``last.pt`` loads with
+    ``torch.load(weights_only=True)``."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    states = {"python": random.getstate(),
+              "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)],
+              "torch": torch.get_rng_state(), "loader": generator.get_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -195,8 +229,10 @@ def rng_states(generator: torch.Generator) -> dict:
 
 def set_rng_states(states: dict, generator: torch.Generator) -> None:
     """Restore the states :func:`rng_states` returned."""
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(states["torch"])
     generator.set_state(states["loader"])
     if "cuda" in states and torch.cuda.is_available():
@@ -279,7 +315,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     (``loss_fn``: from :func:`check_config`)."""
     from torch.utils.data import DataLoader, DistributedSampler
 
-    parts = make_datasets(config, out / "split.json", write_split=rank == 0)
+    parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
     out_channels = output_channels(config, train_set.num_classes)
     check_binary_only(config, out_channels)
@@ -292,7 +328,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
                   "base": config.base_width, "depth": config.depth, "dims": config.dims}
     model = make_model(config, model_args["in_channels"], out_channels)
     if config.init_weights is not None:
-        model.load_state_dict(torch.load(config.init_weights, map_location="cpu", weights_only=True))
+        load_init_weights(config.init_weights, model)
     channels_last = config.channels_last and config.dims == 2
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if config.amp else None
@@ -327,10 +363,21 @@ def checkpoint_content(run: Run, full: bool) -> dict:
     return checkpoint
 
 
+TRAINING_KEYS = ("model", "optimizer", "scaler", "rng")  # what last.pt holds besides the RunState
+
+
 def load_training_state(path, run: Run) -> RunState:
     """Load the weights, optimizer, scaler and every RNG state of the ``last.pt`` at ``path``
-    into ``run``'s objects; returns the checkpoint's :class:`RunState` (the caller adopts it)."""
-    checkpoint = torch.load(path, map_location=run.device, weights_only=False)
+    into ``run``'s objects; returns the checkpoint's :class:`RunState` (the caller adopts it).
+
+    The file is read with ``weights_only=True`` (:func:`read_checkpoint`); one lacking a part is
+    a :class:`CheckpointError` naming it, raised before anything is loaded."""
+    checkpoint = read_checkpoint(path, run.device)
+    missing = [key for key in TRAINING_KEYS + tuple(f.name for f in dataclasses.fields(RunState))
+               if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: not the last.pt of a run "
+                              f"(is it a best.pt?)")
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scaler.load_state_dict(checkpoint["scaler"])
@@ -338,13 +385,131 @@ def load_training_state(path, run: Run) -> RunState:
     return RunState.from_checkpoint(checkpoint)
 
 
+def resume_state(run: Run) -> RunState | None:
+    """The :class:`RunState` of the run's checkpoint, loaded into ``run``; None for a new run.
+
+    ``last.pt`` first; when it is truncated or corrupt (not when it is refused as unsafe), the
+    previous epoch's ``last.prev.pt``, saying so on stderr; rank 0 moves the corrupt file
+    aside to ``last.pt.corrupt`` so the next rotation cannot replace the good copy with it."""
+    last, previous = run.out / "last.pt", run.out / PREVIOUS_CHECKPOINT
+    if not last.exists():
+        return load_training_state(previous, run) if previous.exists() else None
+    try:
+        return load_training_state(last, run)
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointError as error:
+        if not previous.exists():
+            raise
+        state = load_training_state(previous, run)
+        if run.writer:
+            os.replace(last, last.with_name(last.name + ".corrupt"))
+            print(f"medsegloss train: {error}; resuming from {previous} (epoch {state.epoch}) instead "
+                  f"(the corrupt file is kept as {last.name}.corrupt)", file=sys.stderr, flush=True)
+        return state
+
+
+PREVIOUS_CHECKPOINT = "last.prev.pt"  # the checkpoint before last.pt: the fallback when last.pt is corrupt
+
+
+def save_last_checkpoint(out: Path, checkpoint: dict) -> None:
+    """Write ``last.pt`` atomically, keeping the one it replaces as ``last.prev.pt``.
+
+    The rotation is itself atomic: the old ``last.pt`` is hard-linked (copied where links are
+    not possible) to a temp name that replaces ``last.prev.pt``, so at every moment both names
+    hold a complete checkpoint (once two epochs have run)."""
+    import shutil
+
+    last, previous = Path(out) / "last.pt", Path(out) / PREVIOUS_CHECKPOINT
+    if last.exists():
+        temp = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+        try:
+            temp.unlink(missing_ok=True)
+            os.link(last, temp)
+            os.replace(temp, previous)
+        except OSError:  # no hard links here (some network or FAT file systems): copy
+            temp.unlink(missing_ok=True)
+            _io.save_atomic(previous, lambda path: shutil.copyfile(last, path))
+    _io.save_torch(last, checkpoint)
+
+
+def load_init_weights(path, model: nn.Module) -> None:
+    """Load the ``init_weights`` state dict at ``path`` into ``model``; fails naming the file
+    when it is not a state dict of tensors (read with ``weights_only=True``) or when its keys or
+    shapes differ from the model's."""
+    state = read_checkpoint(path, "cpu")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"init_weights {path} is not a state_dict (a dict of tensors, as initial_state writes)")
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = [f"{key} {tuple(state[key].shape)} there, {tuple(value.shape)} in the model"
+              for key, value in expected.items() if key in state and state[key].shape != value.shape]
+    if missing or unexpected or shapes:
+        details = "; ".join(part for part in (
+            f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "") if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "") if unexpected else "",
+            "; ".join(shapes[:3])) if part)
+        raise ValueError(f"init_weights {path} does not fit the model of this config ({details}); it must "
+                         f"come from initial_state of the same dataset, base_width, depth and dims")
+    model.load_state_dict(state)
+
+
+def read_run_json(path):
+    """A run's JSON file (``config.json``, ``metrics.json``); a truncated or corrupt one fails
+    with a ValueError naming it."""
+    try:
+        return _io.read_json(path)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is corrupt (not valid JSON: {error}); restore it or choose another "
+                         f"run directory") from None
+
+
+def read_metrics_log(path) -> list[dict]:
+    """The epoch records of ``metrics.jsonl``. A truncated last line (a crash mid-write by another
+    tool) is dropped with a warning on stderr, that epoch then runs again; any other bad line
+    fails naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("not an epoch record")
+        except ValueError as error:
+            if number == len(lines):
+                print(f"medsegloss train: warning: dropped the unreadable last line of {path} ({error}); "
+                      f"that epoch is trained again", file=sys.stderr, flush=True)
+                break
+            raise ValueError(f"{path} line {number} is corrupt ({error}); the run's log cannot be read") from None
+        records.append(record)
+    return records
+
+
 def drop_unsaved_epochs(out: Path, last_saved_epoch: int) -> None:
     """Drop the lines of ``metrics.jsonl`` of epochs that ended after the last checkpoint was
-    written (a crash between the two writes): those epochs run again."""
+    written (a crash between the two writes), and an unreadable last line: those epochs run again."""
     path = Path(out) / "metrics.jsonl"
     if path.exists():
-        lines = [line for line in _io.read_jsonl(path) if line["epoch"] <= last_saved_epoch]
+        lines = [line for line in read_metrics_log(path) if line["epoch"] <= last_saved_epoch]
         _io.write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def config_differences(stored: dict, config: Config) -> list[str]:
+    """``"field: X there, Y here"`` for each field (other than ``out``) where a stored config
+    differs from ``config``; a field the stored one lacks (written by an older version) counts
+    only when ``config`` does not hold its default."""
+    defaults = Config().to_dict()
+    differ = []
+    for key, value in config.to_dict().items():
+        if key == "out":
+            continue
+        there = stored.get(key, defaults[key])
+        if there != value:
+            differ.append(f"{key}: {there!r} there, {value!r} here")
+    return differ
 
 
 def check_same_config(out: Path, config: Config) -> None:
@@ -352,12 +517,76 @@ def check_same_config(out: Path, config: Config) -> None:
     path = Path(out) / "config.json"
     if not path.exists():
         return
-    stored, mine = _io.read_json(path), config.to_dict()
-    differ = [f"{key}: {stored.get(key)!r} there, {value!r} here" for key, value in mine.items()
-              if key != "out" and stored.get(key) != value]
+    stored = read_run_json(path)
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} is corrupt (not a JSON object); restore it or choose another run directory")
+    differ = config_differences(stored, config)
     if differ:
         raise ValueError(f"run directory {out} holds a run with another config ({'; '.join(differ)}); "
                          f"continue it with `medsegloss train --resume {out}` or choose another --out")
+
+
+def finished_result(out: Path, config: Config) -> dict | None:
+    """The stored ``metrics.json`` when ``out`` holds a finished run of ``config``; None when it
+    holds none. A ``metrics.json`` that is corrupt, not a run's result, or of another config is
+    an error naming it (it never counts as "finished")."""
+    path = Path(out) / "metrics.json"
+    if not path.exists():
+        return None
+    result = read_run_json(path)
+    if not isinstance(result, dict) or not isinstance(result.get("config"), dict) or "test_rows" not in result:
+        raise ValueError(f"{path} is not the result of a medsegloss run (corrupt or another tool's file); "
+                         f"move it away or choose another --out")
+    differ = config_differences(result["config"], config)
+    if differ:
+        raise ValueError(f"{path} is the result of another config ({'; '.join(differ)}); "
+                         f"choose another --out")
+    return result
+
+
+# ---------------------------------------------------------------- one process per run directory
+LOCK_FILE = ".lock"
+
+
+class RunLockedError(ValueError):
+    """Another process trains in the run directory (its ``.lock`` is held)."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, enabled: bool = True):
+    """Hold ``out/.lock`` (an exclusive ``fcntl.flock``) while a run trains in ``out``; a second
+    process fails at once with :class:`RunLockedError` naming the holder (pid, host, start time,
+    written into the lock file). The kernel drops the lock when the holder exits, crashed or
+    not, so a stale file never blocks. The file is written in place, not atomically: the lock
+    belongs to the open file, and replacing it would hand out a second, unlocked one. Where
+    ``fcntl`` is missing (Windows) runs are not locked. ``enabled=False``: no lock (DDP ranks
+    other than 0, whose rank 0 holds it)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if not enabled or fcntl is None:
+        yield
+        return
+    import socket
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+            raise RunLockedError(f"run directory {out} is in use: {holder} is training in it (lock {path}); "
+                                 f"wait for it to finish, or stop that process") from None
+        os.ftruncate(handle, 0)
+        os.write(handle, f"pid {os.getpid()} on {socket.gethostname()} since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 # ================================================================ 4. DDP plumbing and peak memory
@@ -634,7 +863,7 @@ def run_epoch(run: Run, epoch: int) -> None:
               "seconds": seconds, "train_seconds": stats["train_seconds"],
               "images_per_second": stats["images"] / stats["train_seconds"]}
     _io.append_jsonl(run.out / "metrics.jsonl", record)
-    _io.save_torch(run.out / "last.pt", checkpoint_content(run, full=True))
+    save_last_checkpoint(run.out, checkpoint_content(run, full=True))
     term_text = ", ".join(f"{key} {value:.4f}" for key, value in record["terms"].items())
     run.log(f"epoch {epoch}/{config.epochs}  loss {train_loss:.4f} ({term_text})  val dice {dice:.4f}  "
             f"lr {record['lr']:.3g}  {seconds:.1f} s ({record['images_per_second']:.1f} img/s)")
@@ -646,14 +875,14 @@ def finish_run(run: Run) -> dict:
     from medsegloss.metrics import summarize
 
     barrier(run.world_size)  # best.pt is complete on disk before every rank reads it
-    best = torch.load(run.out / "best.pt", map_location=run.device, weights_only=True)
+    best = read_checkpoint(run.out / "best.pt", run.device)
     run.model.load_state_dict(best["model"])
     test_rows = evaluate_model(run.model, run.parts["test"], metrics=run.config.metrics,
                                batch_size=run.config.batch_size, amp_dtype=run.amp_dtype, rank=run.rank,
                                world_size=run.world_size)
     if not run.writer:
         return {}
-    lines = _io.read_jsonl(run.out / "metrics.jsonl")
+    lines = read_metrics_log(run.out / "metrics.jsonl")
     steps = sum(line["steps"] for line in lines)
     train_seconds = sum(line["train_seconds"] for line in lines)
     best_line = next(line for line in lines if line["epoch"] == best["epoch"])
@@ -667,31 +896,47 @@ def finish_run(run: Run) -> dict:
     return result
 
 
+def write_run_files(run: Run) -> None:
+    """Rank 0 writes ``config.json`` and (for a new run) ``split.json``: only once the run is
+    prepared, so a config that fails (e.g. init weights of another model) leaves nothing that
+    would block a corrected retry."""
+    if run.writer:
+        _io.write_json(run.out / "config.json", run.config.to_dict())
+        if not (run.out / "split.json").exists():
+            run.parts["train"].save_split(run.out / "split.json")
+
+
 def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
     """Train ``config`` into ``out_dir`` (default ``config.run_dir``) and return ``metrics.json``.
 
-    A finished run (``metrics.json`` exists) returns its stored result; an unfinished one
-    (``last.pt`` exists) resumes. Under torchrun every rank calls ``fit``; rank 0 writes.
+    A finished run (a ``metrics.json`` of this config) returns its stored result; an unfinished
+    one (``last.pt`` exists) resumes. One process at a time trains in a run directory (its
+    ``.lock``, :func:`run_lock`). Under torchrun every rank calls ``fit``; rank 0 writes.
     """
     out = Path(out_dir if out_dir is not None else config.run_dir)
     check_same_config(out, config)
-    if (out / "metrics.json").exists():
-        return _io.read_json(out / "metrics.json")
+    result = finished_result(out, config)
+    if result is not None:
+        return result
     loss_fn = check_config(config)
     rank, world_size, local_rank = distributed_env()
     device = resolve_device(config, local_rank)
     reset_peak_memory(device)  # this run's own peak, also after earlier runs in this process
     deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    with process_group(device, world_size):
+    with process_group(device, world_size), run_lock(out, enabled=rank == 0):
         try:
+            check_same_config(out, config)  # again, now that no other process can write here
+            result = finished_result(out, config)
+            if result is not None:
+                return result
             set_deterministic(config.deterministic, device)
             if config.threads:
                 torch.set_num_threads(config.threads)
-            if rank == 0:
-                _io.write_json(out / "config.json", config.to_dict())
             run = prepare_run(config, out, loss_fn, device, rank, world_size, quiet)
-            if (out / "last.pt").exists():
-                run.state = load_training_state(out / "last.pt", run)
+            write_run_files(run)
+            state = resume_state(run)
+            if state is not None:
+                run.state = state
                 run.log(f"resumed {out} after epoch {run.state.epoch} (step {run.state.step})")
             if run.writer:
                 drop_unsaved_epochs(out, run.state.epoch)
@@ -699,7 +944,7 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
                 run_epoch(run, epoch)
             result = finish_run(run)
             barrier(world_size)
-            return result or _io.read_json(out / "metrics.json")
+            return result or read_run_json(out / "metrics.json")
         finally:
             torch.use_deterministic_algorithms(deterministic_before)
             torch.set_num_threads(threads_before)
@@ -749,12 +994,15 @@ def main(argv=None) -> int:
             config_path = Path(args.resume) / "config.json"
             if not config_path.is_file():
                 raise FileNotFoundError(f"cannot resume {args.resume}: {config_path} does not exist")
-            config = Config.from_dict(_io.read_json(config_path))
+            stored = read_run_json(config_path)
+            if not isinstance(stored, dict):
+                raise ValueError(f"{config_path} is corrupt (not a JSON object); cannot resume {args.resume}")
+            config = Config.from_dict(stored)
         else:
             config = Config.preset(args.preset, **given)
             out = config.run_dir
-        if (Path(out) / "metrics.json").exists() and not args.quiet:
-            print(f"{out} is finished (metrics.json exists); nothing to do")
+        if finished_result(Path(out), config) is not None and not args.quiet:
+            print(f"{out} is finished (metrics.json of this config exists); nothing to do")
         result = fit(config, out, quiet=args.quiet)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: medsegloss train --resume {out}", file=sys.stderr)

@@ -31,6 +31,34 @@ PERCENT_METRICS = ("pixel_error",)  # shown ×100 in the tables (raw fractions i
 DISTANCE_METRICS = ("hd", "hd95", "assd", "masd")  # in mm (or pixels): 2 decimals are plenty
 
 
+class Strong(str):
+    """A table cell shown in bold (``**...**`` in Markdown, ``<b>`` in HTML): a marker type, so
+    bold is never read out of the text, where a user's loss or case name could fake it."""
+
+
+def markdown_escape(text) -> str:
+    """``text`` (a loss, dataset, class, case or file name: anything a user chose) made literal
+    in Markdown: backslash-escaped ``\\ ` * _ | [ ] $ ~`` (emphasis, code, table cells, links,
+    GitHub's math), and ``<`` / ``&`` that would start an HTML tag or entity as ``&lt;`` /
+    ``&amp;``."""
+    import re
+
+    text = re.sub(r"([\\`*_|\[\]$~])", r"\\\1", str(text))
+    text = re.sub(r"&(?=#?\w+;)", "&amp;", text)
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+
+
+def markdown_code(text) -> str:
+    """``text`` as a Markdown code span, fenced with more backticks than it holds in a row."""
+    import re
+
+    text = str(text).replace("\n", " ")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _number(value, metric: str | None = None, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -79,7 +107,7 @@ def metric_table(results: dict, metrics) -> tuple[list[str], list[list[str]]]:
         for dataset in results["datasets"]:
             for metric in metrics:
                 text = _mean_std(lookup.get((dataset, loss, metric)), metric)
-                cells.append(f"**{text}**" if loss == _best(results, dataset, metric) else text)
+                cells.append(Strong(text) if loss == _best(results, dataset, metric) else text)
         rows.append(cells)
     return header, rows
 
@@ -132,30 +160,39 @@ def numeric_cell(text: str) -> bool:
     return re.match(r"^(\*\*)?[-+]?[0-9–]", text) is not None
 
 
+def markdown_cell(cell) -> str:
+    """A table cell's Markdown: escaped text, bold for :class:`Strong`."""
+    text = markdown_escape(cell)
+    return f"**{text}**" if isinstance(cell, Strong) else text
+
+
 def markdown_table(header, rows) -> str:
-    """A Markdown table; a ``(group, label)`` header cell is written ``group label``."""
+    """A Markdown table; a ``(group, label)`` header cell is written ``group label``. Every cell
+    is escaped (:func:`markdown_escape`): a ``|`` in a loss name cannot split a row."""
     header = [" ".join(cell) if isinstance(cell, tuple) else cell for cell in header]
     align = ["---:" if rows and all(numeric_cell(row[i]) for row in rows) else "---" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines = ["| " + " | ".join(map(markdown_escape, header)) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(map(markdown_cell, cells)) + " |" for cells in rows]
     return "\n".join(lines)
 
 
-def settings_text(results: dict) -> str:
+def settings_text(results: dict, name=markdown_escape) -> str:
     cases = {}
     for row in results["cases"]:
         cases.setdefault(row["dataset"], {}).setdefault(row["seed"], set()).add(row["case"])
-    per_seed = ", ".join(f"{dataset} {'/'.join(sorted({str(len(c)) for c in seeds.values()}))}"
+    per_seed = ", ".join(f"{name(dataset)} {'/'.join(sorted({str(len(c)) for c in seeds.values()}))}"
                          for dataset, seeds in cases.items())
     return (f"{len(results['runs'])} runs: {len(results['losses'])} losses × {len(results['datasets'])} "
             f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per seed: {per_seed}. "
             f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold.")
 
 
-def sections(results: dict) -> list[tuple[str, str, tuple]]:
-    """(title, explanation, (header, rows)) of every table, in report order."""
-    alpha, baseline = results["alpha"], results["baseline"]
-    sections = [("Results", settings_text(results), metric_table(results, MAIN_METRICS))]
+def sections(results: dict, name=markdown_escape) -> list[tuple[str, str, tuple]]:
+    """(title, explanation, (header, rows)) of every table, in report order. The titles and
+    explanations are Markdown-like text (``*emphasis*``, backticks); the user-chosen names in them
+    (the baseline loss) pass through ``name``, which makes them literal in the output format."""
+    alpha, baseline = results["alpha"], name(results["baseline"])
+    sections = [("Results", settings_text(results, name), metric_table(results, MAIN_METRICS))]
     surface = [m for m in results["metrics"] if m not in MAIN_METRICS]
     if surface:
         sections.append(("Surface distances", "Mean ± std over seeds, in the units of the voxel spacing (mm for scans and phantoms); "
@@ -184,15 +221,18 @@ def sections(results: dict) -> list[tuple[str, str, tuple]]:
 # ---------------------------------------------------------------- documents: REPORT.md, the
 # self-contained report.html (tables and base64 figures) and results.csv
 def render_markdown(results: dict, figures: dict[str, Path], dest: Path, sources) -> str:
-    lines = ["# Loss benchmark", "", f"Runs read from: {', '.join(f'`{s}`' for s in sources)}.", ""]
+    from urllib.parse import quote
+
+    lines = ["# Loss benchmark", "", f"Runs read from: {', '.join(markdown_code(s) for s in sources)}.", ""]
     for title, text, (header, rows) in sections(results):
         lines += [f"## {title}", "", text, "", markdown_table(header, rows), ""]
     if figures:
         lines += ["## Figures", ""]
-        lines += [f"![{title}]({path.relative_to(dest).as_posix()})\n" for title, path in figures.items()]
+        lines += [f"![{markdown_escape(title)}]({quote(path.relative_to(dest).as_posix())})\n"
+                  for title, path in figures.items()]
     if results["unfinished"]:
         lines += ["## Unfinished runs", "", "Not in the tables (no metrics.json yet):", ""]
-        lines += [f"- `{path}`" for path in results["unfinished"]] + [""]
+        lines += [f"- {markdown_code(path)}" for path in results["unfinished"]] + [""]
     return "\n".join(lines)
 
 
@@ -231,7 +271,7 @@ def render_html(results: dict, figures: dict[str, Path], sources) -> str:
     import re
 
     def cell(text: str, tag: str) -> str:
-        escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+        escaped = f"<b>{html.escape(text)}</b>" if isinstance(text, Strong) else html.escape(text)
         kind = "num" if numeric_cell(text) else "text"
         kind += " better" if text.endswith(" better") else " worse" if text.endswith(" worse") else ""
         return f"<{tag} class='{kind}'>{escaped}</{tag}>"
@@ -239,11 +279,20 @@ def render_html(results: dict, figures: dict[str, Path], sources) -> str:
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<title>Loss benchmark</title>", f"<style>{_CSS}</style></head><body>", "<h1>Loss benchmark</h1>",
              f"<p class='note'>Runs read from: {', '.join('<code>' + html.escape(str(s)) + '</code>' for s in sources)}</p>"]
-    for title, text, (header, rows) in sections(results):
+    names: list[str] = []  # user-chosen names in the texts: placeholders through the markup, then escaped
+
+    def name(value) -> str:
+        names.append(str(value))
+        return f"\x00{len(names) - 1}\x00"
+
+    def literal(text: str) -> str:
+        return re.sub(r"\x00(\d+)\x00", lambda match: html.escape(names[int(match[1])]), text)
+
+    for title, text, (header, rows) in sections(results, name):
         text = re.sub(r"\*(.+?)\*", r"<i>\1</i>", html.escape(text))
         text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-        parts += [f"<h2>{html.escape(title)}</h2>", f"<p class='note'>{text}</p>", "<div class='scroll'><table>",
-                  _html_header(header)]
+        parts += [f"<h2>{literal(html.escape(title))}</h2>", f"<p class='note'>{literal(text)}</p>",
+                  "<div class='scroll'><table>", _html_header(header)]
         parts += ["<tr>" + "".join(cell(c, "td") for c in cells) + "</tr>" for cells in rows]
         parts.append("</table></div>")
     if figures:
@@ -292,7 +341,7 @@ def render_csv(results: dict) -> str:
 
 
 # ---------------------------------------------------------------- writing the report
-def write_report(out_dirs, dest=None, baseline: str | None = "ce", metrics=DEFAULT_METRICS,
+def write_report(out_dirs, dest=None, baseline: str | None = None, metrics=DEFAULT_METRICS,
                  alpha: float = 0.05, figures: bool = True, overlays: bool = True) -> Path:
     """Analyse the runs under ``out_dirs`` and write results.json, results.csv, REPORT.md, the
     figures and report.html into ``dest`` (default: the first of ``out_dirs``). Returns the
@@ -314,22 +363,51 @@ def main_table(dest) -> str:
     return markdown_table(*metric_table(results, MAIN_METRICS))
 
 
+def parse_alpha(text: str) -> float:
+    """argparse type of ``--alpha``: a significance level in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a significance level in (0, 1) such as 0.05, got {text!r}")
+    return value
+
+
+def parse_metric(text: str) -> str:
+    """argparse type of ``--metrics``: a registered metric name."""
+    from medsegloss import metrics
+
+    if text not in metrics.available():
+        raise argparse.ArgumentTypeError(f"unknown metric {text!r}; registered: {', '.join(metrics.available())}")
+    return text
+
+
+def check_dest(dest) -> None:
+    """``--dest`` must be a folder (it is created when missing), not a file."""
+    if dest is not None and Path(dest).exists() and not Path(dest).is_dir():
+        raise ValueError(f"--dest {dest} is a file, not a folder")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="medsegloss report", description=__doc__.split("\n\n")[1].replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dirs", nargs="+", metavar="OUT", help="benchmark folder(s); shards are merged")
-    parser.add_argument("--dest", help="where to write the report (default: the first OUT)")
-    parser.add_argument("--baseline", default="ce", help="the loss the others are tested against (default: ce)")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metrics to report")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
+    parser.add_argument("--dest", help="folder to write the report into (default: the first OUT)")
+    parser.add_argument("--baseline", help="the loss the others are tested against, one of the runs' losses "
+                                           "(default: ce when the runs have it, else the first loss)")
+    parser.add_argument("--metrics", nargs="+", type=parse_metric, default=list(DEFAULT_METRICS),
+                        help="registered metrics to report (`medsegloss metrics` lists them)")
+    parser.add_argument("--alpha", type=parse_alpha, default=0.05, help="significance level after Holm, in (0, 1) (default 0.05)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument("--no-overlays", action="store_true", help="skip the prediction overlays (no checkpoints read)")
     args = parser.parse_args(argv)
     try:
+        check_dest(args.dest)
         path = write_report(args.out_dirs, args.dest, baseline=args.baseline, metrics=args.metrics,
                             alpha=args.alpha, figures=not args.no_figures, overlays=not args.no_overlays)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"medsegloss report: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        print(f"medsegloss report: error: {error}", file=sys.stderr)
         return 2
     print(main_table(path.parent))
     print(f"\nreport: {path}  (and {path.parent / 'report.html'})")

@@ -132,12 +132,26 @@ def json_safe(value):
     return value
 
 
-def analyse(benchmark: Benchmark, baseline: str | None = "ce", metrics=DEFAULT_METRICS,
+def check_report_arguments(losses, baseline, metrics, alpha) -> None:
+    """Fail naming the argument: a ``baseline`` that is not one of ``losses``, a metric that is
+    not registered, an ``alpha`` outside (0, 1)."""
+    from medsegloss.experiment.trainer import check_metric_names
+
+    if baseline is not None and baseline not in losses:
+        raise ValueError(f"baseline {baseline!r} is not a loss of these runs; their losses: "
+                         f"{', '.join(map(repr, losses))}")
+    check_metric_names(list(metrics), "metrics")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+
+
+def analyse(benchmark: Benchmark, baseline: str | None = None, metrics=DEFAULT_METRICS,
             alpha: float = 0.05) -> dict:
     """Everything the report shows, as one JSON-ready dict (the content of ``results.json``).
 
-    ``baseline``: the loss the others are tested against (``None`` or absent: the first loss).
-    Metrics missing from every run's test rows are left out.
+    ``baseline``: the loss the others are tested against (``None``: ``ce`` when the runs have
+    it, else the first loss); one the runs lack is an error, as are unregistered ``metrics`` and
+    an ``alpha`` outside (0, 1). Registered metrics missing from every run's test rows are left out.
     """
     runs, unfinished = benchmark.runs, benchmark.unfinished
     if not runs:
@@ -146,8 +160,9 @@ def analyse(benchmark: Benchmark, baseline: str | None = "ce", metrics=DEFAULT_M
     datasets, losses = benchmark.datasets, list(benchmark.losses)
     present = {key for run in runs for row in run.result.get("test_rows", []) for key in row}
     metrics = [metric for metric in metrics if metric in present]
-    if baseline not in losses:
-        baseline = losses[0]
+    check_report_arguments(losses, baseline, metrics, alpha)
+    if baseline is None:
+        baseline = "ce" if "ce" in losses else losses[0]
     losses = [baseline] + [loss for loss in losses if loss != baseline]
     table = []
     for run in runs:

@@ -39,6 +39,22 @@ def loss_colors(losses) -> dict[str, str]:
     return {loss: palette[i % len(palette)] for i, loss in enumerate(losses)}
 
 
+def plain_text(plot):
+    """Decorator: ``plot`` draws every text as it is, with mathtext (``$...$``) and TeX off, so
+    a loss, dataset, class or case name such as ``p$\\foo{$.png`` is a label, not a formula
+    that fails to parse."""
+    import functools
+
+    @functools.wraps(plot)
+    def plot_plainly(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return plot(*args, **kwargs)
+
+    return plot_plainly
+
+
 def _save(figure, path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -52,6 +68,7 @@ def _panels(count: int, width: float, height: float):
     return figure, list(axes[0])
 
 
+@plain_text
 def plot_validation_curves(curves: dict, datasets, losses, path, metric_label: str = "validation Dice") -> Path:
     """``curves[(dataset, loss)]``: a list over seeds of ``(epochs, values)`` arrays."""
     from matplotlib.ticker import MaxNLocator
@@ -85,6 +102,7 @@ def plot_validation_curves(curves: dict, datasets, losses, path, metric_label: s
     return _save(figure, path)
 
 
+@plain_text
 def plot_dice_boxes(values: dict, datasets, losses, path, metric_label: str = "test Dice per case") -> Path:
     """``values[(dataset, loss)]``: the per-(seed, case) values of one metric."""
     figure, axes = _panels(len(datasets), max(3.2, 0.75 * len(losses) + 1.4), 3.6)
@@ -123,6 +141,7 @@ def _label_rgba(labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     return rgba
 
 
+@plain_text
 def plot_overlays(panels: list[dict], losses, path, title: str = "", class_names=None) -> Path:
     """A grid: one row per slice; columns image, ground truth, then each loss's prediction.
 
@@ -255,21 +274,42 @@ def most_disagreeing(items, predictions, dice, count: int) -> list[int]:
     return sorted(chosen, key=order.index)
 
 
+def figure_file_name(prefix: str, name: str) -> str:
+    """``overlays_<name>.png`` with ``name`` reduced to folder-safe characters (a dataset name
+    such as ``../x`` cannot leave the figures folder)."""
+    import re
+
+    return f"{prefix}_{re.sub(r'[^A-Za-z0-9_.+=,-]', '_', name).strip('.') or '_'}.png"
+
+
+def _draw(figures: dict, title: str, draw) -> None:
+    """``figures[title] = draw()``; a failure is printed, naming the figure, and the report goes on."""
+    try:
+        figures[title] = draw()
+    except Exception as error:  # a figure must not cost the whole report; say why it is missing
+        print(f"report: no figure {title!r}: {type(error).__name__}: {error}", file=sys.stderr)
+
+
 def write_figures(results: dict, runs: list, dest: Path, overlays: bool = True) -> dict[str, Path]:
     """Write the PNG figures into ``dest/figures``; returns {title: path}. Overlays need the runs'
-    ``best.pt`` and the data; when those fail the reason is printed and the rest is kept."""
+    ``best.pt`` and the data; when a figure fails the reason is printed and the rest is kept.
+
+    Names a user chose (losses, datasets, classes, cases) are drawn as plain text
+    (:func:`plain_text`); file names of figures hold only folder-safe characters."""
+    dest = Path(dest)
     datasets, losses = results["datasets"], results["losses"]
-    figures = {}
+    figures: dict[str, Path] = {}
     curves = validation_curves(runs)
     if curves:
-        figures["Validation Dice per epoch"] = plot_validation_curves(
-            curves, datasets, losses, dest / "figures" / "validation_curves.png")
+        _draw(figures, "Validation Dice per epoch", lambda: plot_validation_curves(
+            curves, datasets, losses, dest / "figures" / "validation_curves.png"))
     if "dice" in results["metrics"]:
         values: dict[tuple, list] = {}
         for row in results["cases"]:
             values.setdefault((row["dataset"], row["loss"]), []).append(
                 math.nan if row["dice"] is None else row["dice"])
-        figures["Test Dice per case"] = plot_dice_boxes(values, datasets, losses, dest / "figures" / "dice_boxes.png")
+        _draw(figures, "Test Dice per case",
+              lambda: plot_dice_boxes(values, datasets, losses, dest / "figures" / "dice_boxes.png"))
     for dataset in datasets if overlays else []:
         try:
             panels, info, class_names = overlay_panels([r for r in runs if r.dataset == dataset], losses)
@@ -277,8 +317,8 @@ def write_figures(results: dict, runs: list, dest: Path, overlays: bool = True) 
             print(f"report: no overlays for {dataset}: {type(error).__name__}: {error}", file=sys.stderr)
             continue
         if panels:
-            figures[f"Predictions on {dataset}"] = plot_overlays(
+            _draw(figures, f"Predictions on {dataset}", lambda: plot_overlays(
                 panels, [loss for loss in losses if loss in panels[0]["predictions"]],
-                dest / "figures" / f"overlays_{dataset}.png", class_names=class_names,
-                title=f"{dataset}, seed {info['seed']}: test slices where the losses disagree most")
+                dest / "figures" / figure_file_name("overlays", dataset), class_names=class_names,
+                title=f"{dataset}, seed {info['seed']}: test slices where the losses disagree most"))
     return figures
