@@ -187,5 +187,5 @@ def test_nan_voxels_are_an_error_naming_the_file(checkpoints, tmp_path, capsys):
     nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), str(tmp_path / "nan.nii.gz"))
     assert predict(checkpoints, tmp_path / "nan.nii.gz", "--out", tmp_path / "m") == 2
     error = one_line_error(capsys)
-    assert f"input {tmp_path / 'nan.nii.gz'} holds 2 NaN or infinite voxel(s)" in error
+    assert f"image {tmp_path / 'nan.nii.gz'} holds non-finite values" in error
     assert not (tmp_path / "m" / "nan.nii.gz").exists()

@@ -137,17 +137,6 @@ def segment_volume(model, volume: np.ndarray, image_size: int, batch_size: int =
     return labels_from_logits(logits).to(torch.uint8).numpy()
 
 
-def check_finite_image(array: np.ndarray, path) -> None:
-    """Fail naming ``path`` when the image holds NaN or infinite voxels (they would poison the
-    percentile normalization of the whole volume and give a meaningless mask)."""
-    # TODO(#11): one shared check with medsegloss.data.nifti once that helper's branch is merged
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = array.size - int(finite.sum())
-        raise ValueError(f"input {path} holds {bad} NaN or infinite voxel(s) of {array.size}; "
-                         f"fix or mask them before predicting")
-
-
 def read_nifti_input(path: Path):
     """(image, float32 array) of a NIfTI input; an unreadable file fails naming it."""
     import nibabel
@@ -157,6 +146,8 @@ def read_nifti_input(path: Path):
         array = np.asarray(image.dataobj, dtype=np.float32)  # applies the header's scaling
     except Exception as error:  # nibabel raises many kinds (ImageFileError, EOFError, zlib.error...)
         raise ValueError(f"input {path} is not a readable NIfTI image ({_first_line(error)})") from None
+    from medsegloss.data.base import check_finite_image
+
     check_finite_image(array, path)
     return image, array
 
@@ -171,6 +162,8 @@ def read_png_input(path: Path) -> np.ndarray:
     except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
         raise ValueError(f"input {path} is not a readable PNG image ({_first_line(error)})") from None
     array = array.astype(np.float32)
+    from medsegloss.data.base import check_finite_image
+
     check_finite_image(array, path)
     return array
 
