@@ -1,0 +1,75 @@
+"""Term-weight schedules (``medsegloss.losses.term_schedule``): closed-form values, the string
+syntax and its errors, and applying a schedule to a WeightedSum changes the loss as the formula says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medsegloss import losses
+from medsegloss.losses.term_schedule import parse_schedule
+
+
+@pytest.mark.parametrize("total", [2, 11, 1000])
+def test_linear_over_the_budget_runs_from_a_at_the_first_step_to_b_at_the_last(total):
+    schedule = parse_schedule("boundary=linear(0.01, 1.0)")
+    for step in range(0, total, max(1, total // 7)):
+        expected = 0.01 + (1.0 - 0.01) * step / (total - 1)
+        assert schedule.weights(step, total)["boundary"] == pytest.approx(expected, rel=1e-12)
+    assert schedule.weights(total - 1, total)["boundary"] == 1.0
+
+
+def test_linear_between_two_steps_holds_its_ends_outside():
+    schedule = parse_schedule("b=linear(2, 4, 10, 20)")
+    values = [schedule.weights(step, 100)["b"] for step in (0, 10, 15, 20, 99)]
+    assert values == [2.0, 2.0, 3.0, 4.0, 4.0]
+
+
+def test_step_is_piecewise_constant_from_each_point_on():
+    schedule = parse_schedule("boundary=step(0@0, 1@2000); dice=step(1@0, 0.5@10, 0.25@20)")
+    assert [schedule.weights(s, 5000)["boundary"] for s in (0, 1999, 2000, 4999)] == [0, 0, 1, 1]
+    assert [schedule.weights(s, 5000)["dice"] for s in (9, 10, 19, 20)] == [1, 0.5, 0.5, 0.25]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("boundary", "must look like"),
+    ("boundary=cubic(1, 2)", "must look like"),
+    ("boundary=linear(1)", "linear takes"),
+    ("boundary=linear(1, x)", "'x' is not a number"),
+    ("boundary=linear(1, inf)", "is not a number"),
+    ("b=linear(1, 2, 5, 5)", "start_step < end_step"),
+    ("b=step(1@5, 2@10)", "start at @0"),
+    ("b=step(1@0, 2@10, 3@10)", "start at @0 and rise"),
+    ("b=step(1, 2@10)", "weight@step"),
+    ("b=linear(0, 1); b=step(1@0)", "names a term twice"),
+])
+def test_malformed_schedules_name_the_entry(text, words):
+    with pytest.raises(ValueError, match="schedule") as error:
+        parse_schedule(text)
+    assert words in str(error.value)
+
+
+def test_empty_text_means_no_schedule():
+    assert parse_schedule(None) is None and parse_schedule("  ") is None
+
+
+def test_applied_schedule_gives_the_weighted_sum_of_its_terms():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 12, 12, generator=generator, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 12, 12), generator=generator)
+    loss = losses.build("gdl + 0.01*boundary")
+    schedule = parse_schedule("boundary=linear(0.5, 2.0)")
+    schedule.check_terms(loss)
+    gdl = losses.get("gdl")(logits, target)
+    boundary = losses.get("boundary")(logits, target)
+    for step, weight in ((0, 0.5), (10, 2.0)):
+        assert schedule.apply(loss, step, total_steps=11) == {"boundary": weight}
+        assert float(loss(logits, target)) == pytest.approx(float(gdl + weight * boundary), rel=1e-12)
+
+
+def test_a_schedule_must_name_terms_of_a_compound_loss():
+    schedule = parse_schedule("boundary=linear(0, 1)")
+    with pytest.raises(ValueError, match=r"term\(s\) \['boundary'\] that the loss does not have"):
+        schedule.check_terms(losses.build("ce + dice"))
+    with pytest.raises(ValueError, match="needs a compound loss"):
+        schedule.check_terms(losses.get("dice"))
