@@ -8,11 +8,9 @@ from __future__ import annotations
 import torch
 
 from medsegloss._checks import check_probability, check_reduction, check_target
-from medsegloss._ops import FunctionalLoss, at_least_float32, reduce, soft_counts, target_probabilities
-from medsegloss.losses._registry import get, lookup, register
+from medsegloss._ops import at_least_float32, reduce, soft_counts, target_probabilities
+from medsegloss.losses._registry import exports, get, loss_class, lookup, register
 from medsegloss.losses.compound import WeightedSum
-
-__all__ = ["dice_cldice_loss", "gdl_focal_loss", "unified_focal_loss", "UnifiedFocalLoss"]
 
 
 def _term(name: str, **options):
@@ -42,7 +40,8 @@ def dice_cldice_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float
                        reduction=reduction)(logits, target)
 
 
-@register("dice_cldice", family="compound", paper="Shit et al., 2021", function=dice_cldice_loss)
+@register("dice_cldice", family="compound", paper="Shit et al., 2021", function=dice_cldice_loss,
+          formula="(1 − α)·(1 − Dice) + α·(1 − clDice)", peers={"monai": "SoftDiceclDiceLoss (binary)"})
 def dice_cldice(*, alpha: float = 0.5, iterations: int = 3, smooth: float = 1.0, include_background: bool = False,
                 reduction: str = "mean") -> WeightedSum:
     """(1 − α)·Dice + α·clDice (Shit et al.: α = 0.5), as a WeightedSum."""
@@ -76,7 +75,8 @@ def gdl_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, lambda_gdl: fl
 
 
 @register("gdl_focal", family="compound", paper="Sudre et al., 2017; Lin et al., 2017 (MONAI)",
-          function=gdl_focal_loss)
+          function=gdl_focal_loss, formula="λ_gdl·generalized Dice + λ_focal·focal (softmax)",
+          peers={"monai": "GeneralizedDiceFocalLoss (binary)"})
 def gdl_focal(*, lambda_gdl: float = 1.0, lambda_focal: float = 1.0, gamma: float = 2.0, smooth: float = 1e-5,
               include_background: bool = True, ignore_index: int | None = None,
               reduction: str = "mean") -> WeightedSum:
@@ -151,8 +151,10 @@ def unified_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, lambda_foc
     return reduce(lambda_focal * focal + (1.0 - lambda_focal) * focal_tversky.mean(1), reduction)
 
 
-@register("unified_focal", family="compound", paper="Yeung et al., 2022", function=unified_focal_loss)
-class UnifiedFocalLoss(FunctionalLoss):
-    """Unified focal loss, λ·(asymmetric) focal + (1 − λ)·(asymmetric) focal Tversky."""
+UnifiedFocalLoss = loss_class(
+    "UnifiedFocalLoss", unified_focal_loss, "unified_focal", family="compound", paper="Yeung et al., 2022",
+    formula="Unified focal loss, λ·(asymmetric) focal + (1 − λ)·(asymmetric) focal Tversky",
+    peers={"monai": "AsymmetricUnifiedFocalLoss (binary, λ = 0)"})
 
-    function = staticmethod(unified_focal_loss)
+
+__all__ = exports(__name__)
