@@ -38,6 +38,9 @@ class LossInfo:
     binary_only: bool  # defined for one-channel (sigmoid) logits only
     formula: str = ""  # the short formula of the catalogue tables
     peers: dict = field(default_factory=dict)  # {"monai": "DiceLoss", ...}: equal losses, tested
+    # the gradient can vanish on unstructured noise (errors too thin for the method to see, as the
+    # published erosion Hausdorff loss): the contract checks it on a shifted blob instead
+    gradient_can_vanish: bool = False
 
     @property
     def summary(self) -> str:
@@ -61,7 +64,7 @@ _REGISTRY: dict[str, LossInfo] = {}
 
 def register(name: str, *, family: str, paper: str, function: Callable | None = None,
              needs_distance: bool = False, binary_only: bool = False, formula: str = "",
-             peers: dict | None = None):
+             peers: dict | None = None, gradient_can_vanish: bool = False):
     """Class (or factory) decorator adding a loss to the registry under ``name``. The named
     sums (factories returning a ``WeightedSum``) use it; single losses use :func:`loss_class`."""
     if family not in FAMILIES:
@@ -71,20 +74,23 @@ def register(name: str, *, family: str, paper: str, function: Callable | None = 
         if name in _REGISTRY:
             raise ValueError(f"loss {name!r} is already registered")
         _REGISTRY[name] = LossInfo(name, family, paper, factory, function, needs_distance, binary_only,
-                                   formula, dict(peers or {}))
+                                   formula, dict(peers or {}), gradient_can_vanish)
         return factory
 
     return decorator
 
 
 def loss_class(class_name: str, function: Callable, name: str, *, family: str, paper: str, formula: str,
-               peers: dict | None = None, needs_distance: bool = False, binary_only: bool = False) -> type:
+               peers: dict | None = None, needs_distance: bool = False, binary_only: bool = False,
+               gradient_can_vanish: bool = False) -> type:
     """The thin module class of ``function``, registered under ``name``: the one declaration of
     a loss. The class (named ``class_name``, in the function's module, with its docstring)
     stores the options, which are the function's keyword-only parameters, and calls it.
 
     ``formula``: the short formula of the catalogue tables; ``peers``: the peer libraries' equal
-    losses, ``{"monai": "DiceLoss"}``, only where a test checks the equality.
+    losses, ``{"monai": "DiceLoss"}``, only where a test checks the equality;
+    ``gradient_can_vanish``: the gradient is exactly 0 on unstructured noise by the method's
+    design (say why in the docstring); the contract tests its gradient on a shifted blob instead.
     """
     from medsegloss._ops import FunctionalLoss
 
@@ -96,7 +102,8 @@ def loss_class(class_name: str, function: Callable, name: str, *, family: str, p
         "__qualname__": class_name,
     })
     return register(name, family=family, paper=paper, function=function, needs_distance=needs_distance,
-                    binary_only=binary_only, formula=formula, peers=peers)(cls)
+                    binary_only=binary_only, formula=formula, peers=peers,
+                    gradient_can_vanish=gradient_can_vanish)(cls)
 
 
 def exports(module_name: str, helpers: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -128,6 +135,8 @@ def catalogue_markdown(table: str = "catalogue") -> str:
         info = _REGISTRY[name]
         peers = ", ".join(f"{library} `{peer}`" for library, peer in sorted(info.peers.items()))
         formula = info.summary.replace("|", "\\|")
+        if info.gradient_can_vanish:
+            formula += " (gradient can vanish on unstructured noise: add it to a region loss)"
         rows.append(f"| `{name}` | {info.family} | {info.paper} | {formula} | "
                     f"{'yes' if info.needs_distance else ''} | {peers} |")
     return "\n".join(rows) + "\n"
