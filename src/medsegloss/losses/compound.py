@@ -134,13 +134,15 @@ def _parse_options(args: str, term: str) -> dict:
         ) from error
 
 
-def build(spec: str, **common) -> nn.Module:
+def build(spec: str, multilabel: bool = False, **common) -> nn.Module:
     """A weighted sum of registered losses parsed from a string.
 
     ``"ce + 0.5*dice"``, ``"dice_ce"``, ``"0.5*ce + 0.5*tversky(alpha=0.3, beta=0.7)"``. Weights
     default to 1; options in parentheses are passed to that term. ``common`` options (e.g.
     ``reduction="none"``, ``ignore_index=255``) go to every term whose signature takes them.
     A single unweighted term returns that loss itself rather than a one-term sum.
+    ``multilabel=True`` puts every term in multi-label mode (overlapping regions, multi-hot
+    targets ``(N, R, *spatial)``; :func:`~medsegloss.losses.get`); a term that cannot refuses.
 
     >>> loss = build("ce + 0.5*dice")
     >>> loss
@@ -169,7 +171,7 @@ def build(spec: str, **common) -> nn.Module:
         weight = float(match["pre"] or 1.0) * float(match["post"] or 1.0)
         options = {key: value for key, value in common.items() if key in info.options}
         options.update(_parse_options(match["args"], raw))
-        terms.append((name, weight, get(name, **options)))
+        terms.append((name, weight, get(name, multilabel=multilabel, **options)))
     if len(terms) == 1 and terms[0][1] == 1.0:
         return terms[0][2]
     # the same loss twice with different options gets a numbered label
@@ -178,7 +180,7 @@ def build(spec: str, **common) -> nn.Module:
     for name, weight, module in terms:
         seen[name] = seen.get(name, 0) + 1
         labelled.append((name if seen[name] == 1 else f"{name}_{seen[name]}", weight, module))
-    return WeightedSum(labelled, joint=_joint_for(labelled))
+    return WeightedSum(labelled, joint=None if multilabel else _joint_for(labelled))
 
 
 def _joint_for(terms: list[tuple[str, float, nn.Module]]) -> Callable | None:

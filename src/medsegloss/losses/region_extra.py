@@ -237,7 +237,8 @@ GeneralizedWassersteinDiceLoss = loss_class(
     "GeneralizedWassersteinDiceLoss", generalized_wasserstein_dice_loss, "gwdl", family="region",
     paper="Fidon et al., 2017",
     formula="Generalized Wasserstein Dice, 1 − 2TP/(2TP + ΣW), W the label-distance-weighted error",
-    peers={"monai": "GeneralizedWassersteinDiceLoss"})
+    peers={"monai": "GeneralizedWassersteinDiceLoss"},
+    multilabel_refusal="its label distance matrix relates mutually exclusive labels; overlapping regions have none")
 
 
 __all__ = exports(__name__, ["lovasz_extension"])
