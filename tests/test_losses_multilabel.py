@@ -16,6 +16,8 @@ from conftest import random_logits
 from medsegloss import losses
 from medsegloss.distance import signed_distance_map
 
+pytestmark = pytest.mark.usefixtures("fused_path")  # both paths: the fused kernels and the plain one
+
 SUPPORTED = [name for name in losses.available() if losses.info(name).multilabel]
 REFUSED = [name for name in losses.available() if not losses.info(name).multilabel]
 
