@@ -16,8 +16,6 @@ from conftest import random_logits
 from medsegloss import losses
 from medsegloss.distance import signed_distance_map
 
-pytestmark = pytest.mark.usefixtures("fused_path")  # both paths: the fused kernels and the plain one
-
 SUPPORTED = [name for name in losses.available() if losses.info(name).multilabel]
 REFUSED = [name for name in losses.available() if not losses.info(name).multilabel]
 
@@ -45,6 +43,7 @@ def _per_region(name, logits, target, **options):
     return torch.stack([loss(logits[:, r:r + 1], target[:, r:r + 1]) for r in range(logits.shape[1])], 1)
 
 
+@pytest.mark.usefixtures("fused_path")  # both paths: the fused kernels and the plain one
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_contract(name):
     logits = random_logits((2, 3, 8, 8), seed=3)
