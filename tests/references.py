@@ -74,6 +74,26 @@ def soft_cross_entropy(logits, target):
     return values.reshape(values.shape[0], -1).mean(1)
 
 
+def label_smoothed_cross_entropy(logits, target, epsilon, ignore_index=None):
+    """``−(1/V) Σ_v Σ_k [(1 − ε) g_k + ε/K] log p_k`` over the counted voxels, the ``K`` labels
+    written out (``K = C``; binary: background ``1 − p`` and foreground ``p``, ``K = 2``).
+    ``target``: integer labels ``(N, *spatial)`` or floats ``(N, C, *spatial)``."""
+    p = probabilities(logits)
+    target = np.asarray(target)
+    if p.shape[1] == 1:
+        p = np.concatenate([1 - p, p], 1)
+        if np.issubdtype(target.dtype, np.floating):
+            target = np.concatenate([1 - target, target], 1)
+    k = p.shape[1]
+    if np.issubdtype(target.dtype, np.floating):
+        g, valid = target.astype(np.float64), np.ones((p.shape[0], *p.shape[2:]), bool)
+    else:
+        valid = _valid(target, ignore_index)
+        g = one_hot(np.where(valid, target, 0), k)
+    mixed = (1 - epsilon) * g + epsilon / k
+    return _voxel_mean(-(mixed * np.log(p)).sum(1), valid)
+
+
 def inverse_frequency(labels, num_labels, ignore_index=None):
     """Balanced weights ``V / (K n_c)`` over the batch; 0 for absent labels."""
     labels = np.asarray(labels)[_valid(labels, ignore_index)]

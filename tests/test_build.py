@@ -138,6 +138,9 @@ def test_ce_plus_dice_string_takes_the_fused_pass_and_equals_its_terms():
     torch.testing.assert_close(value, expected)
     torch.testing.assert_close(grad_fused, grad_expected)
     # options the fused pass does not have keep the terms apart
-    assert losses.build("ce + dice(batch=True)").joint is None
-    assert losses.build("ce + dice(weight=[1, 2, 3])").joint is None
+    assert losses.build("ce + dice(squared=True)").joint is None
+    assert losses.build("ce(label_smoothing=0.1) + dice").joint is None
+    assert losses.build("ce + dice(reduction='none')").joint is None  # the terms disagree on reduction
+    # batch and class weights are the Dice term's, and the pass has them (equal: test_losses_options)
+    assert losses.build("ce + dice(batch=True, weight=[1, 2, 3])").joint is not None
     assert losses.build("ce + tversky").joint is None

@@ -265,7 +265,8 @@ def test_dice_ce_fused_path_with_underflowing_probabilities():
 @pytest.mark.parametrize("name, old, new", [("dice_ce", "alpha", "weight_dice"), ("dice_bce", "gamma", "weight_bce"),
                                             ("dice_focal", "lambda_focal", "weight_focal"),
                                             ("dice_topk", "lambda_topk", "weight_topk"),
-                                            ("gdl_boundary", "alpha", "weight_boundary")])
+                                            ("gdl_boundary", "alpha", "weight_boundary"),
+                                            ("gdl_focal", "lambda_focal", "weight_focal")])
 def test_old_term_weight_names_work_for_one_release_with_a_warning(name, old, new):
     with pytest.warns(DeprecationWarning, match=f"{old}= is renamed {new}="):
         loss = losses.get(name, **{old: 0.3})

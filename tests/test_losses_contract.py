@@ -43,6 +43,28 @@ def _perfect_logits(labels, channels):
     return 20.0 * torch.nn.functional.one_hot(labels, channels).movedim(-1, 1).float()
 
 
+def _blob_case(shape, scale=4.0):
+    """A structured input: a box of class 1 (a quarter of each side from the edges) and a
+    prediction of the same box shifted by a quarter of the last axis, logits ``±scale``."""
+    n, c, *spatial = shape
+    labels = torch.zeros((n, *spatial), dtype=torch.long)
+    labels[(slice(None), *(slice(s // 4, 3 * s // 4) for s in spatial))] = 1
+    predicted = labels.roll(max(spatial[-1] // 4, 1), dims=-1)
+    onehot = predicted.unsqueeze(1).float() if c == 1 else \
+        torch.nn.functional.one_hot(predicted, c).movedim(-1, 1).float()
+    return (scale * (2.0 * onehot - 1.0)).requires_grad_(), labels
+
+
+def _gradient_must_reach(name, logits, labels, grad):
+    """Non-zero gradient on this input; for a loss whose gradient can vanish on unstructured
+    noise (registry flag), on the shifted blob of the same shape instead."""
+    if losses.info(name).gradient_can_vanish:
+        logits, labels = _blob_case(tuple(logits.shape))
+        _, grad = _value_and_grad(losses.get(name), logits, labels)
+        assert torch.isfinite(grad).all()
+    assert grad.abs().sum() > 0
+
+
 def _value_and_grad(loss, logits, target):
     value = loss(logits, target)
     value.backward()
@@ -55,7 +77,21 @@ def test_finite_value_and_gradient_reach_the_logits(name, dims):
     logits, labels = _case(name, SHAPES[dims])
     value, grad = _value_and_grad(losses.get(name), logits, labels)
     assert value.shape == () and torch.isfinite(value)
-    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert grad is not None and torch.isfinite(grad).all()
+    _gradient_must_reach(name, logits, labels, grad)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 1, 4, 6, 6)])
+@pytest.mark.parametrize("name", [name for name in NAMES if losses.info(name).gradient_can_vanish])
+def test_a_loss_whose_gradient_can_vanish_on_noise_has_one_on_a_shifted_blob(name, shape):
+    """The flag excuses noise only: a wrong box of the right size gives a gradient, which
+    lowers the loss (a small step against it)."""
+    logits, labels = _blob_case(shape)
+    value, grad = _value_and_grad(losses.get(name), logits, labels)
+    assert float(value.detach()) > 0 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with torch.no_grad():
+        stepped = losses.get(name)(logits - 1e-3 * grad / grad.abs().max(), labels)
+    assert float(stepped) < float(value.detach())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -156,7 +192,8 @@ def test_catalogue_tables_in_readme_and_docs_are_generated_from_the_registry():
 
 
 def test_peers_are_named_only_where_a_test_checks_them():
-    tested = {"dice", "iou", "tversky", "gdl", "focal", "hd", "boundary", "dice_ce", "dice_focal"}
+    tested = {"dice", "iou", "tversky", "gdl", "focal", "hd", "boundary", "dice_ce", "dice_focal", "mcc", "lovasz", "gwdl",
+              "cldice", "log_hd", "dice_cldice", "gdl_focal", "unified_focal", "hd_er"}
     assert {name for name in NAMES if losses.info(name).peers} <= tested
 
 
@@ -191,7 +228,8 @@ def test_one_channel_logits_are_binary(name):
     loss = losses.get(name)
     logits, labels = random_logits((2, 1, 8, 8), seed=3), random_labels((2, 8, 8), 1, seed=4)
     value, grad = _value_and_grad(loss, logits, labels)
-    assert torch.isfinite(value) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    _gradient_must_reach(name, logits, labels, grad)
     assert float(loss(_perfect_logits(labels, 1), labels)) <= float(value.detach())
     with pytest.raises(ValueError, match="target labels must lie in"):
         loss(logits, labels + 1)  # label 2 with one channel: binary means {0, 1}

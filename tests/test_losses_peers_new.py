@@ -390,7 +390,7 @@ class TestUnifiedFocal:
 class TestGeneralizedDiceFocal:
     def test_is_the_weighted_sum(self):
         logits, labels = _double((2, 3, 6, 6))
-        loss = losses.get("gdl_focal", lambda_gdl=0.7, lambda_focal=2.0, gamma=1.5)
+        loss = losses.get("gdl_focal", weight_gdl=0.7, weight_focal=2.0, gamma=1.5)
         expected = 0.7 * losses.generalized_dice_loss(logits, labels) + 2.0 * losses.focal_loss(logits, labels, gamma=1.5)
         torch.testing.assert_close(loss(logits, labels), expected)
         assert sorted(loss.last_values) == ["focal", "gdl"]

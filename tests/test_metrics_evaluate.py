@@ -209,3 +209,33 @@ def test_metric_options_and_the_nsd_shortcut():
         p, r = pred[int(row["case"])] == row["class"], target[int(row["case"])] == row["class"]
         assert row["hd95"] == metrics.hd95_pooled(p, r, spacing)
         assert row["nsd"] == metrics.nsd(p, r, spacing, tolerance=0.9)
+
+
+def test_multilabel_rows_are_per_region_binary_calls():
+    """Overlapping regions: each region's mask (probabilities thresholded at 0.5) scored as a
+    binary pair, surface metrics included; the plain label-map path cannot hold the overlap."""
+    rng = np.random.default_rng(3)
+    target = np.zeros((2, 3, 12, 12), np.uint8)
+    target[:, 0, 2:9, 2:9] = 1
+    target[:, 1, 5:11, 4:10] = 1  # overlaps region 0
+    target[1, 2] = 0  # region 2 empty in case 1
+    target[0, 2, 1:4, 6:11] = 1
+    probabilities = np.clip(target + rng.normal(0, 0.3, target.shape), 0, 1)
+    names = ["dice", "iou", "hd95", "nsd"]
+    rows = metrics.evaluate(torch.from_numpy(probabilities), target, 3, metrics=names, multilabel=True,
+                            spacing=(1.0, 2.0))
+    assert [(row["case"], row["class"]) for row in rows] == [(c, r) for c in ("0", "1") for r in range(3)]
+    for row in rows:
+        pred = probabilities[int(row["case"]), row["class"]] > 0.5
+        ref = target[int(row["case"]), row["class"]].astype(bool)
+        for name in names:
+            options = {"spacing": (1.0, 2.0)} if metrics.info(name).kind == "surface" else {}
+            expected = float(metrics.get(name)(pred, ref, **options))
+            assert row[name] == pytest.approx(expected, nan_ok=True), (row, name)
+    assert rows[5]["empty"] in ("both", "ref")  # case 1, region 2: empty target
+    with pytest.raises(ValueError, match=r"must be multi-hot \(R, \*spatial\) with R = num_classes = 4"):
+        metrics.evaluate(probabilities, target, 4, multilabel=True)
+    with pytest.raises(ValueError, match="must be 0/1 or bool masks"):
+        metrics.evaluate(probabilities, probabilities, 3, multilabel=True)
+    with pytest.raises(ValueError, match=r"multi-hot batch \(N, R, H, W\)"):
+        metrics.evaluate(probabilities[:, 0], target[:, 0], 3, multilabel=True)

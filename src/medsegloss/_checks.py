@@ -203,3 +203,29 @@ def unknown_name(kind: str, name, registered) -> ValueError:
     close = difflib.get_close_matches(str(name), registered, n=3, cutoff=0.4)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return ValueError(f"unknown {kind} {name!r}.{hint} Registered: {', '.join(registered)}")
+
+
+def check_multilabel_target(target, logits: torch.Tensor) -> torch.Tensor:
+    """A multi-label (overlapping regions) target: multi-hot ``(N, R, *spatial)`` shaped like the
+    logits (``R`` = their channels, one sigmoid each), bool, integer 0/1 or float in ``[0, 1]``
+    (soft). Returned as a float tensor in the logits' dtype (float32 at least)."""
+    check_logits(logits)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if tuple(target.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"multilabel target must be multi-hot (N, R, *spatial) = {tuple(logits.shape)}, one channel per "
+            f"region like the logits, got {tuple(target.shape)} (integer labels (N, *spatial) cannot hold "
+            "overlapping regions)"
+        )
+    if target.is_complex():
+        raise ValueError(f"multilabel target must be bool, 0/1 integers or floats in [0, 1], got dtype {target.dtype}")
+    if target.numel():
+        low, high = (float(v) for v in torch.aminmax(target.detach().float()))
+        if target.is_floating_point():
+            if not (0.0 <= low and high <= 1.0):
+                raise ValueError(f"multilabel float target must lie in [0, 1], got values in [{low:g}, {high:g}]")
+        elif target.dtype != torch.bool and (low < 0 or high > 1):
+            raise ValueError(f"multilabel integer target must hold 0 / 1, got values in [{low:g}, {high:g}]")
+    dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+    return target.to(dtype)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from medsegloss._checks import check_reduction
+from medsegloss._checks import check_distance_map, check_multilabel_target, check_reduction, check_weight
 
 
 def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
@@ -371,6 +371,54 @@ def voxel_label_weight(labels: torch.Tensor, weight: torch.Tensor, ignore_index:
     return weight[labels]
 
 
+def region_weighted_option(function) -> bool:
+    """Whether ``function``'s ``weight`` option is one value per channel (default ``None``): in
+    multi-label mode it then weighs the regions. A per-label ``weight`` (``wce``: background and
+    foreground, default ``"auto"``) applies inside every region instead."""
+    parameter = inspect.signature(function).parameters.get("weight")
+    return parameter is not None and parameter.kind is parameter.KEYWORD_ONLY and parameter.default is None
+
+
+def multilabel_loss(function, logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None = None,
+                    **options) -> torch.Tensor:
+    r"""A loss for overlapping regions (multi-label): ``function``'s own binary (one-channel,
+    sigmoid) form on each region, then the mean over the regions.
+
+    .. math:: L_n = \frac{\sum_r w_r\, \ell(x_{n,r}, g_{n,r})}{\sum_r w_r}
+
+    Each region ``r`` is its own binary problem: logits ``(N, 1, *spatial)``, target the region's
+    0/1 (or soft) mask, ``dist`` its distance map; ``function`` runs once per region with
+    ``reduction="none"``, so every batch-level statistic stays within the region: ``batch=True``
+    pools the region's ``N`` samples (never other regions), as do ``wce``'s automatic weights.
+    ``weight`` (one value per region; plain mean without) is taken by this wrapper when the
+    loss's own ``weight`` is per channel (:func:`region_weighted_option`); otherwise it goes to
+    the loss.
+
+    Shape:
+        logits ``(N, R, *spatial)``, target multi-hot ``(N, R, *spatial)`` (bool, 0/1 or floats in
+        ``[0, 1]``), dist ``(N, R, *spatial)`` or None; returns a scalar, or ``(N,)`` for
+        ``reduction="none"``.
+    """
+    target = check_multilabel_target(target, logits)
+    reduction = check_reduction(options.pop("reduction", "mean"))
+    regions = logits.shape[1]
+    region_weight = None
+    if region_weighted_option(function):
+        region_weight = check_weight(options.pop("weight", None), regions, logits.device, target.dtype)
+    if dist is not None:
+        dist = check_distance_map(dist, logits)
+    per_region = []
+    for r in range(regions):
+        extra = {} if dist is None else {"dist": dist[:, r:r + 1]}
+        per_region.append(function(logits[:, r:r + 1], target[:, r:r + 1], reduction="none", **extra, **options))
+    per_region = torch.stack(per_region, 1)  # (N, R)
+    if region_weight is None:
+        per_sample = per_region.mean(1)
+    else:
+        per_sample = (per_region * region_weight).sum(1) / region_weight.sum().clamp_min(1e-12)
+    return reduce(per_sample, reduction)
+
+
 class FunctionalLoss(nn.Module):
     """The thin module over a functional loss: stores its options, calls the function.
 
@@ -378,10 +426,16 @@ class FunctionalLoss(nn.Module):
     the function's keyword-only parameters (one source of truth, so ``losses.info(name).options``,
     the class and the function always agree). Losses with ``needs_distance = True`` also take
     ``dist=`` in ``forward`` and pass it on.
+
+    ``multilabel=True`` (not an option of the function: a mode of the module) scores overlapping
+    regions, multi-hot targets ``(N, R, *spatial)`` with one sigmoid per channel, by the loss's
+    binary form per region (:func:`multilabel_loss`). A loss that cannot sets
+    ``multilabel_refusal`` to the reason, and refuses.
     """
 
     function = None
     needs_distance = False
+    multilabel_refusal = ""  # why multilabel=True is refused; "" when supported
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -392,7 +446,7 @@ class FunctionalLoss(nn.Module):
             ]
             cls.__signature__ = inspect.Signature(parameters)
 
-    def __init__(self, **options):
+    def __init__(self, multilabel: bool = False, **options):
         super().__init__()
         accepted = inspect.signature(type(self)).parameters
         unknown = sorted(set(options) - set(accepted))
@@ -404,13 +458,25 @@ class FunctionalLoss(nn.Module):
         if "reduction" in options:
             check_reduction(options["reduction"])
         self.options = options
+        self.multilabel = False
+        if multilabel:
+            self.set_multilabel()
+
+    def set_multilabel(self) -> None:
+        """Switch to multi-label mode, or raise ``ValueError`` saying why this loss cannot."""
+        if type(self).multilabel_refusal:
+            raise ValueError(f"{type(self).__name__} does not support multilabel=True: {type(self).multilabel_refusal}")
+        self.multilabel = True
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None = None) -> torch.Tensor:
+        if dist is not None and not self.needs_distance:
+            raise TypeError(f"{type(self).__name__} does not use distance maps; call it without dist=")
+        if self.multilabel:
+            return multilabel_loss(type(self).function, logits, target, dist, **self.options)
         if self.needs_distance:
             return type(self).function(logits, target, dist=dist, **self.options)
-        if dist is not None:
-            raise TypeError(f"{type(self).__name__} does not use distance maps; call it without dist=")
         return type(self).function(logits, target, **self.options)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+        options = dict(self.options, multilabel=True) if self.multilabel else self.options
+        return ", ".join(f"{name}={value!r}" for name, value in options.items())

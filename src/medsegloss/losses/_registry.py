@@ -38,6 +38,17 @@ class LossInfo:
     binary_only: bool  # defined for one-channel (sigmoid) logits only
     formula: str = ""  # the short formula of the catalogue tables
     peers: dict = field(default_factory=dict)  # {"monai": "DiceLoss", ...}: equal losses, tested
+    # the gradient can vanish on unstructured noise (errors too thin for the method to see, as the
+    # published erosion Hausdorff loss): the contract checks it on a shifted blob instead
+    gradient_can_vanish: bool = False
+    # why get(name, multilabel=True) is refused ("" when the loss scores overlapping regions)
+    multilabel_refusal: str = ""
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether ``get(name, multilabel=True)`` works: overlapping regions, multi-hot targets
+        ``(N, R, *spatial)``, the loss's binary form per region (:func:`medsegloss._ops.multilabel_loss`)."""
+        return not self.multilabel_refusal
 
     @property
     def summary(self) -> str:
@@ -61,7 +72,7 @@ _REGISTRY: dict[str, LossInfo] = {}
 
 def register(name: str, *, family: str, paper: str, function: Callable | None = None,
              needs_distance: bool = False, binary_only: bool = False, formula: str = "",
-             peers: dict | None = None):
+             peers: dict | None = None, gradient_can_vanish: bool = False, multilabel_refusal: str = ""):
     """Class (or factory) decorator adding a loss to the registry under ``name``. The named
     sums (factories returning a ``WeightedSum``) use it; single losses use :func:`loss_class`."""
     if family not in FAMILIES:
@@ -71,32 +82,38 @@ def register(name: str, *, family: str, paper: str, function: Callable | None = 
         if name in _REGISTRY:
             raise ValueError(f"loss {name!r} is already registered")
         _REGISTRY[name] = LossInfo(name, family, paper, factory, function, needs_distance, binary_only,
-                                   formula, dict(peers or {}))
+                                   formula, dict(peers or {}), gradient_can_vanish, multilabel_refusal)
         return factory
 
     return decorator
 
 
 def loss_class(class_name: str, function: Callable, name: str, *, family: str, paper: str, formula: str,
-               peers: dict | None = None, needs_distance: bool = False, binary_only: bool = False) -> type:
+               peers: dict | None = None, needs_distance: bool = False, binary_only: bool = False,
+               gradient_can_vanish: bool = False, multilabel_refusal: str = "") -> type:
     """The thin module class of ``function``, registered under ``name``: the one declaration of
     a loss. The class (named ``class_name``, in the function's module, with its docstring)
     stores the options, which are the function's keyword-only parameters, and calls it.
 
     ``formula``: the short formula of the catalogue tables; ``peers``: the peer libraries' equal
-    losses, ``{"monai": "DiceLoss"}``, only where a test checks the equality.
+    losses, ``{"monai": "DiceLoss"}``, only where a test checks the equality;
+    ``gradient_can_vanish``: the gradient is exactly 0 on unstructured noise by the method's
+    design (say why in the docstring); the contract tests its gradient on a shifted blob instead;
+    ``multilabel_refusal``: why ``multilabel=True`` (overlapping regions) is refused, when it is.
     """
     from medsegloss._ops import FunctionalLoss
 
     cls = type(class_name, (FunctionalLoss,), {
         "function": staticmethod(function),
         "needs_distance": needs_distance,
+        "multilabel_refusal": multilabel_refusal,
         "__doc__": function.__doc__,
         "__module__": function.__module__,
         "__qualname__": class_name,
     })
     return register(name, family=family, paper=paper, function=function, needs_distance=needs_distance,
-                    binary_only=binary_only, formula=formula, peers=peers)(cls)
+                    binary_only=binary_only, formula=formula, peers=peers,
+                    gradient_can_vanish=gradient_can_vanish, multilabel_refusal=multilabel_refusal)(cls)
 
 
 def exports(module_name: str, helpers: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -115,7 +132,7 @@ def exports(module_name: str, helpers: list[str] | tuple[str, ...] = ()) -> list
 
 def catalogue_markdown(table: str = "catalogue") -> str:
     """The registry as a Markdown table: ``"catalogue"`` (one row per loss: name, family, paper,
-    formula, ``dist``, peers; docs/losses.md) or ``"families"`` (family | registry names; README)."""
+    formula, ``dist``, multilabel, peers; docs/losses.md) or ``"families"`` (family | registry names; README)."""
     if table == "families":
         rows = ["| family | registry names |", "|---|---|"]
         for family in FAMILIES:
@@ -123,13 +140,16 @@ def catalogue_markdown(table: str = "catalogue") -> str:
         return "\n".join(rows) + "\n"
     if table != "catalogue":
         raise ValueError(f"table must be 'catalogue' or 'families', got {table!r}")
-    rows = ["| name | family | paper | formula | `dist` | equal peer (tested) |", "|---|---|---|---|---|---|"]
+    rows = ["| name | family | paper | formula | `dist` | multilabel | equal peer (tested) |",
+            "|---|---|---|---|---|---|---|"]
     for name in available():
         info = _REGISTRY[name]
         peers = ", ".join(f"{library} `{peer}`" for library, peer in sorted(info.peers.items()))
         formula = info.summary.replace("|", "\\|")
+        if info.gradient_can_vanish:
+            formula += " (gradient can vanish on unstructured noise: add it to a region loss)"
         rows.append(f"| `{name}` | {info.family} | {info.paper} | {formula} | "
-                    f"{'yes' if info.needs_distance else ''} | {peers} |")
+                    f"{'yes' if info.needs_distance else ''} | {'yes' if info.multilabel else 'no'} | {peers} |")
     return "\n".join(rows) + "\n"
 
 
@@ -183,9 +203,30 @@ def translate_options(options: dict, renamed: dict[str, str], owner: str, warnin
     return out
 
 
-def get(name: str, **options) -> nn.Module:
-    """Build the registered loss ``name`` with the given options (the paper's symbols)."""
+def as_multilabel(module: nn.Module, name: str | None = None) -> nn.Module:
+    """Switch a built loss to multi-label mode in place: a single loss scores each region with
+    its binary form; a ``WeightedSum`` switches every term (and drops its one-pass joint
+    computation, written for softmax labels). Refusals name the loss."""
+    if hasattr(module, "set_multilabel"):
+        module.set_multilabel()
+    elif hasattr(module, "terms") and hasattr(module, "joint"):
+        for term in module.terms:
+            as_multilabel(term)
+        module.joint = None
+    else:
+        raise ValueError(f"loss {name or type(module).__name__!r} does not support multilabel=True")
+    return module
+
+
+def get(name: str, multilabel: bool = False, **options) -> nn.Module:
+    """Build the registered loss ``name`` with the given options (the paper's symbols).
+
+    ``multilabel=True``: overlapping regions, logits ``(N, R, *spatial)`` with one sigmoid per
+    channel and a multi-hot target of the same shape (docs/losses.md, "Multi-label"); losses
+    that cannot (``info(name).multilabel`` is False) raise ``ValueError`` saying why."""
     info = lookup(name)
+    if multilabel and not info.multilabel:
+        raise ValueError(f"loss {name!r} does not support multilabel=True: {info.multilabel_refusal}")
     options = translate_options(options, getattr(info.factory, "__renamed_options__", {}), name)
     accepted = info.options
     unknown = sorted(set(options) - set(accepted))
@@ -194,4 +235,5 @@ def get(name: str, **options) -> nn.Module:
             f"loss {name!r} has no option(s) {', '.join(unknown)}; its options are: "
             + ", ".join(f"{key}={value!r}" for key, value in accepted.items())
         )
-    return info.factory(**options)
+    module = info.factory(**options)
+    return as_multilabel(module, name) if multilabel else module

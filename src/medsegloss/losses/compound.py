@@ -134,13 +134,15 @@ def _parse_options(args: str, term: str) -> dict:
         ) from error
 
 
-def build(spec: str, **common) -> nn.Module:
+def build(spec: str, multilabel: bool = False, **common) -> nn.Module:
     """A weighted sum of registered losses parsed from a string.
 
     ``"ce + 0.5*dice"``, ``"dice_ce"``, ``"0.5*ce + 0.5*tversky(alpha=0.3, beta=0.7)"``. Weights
     default to 1; options in parentheses are passed to that term. ``common`` options (e.g.
     ``reduction="none"``, ``ignore_index=255``) go to every term whose signature takes them.
     A single unweighted term returns that loss itself rather than a one-term sum.
+    ``multilabel=True`` puts every term in multi-label mode (overlapping regions, multi-hot
+    targets ``(N, R, *spatial)``; :func:`~medsegloss.losses.get`); a term that cannot refuses.
 
     >>> loss = build("ce + 0.5*dice")
     >>> loss
@@ -169,7 +171,7 @@ def build(spec: str, **common) -> nn.Module:
         weight = float(match["pre"] or 1.0) * float(match["post"] or 1.0)
         options = {key: value for key, value in common.items() if key in info.options}
         options.update(_parse_options(match["args"], raw))
-        terms.append((name, weight, get(name, **options)))
+        terms.append((name, weight, get(name, multilabel=multilabel, **options)))
     if len(terms) == 1 and terms[0][1] == 1.0:
         return terms[0][2]
     # the same loss twice with different options gets a numbered label
@@ -178,7 +180,7 @@ def build(spec: str, **common) -> nn.Module:
     for name, weight, module in terms:
         seen[name] = seen.get(name, 0) + 1
         labelled.append((name if seen[name] == 1 else f"{name}_{seen[name]}", weight, module))
-    return WeightedSum(labelled, joint=_joint_for(labelled))
+    return WeightedSum(labelled, joint=None if multilabel else _joint_for(labelled))
 
 
 def _joint_for(terms: list[tuple[str, float, nn.Module]]) -> Callable | None:
@@ -190,11 +192,13 @@ def _joint_for(terms: list[tuple[str, float, nn.Module]]) -> Callable | None:
         return None
     ce, dice = modules["ce"].options, modules["dice"].options
     shared = ("ignore_index", "reduction")
-    if set(ce) - set(shared) or set(dice) - {"smooth", "include_background", *shared}:
+    fused_dice = {"smooth", "include_background", "weight", "batch", "squared", *shared}
+    if set(ce) - {"label_smoothing", *shared} or ce.get("label_smoothing", 0.0) \
+            or set(dice) - fused_dice or dice.get("squared", False):
         return None
     if any(ce.get(key, default) != dice.get(key, default) for key, default in zip(shared, (None, "mean"))):
         return None
-    return partial(dice_ce_terms, **dice)
+    return partial(dice_ce_terms, **{key: value for key, value in dice.items() if key != "squared"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,14 +212,15 @@ def _term(name: str, **options) -> nn.Module:
     return get(name, **{key: value for key, value in options.items() if key in accepted})
 
 
-def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smooth: float = 1e-5,
-                  include_background: bool = True, ignore_index: int | None = None,
+def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smooth: float = 1e-5, weight=None,
+                  include_background: bool = True, ignore_index: int | None = None, batch: bool = False,
                   reduction: str = "mean") -> dict[str, torch.Tensor]:
     """``{"ce": ce_loss, "dice": dice_loss}`` computed together, equal to the two losses computed
-    apart. Labels without ``ignore_index`` (softmax logits on the CPU, or one-channel logits with
-    labels or soft labels) take one fused pass (:func:`~medsegloss._ops.use_fused`, :func:`~medsegloss._ops.fused_soft_counts`);
-    otherwise one log-softmax feeds both."""
-    from medsegloss.losses.region import reduce_classes
+    apart (``weight``, ``batch``: the Dice term's). Labels without ``ignore_index`` (softmax
+    logits on the CPU, or one-channel logits with labels or soft labels) take one fused pass
+    (:func:`~medsegloss._ops.use_fused`, :func:`~medsegloss._ops.fused_soft_counts`); otherwise
+    one log-softmax feeds both."""
+    from medsegloss.losses.region import _pool, reduce_classes
 
     check_reduction(reduction)
     target = check_target(target, logits, ignore_index)
@@ -237,13 +242,15 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
         onehot, valid = target_probabilities(target, c, ignore_index, probs.dtype)
         tp, fp, fn = soft_counts(probs, onehot, valid)
         ce = per_voxel_reduce(ce_map, None if valid is None else valid[:, 0], reduction)
-    dice = reduce_classes(1.0 - (2 * tp + smooth) / (2 * tp + fp + fn + smooth), n,
+    tp, fp, fn = _pool((tp, fp, fn), batch)
+    dice = reduce_classes(1.0 - (2 * tp + smooth) / (2 * tp + fp + fn + smooth), n, weight,
                           include_background=include_background, reduction=reduction)
     return {"ce": ce, "dice": dice}
 
 
 @renamed_options({"alpha": "weight_dice"})
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_dice: float = 1.0, smooth: float = 1e-5,
+                 squared: bool = False, weight=None, batch: bool = False, label_smoothing: float = 0.0,
                  include_background: bool = True, ignore_index: int | None = None,
                  reduction: str = "mean") -> torch.Tensor:
     r"""Dice + cross-entropy: ``L = CE + w_dice · (1 − Dice)`` (the reference experiment's loss at
@@ -253,7 +260,11 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_dice: flo
               \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}\Big)
 
     Softmax CE for ``C >= 2``, sigmoid (binary) CE for one-channel logits; the Dice term is
-    :func:`~medsegloss.losses.region.dice_loss`. Both from one log-softmax.
+    :func:`~medsegloss.losses.region.dice_loss`. The terms take their own options: Dice
+    ``smooth``, ``squared``, ``weight`` (class weights: the Dice term only), ``batch``,
+    ``include_background``; CE ``label_smoothing``; both ``ignore_index``. Equal to MONAI's
+    ``DiceCELoss`` (``lambda_ce = 1``, ``lambda_dice = w_dice``; without ``weight``, which MONAI
+    also gives its CE). Both terms from one pass where the options allow.
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -262,29 +273,37 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_dice: flo
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> dice_ce_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    values = dice_ce_terms(logits, target, smooth=smooth, include_background=include_background,
-                           ignore_index=ignore_index, reduction=reduction)
-    return values["ce"] + weight_dice * values["dice"]
+    return dice_ce(weight_dice=weight_dice, smooth=smooth, squared=squared, weight=weight, batch=batch,
+                   label_smoothing=label_smoothing, include_background=include_background,
+                   ignore_index=ignore_index, reduction=reduction)(logits, target)
 
 
 @register("dice_ce", family="compound", paper="Isensee et al., 2021 (nnU-Net); Ma et al., 2021",
-          function=dice_ce_loss)
+          function=dice_ce_loss, peers={"monai": "DiceCELoss"})
 @renamed_options({"alpha": "weight_dice"})
-def dice_ce(*, weight_dice: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
+def dice_ce(*, weight_dice: float = 1.0, smooth: float = 1e-5, squared: bool = False, weight=None,
+            batch: bool = False, label_smoothing: float = 0.0, include_background: bool = True,
             ignore_index: int | None = None, reduction: str = "mean") -> WeightedSum:
     """Cross-entropy + weight_dice·Dice (1: the reference experiment's loss), as a WeightedSum."""
-    options = dict(smooth=smooth, include_background=include_background, ignore_index=ignore_index,
-                   reduction=reduction)
+    options = dict(smooth=smooth, squared=squared, weight=weight, batch=batch, label_smoothing=label_smoothing,
+                   include_background=include_background, ignore_index=ignore_index, reduction=reduction)
     terms = [("ce", 1.0, _term("ce", **options)), ("dice", weight_dice, _term("dice", **options))]
-    return WeightedSum(terms, joint=partial(dice_ce_terms, **options))
+    joint = None
+    if not squared and not label_smoothing:  # the one-pass computation covers the rest
+        joint = partial(dice_ce_terms, smooth=smooth, weight=weight, batch=batch,
+                        include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+    return WeightedSum(terms, joint=joint)
 
 
 @renamed_options({"gamma": "weight_bce"})
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_bce: float = 1.0, smooth: float = 1e-5,
-                  include_background: bool = True, reduction: str = "mean") -> torch.Tensor:
+                  squared: bool = False, weight=None, batch: bool = False, include_background: bool = True,
+                  ignore_index: int | None = None, reduction: str = "mean") -> torch.Tensor:
     r"""Dice + binary cross-entropy: ``L = (1 − Dice) + w_bce · BCE``.
 
     The BCE term is the registered ``bce`` loss (sigmoid per channel); the Dice term ``dice``.
+    Term options: Dice ``smooth``, ``squared``, ``batch``, ``include_background``; class
+    ``weight`` (one per channel) to both; ``ignore_index`` to both.
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -293,24 +312,31 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_bce: flo
     >>> logits = torch.randn(2, 1, 8, 8, requires_grad=True)
     >>> dice_bce_loss(logits, torch.randint(0, 2, (2, 8, 8))).backward()
     """
-    return dice_bce(weight_bce=weight_bce, smooth=smooth, include_background=include_background,
-                    reduction=reduction)(logits, target)
+    return dice_bce(weight_bce=weight_bce, smooth=smooth, squared=squared, weight=weight, batch=batch,
+                    include_background=include_background, ignore_index=ignore_index, reduction=reduction)(logits, target)
 
 
 @register("dice_bce", family="compound", paper="Ma et al., 2021 (survey)", function=dice_bce_loss)
 @renamed_options({"gamma": "weight_bce"})
-def dice_bce(*, weight_bce: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
-             reduction: str = "mean") -> WeightedSum:
+def dice_bce(*, weight_bce: float = 1.0, smooth: float = 1e-5, squared: bool = False, weight=None, batch: bool = False,
+             include_background: bool = True, ignore_index: int | None = None, reduction: str = "mean") -> WeightedSum:
     """Dice + weight_bce·binary cross-entropy (sigmoid per channel), as a WeightedSum."""
-    options = dict(smooth=smooth, include_background=include_background, reduction=reduction)
+    options = dict(smooth=smooth, squared=squared, weight=weight, batch=batch, include_background=include_background,
+                   ignore_index=ignore_index, reduction=reduction)
     return WeightedSum([("dice", 1.0, _term("dice", **options)), ("bce", weight_bce, _term("bce", **options))])
 
 
 @renamed_options({"lambda_focal": "weight_focal"})
 def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_focal: float = 0.5, gamma: float = 2.0,
-                    smooth: float = 1e-5, include_background: bool = True, reduction: str = "mean") -> torch.Tensor:
-    r"""Dice + focal (Zhu et al., 2019, AnatomyNet): ``L = (1 − Dice) + w_focal · Focal_γ``
-    (``gamma``: the focal exponent).
+                    alpha=None, smooth: float = 1e-5, squared: bool = False, weight=None, batch: bool = False,
+                    include_background: bool = True, ignore_index: int | None = None,
+                    reduction: str = "mean") -> torch.Tensor:
+    r"""Dice + focal (Zhu et al., 2019, AnatomyNet): ``L = (1 − Dice) + w_focal · Focal_γ``.
+
+    Term options: focal ``gamma`` (the exponent) and ``alpha`` (its per-label weights); Dice
+    ``smooth``, ``squared``, ``weight`` (class weights: the Dice term only), ``batch``,
+    ``include_background``; both ``ignore_index``. MONAI's ``DiceFocalLoss`` uses a sigmoid
+    focal term per channel: equal for one-channel logits and multi-label regions (tested).
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -319,23 +345,32 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_focal:
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> dice_focal_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    return dice_focal(weight_focal=weight_focal, gamma=gamma, smooth=smooth, include_background=include_background,
+    return dice_focal(weight_focal=weight_focal, gamma=gamma, alpha=alpha, smooth=smooth, squared=squared,
+                      weight=weight, batch=batch, include_background=include_background, ignore_index=ignore_index,
                       reduction=reduction)(logits, target)
 
 
-@register("dice_focal", family="compound", paper="Zhu et al., 2019 (AnatomyNet)", function=dice_focal_loss)
+@register("dice_focal", family="compound", paper="Zhu et al., 2019 (AnatomyNet)", function=dice_focal_loss,
+          peers={"monai": "DiceFocalLoss (binary, multilabel)"})
 @renamed_options({"lambda_focal": "weight_focal"})
-def dice_focal(*, weight_focal: float = 0.5, gamma: float = 2.0, smooth: float = 1e-5,
-               include_background: bool = True, reduction: str = "mean") -> WeightedSum:
+def dice_focal(*, weight_focal: float = 0.5, gamma: float = 2.0, alpha=None, smooth: float = 1e-5,
+               squared: bool = False, weight=None, batch: bool = False, include_background: bool = True,
+               ignore_index: int | None = None, reduction: str = "mean") -> WeightedSum:
     """Dice + weight_focal·focal (AnatomyNet: 0.5, γ = 2), as a WeightedSum."""
-    options = dict(gamma=gamma, smooth=smooth, include_background=include_background, reduction=reduction)
+    options = dict(gamma=gamma, alpha=alpha, smooth=smooth, squared=squared, weight=weight, batch=batch,
+                   include_background=include_background, ignore_index=ignore_index, reduction=reduction)
     return WeightedSum([("dice", 1.0, _term("dice", **options)), ("focal", weight_focal, _term("focal", **options))])
 
 
 @renamed_options({"lambda_topk": "weight_topk"})
 def dice_topk_loss(logits: torch.Tensor, target: torch.Tensor, *, k: float = 10.0, weight_topk: float = 1.0,
-                   smooth: float = 1e-5, include_background: bool = True, reduction: str = "mean") -> torch.Tensor:
+                   smooth: float = 1e-5, squared: bool = False, weight=None, batch: bool = False,
+                   include_background: bool = True, ignore_index: int | None = None,
+                   reduction: str = "mean") -> torch.Tensor:
     r"""Dice + TopK (nnU-Net's DC+TopK10): ``L = (1 − Dice) + w_topk · TopK_k``.
+
+    Term options: TopK ``k``; Dice ``smooth``, ``squared``, ``weight`` (class weights: the Dice
+    term only), ``batch``, ``include_background``; both ``ignore_index``.
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -344,17 +379,19 @@ def dice_topk_loss(logits: torch.Tensor, target: torch.Tensor, *, k: float = 10.
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> dice_topk_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    return dice_topk(k=k, weight_topk=weight_topk, smooth=smooth, include_background=include_background,
-                     reduction=reduction)(logits, target)
+    return dice_topk(k=k, weight_topk=weight_topk, smooth=smooth, squared=squared, weight=weight, batch=batch,
+                     include_background=include_background, ignore_index=ignore_index, reduction=reduction)(logits, target)
 
 
 @register("dice_topk", family="compound", paper="Isensee et al., 2021 (nnU-Net); Ma et al., 2021",
           function=dice_topk_loss)
 @renamed_options({"lambda_topk": "weight_topk"})
-def dice_topk(*, k: float = 10.0, weight_topk: float = 1.0, smooth: float = 1e-5, include_background: bool = True,
+def dice_topk(*, k: float = 10.0, weight_topk: float = 1.0, smooth: float = 1e-5, squared: bool = False, weight=None,
+              batch: bool = False, include_background: bool = True, ignore_index: int | None = None,
               reduction: str = "mean") -> WeightedSum:
     """Dice + weight_topk·TopK cross-entropy (the k % hardest voxels; nnU-Net's DC+TopK10), as a WeightedSum."""
-    options = dict(k=k, smooth=smooth, include_background=include_background, reduction=reduction)
+    options = dict(k=k, smooth=smooth, squared=squared, weight=weight, batch=batch,
+                   include_background=include_background, ignore_index=ignore_index, reduction=reduction)
     return WeightedSum([("dice", 1.0, _term("dice", **options)), ("topk", weight_topk, _term("topk", **options))])
 
 

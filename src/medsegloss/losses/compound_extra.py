@@ -8,11 +8,9 @@ from __future__ import annotations
 import torch
 
 from medsegloss._checks import check_probability, check_reduction, check_target
-from medsegloss._ops import FunctionalLoss, at_least_float32, reduce, soft_counts, target_probabilities
-from medsegloss.losses._registry import get, lookup, register
+from medsegloss._ops import at_least_float32, reduce, soft_counts, target_probabilities
+from medsegloss.losses._registry import exports, get, loss_class, lookup, register, renamed_options
 from medsegloss.losses.compound import WeightedSum
-
-__all__ = ["dice_cldice_loss", "gdl_focal_loss", "unified_focal_loss", "UnifiedFocalLoss"]
 
 
 def _term(name: str, **options):
@@ -42,7 +40,8 @@ def dice_cldice_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float
                        reduction=reduction)(logits, target)
 
 
-@register("dice_cldice", family="compound", paper="Shit et al., 2021", function=dice_cldice_loss)
+@register("dice_cldice", family="compound", paper="Shit et al., 2021", function=dice_cldice_loss,
+          formula="(1 − α)·(1 − Dice) + α·(1 − clDice)", peers={"monai": "SoftDiceclDiceLoss (binary)"})
 def dice_cldice(*, alpha: float = 0.5, iterations: int = 3, smooth: float = 1.0, include_background: bool = False,
                 reduction: str = "mean") -> WeightedSum:
     """(1 − α)·Dice + α·clDice (Shit et al.: α = 0.5), as a WeightedSum."""
@@ -51,15 +50,21 @@ def dice_cldice(*, alpha: float = 0.5, iterations: int = 3, smooth: float = 1.0,
     return WeightedSum([("dice", 1.0 - alpha, _term("dice", **options)), ("cldice", alpha, _term("cldice", **options))])
 
 
-def gdl_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, lambda_gdl: float = 1.0, lambda_focal: float = 1.0,
-                   gamma: float = 2.0, smooth: float = 1e-5, include_background: bool = True,
-                   ignore_index: int | None = None, reduction: str = "mean") -> torch.Tensor:
-    r"""Generalized Dice + focal: ``L = λ_gdl · GDL + λ_focal · Focal_γ`` (MONAI's
-    ``GeneralizedDiceFocalLoss``; Sudre et al., 2017 and Lin et al., 2017).
+_GDL_FOCAL_RENAMED = {"lambda_gdl": "weight_gdl", "lambda_focal": "weight_focal"}
+
+
+@renamed_options(_GDL_FOCAL_RENAMED)
+def gdl_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_gdl: float = 1.0, weight_focal: float = 1.0,
+                   gamma: float = 2.0, alpha=None, smooth: float = 1e-5, batch: bool = False,
+                   include_background: bool = True, ignore_index: int | None = None,
+                   reduction: str = "mean") -> torch.Tensor:
+    r"""Generalized Dice + focal: ``L = w_gdl · GDL + w_focal · Focal_γ`` (MONAI's
+    ``GeneralizedDiceFocalLoss``, its ``lambda_gdl``, ``lambda_focal``; Sudre et al., 2017 and
+    Lin et al., 2017).
 
     The terms are :func:`~medsegloss.losses.region.generalized_dice_loss` (with ``smooth``,
-    ``include_background``) and :func:`~medsegloss.losses.distribution.focal_loss` (with
-    ``gamma``; softmax focal over all classes). MONAI's focal term is one-vs-rest sigmoid, so
+    ``batch``, ``include_background``) and :func:`~medsegloss.losses.distribution.focal_loss`
+    (with ``gamma``, ``alpha``; softmax focal over all classes); both ``ignore_index``. MONAI's focal term is one-vs-rest sigmoid, so
     the two agree for one-channel logits (and MONAI's GDL weights are not normalised: equal for
     a tiny ``smooth``).
 
@@ -70,22 +75,24 @@ def gdl_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, lambda_gdl: fl
     >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     >>> gdl_focal_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
-    return gdl_focal(lambda_gdl=lambda_gdl, lambda_focal=lambda_focal, gamma=gamma, smooth=smooth,
-                     include_background=include_background, ignore_index=ignore_index,
+    return gdl_focal(weight_gdl=weight_gdl, weight_focal=weight_focal, gamma=gamma, alpha=alpha, smooth=smooth,
+                     batch=batch, include_background=include_background, ignore_index=ignore_index,
                      reduction=reduction)(logits, target)
 
 
 @register("gdl_focal", family="compound", paper="Sudre et al., 2017; Lin et al., 2017 (MONAI)",
-          function=gdl_focal_loss)
-def gdl_focal(*, lambda_gdl: float = 1.0, lambda_focal: float = 1.0, gamma: float = 2.0, smooth: float = 1e-5,
-              include_background: bool = True, ignore_index: int | None = None,
-              reduction: str = "mean") -> WeightedSum:
-    """λ_gdl·generalized Dice + λ_focal·focal (softmax), as a WeightedSum."""
-    check_probability("lambda_gdl", lambda_gdl, 0.0, float("inf"))
-    check_probability("lambda_focal", lambda_focal, 0.0, float("inf"))
-    options = dict(gamma=gamma, smooth=smooth, include_background=include_background, ignore_index=ignore_index,
-                   reduction=reduction)
-    return WeightedSum([("gdl", lambda_gdl, _term("gdl", **options)), ("focal", lambda_focal, _term("focal", **options))])
+          function=gdl_focal_loss, formula="w_gdl·generalized Dice + w_focal·focal (softmax)",
+          peers={"monai": "GeneralizedDiceFocalLoss (binary)"})
+@renamed_options(_GDL_FOCAL_RENAMED)
+def gdl_focal(*, weight_gdl: float = 1.0, weight_focal: float = 1.0, gamma: float = 2.0, alpha=None,
+              smooth: float = 1e-5, batch: bool = False, include_background: bool = True,
+              ignore_index: int | None = None, reduction: str = "mean") -> WeightedSum:
+    """w_gdl·generalized Dice + w_focal·focal (softmax), as a WeightedSum."""
+    check_probability("weight_gdl", weight_gdl, 0.0, float("inf"))
+    check_probability("weight_focal", weight_focal, 0.0, float("inf"))
+    options = dict(gamma=gamma, alpha=alpha, smooth=smooth, batch=batch, include_background=include_background,
+                   ignore_index=ignore_index, reduction=reduction)
+    return WeightedSum([("gdl", weight_gdl, _term("gdl", **options)), ("focal", weight_focal, _term("focal", **options))])
 
 
 _TINY = 1e-12  # floor under the bases of powers < 1, whose slope is infinite at 0
@@ -151,8 +158,10 @@ def unified_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, lambda_foc
     return reduce(lambda_focal * focal + (1.0 - lambda_focal) * focal_tversky.mean(1), reduction)
 
 
-@register("unified_focal", family="compound", paper="Yeung et al., 2022", function=unified_focal_loss)
-class UnifiedFocalLoss(FunctionalLoss):
-    """Unified focal loss, λ·(asymmetric) focal + (1 − λ)·(asymmetric) focal Tversky."""
+UnifiedFocalLoss = loss_class(
+    "UnifiedFocalLoss", unified_focal_loss, "unified_focal", family="compound", paper="Yeung et al., 2022",
+    formula="Unified focal loss, λ·(asymmetric) focal + (1 − λ)·(asymmetric) focal Tversky",
+    peers={"monai": "AsymmetricUnifiedFocalLoss (binary, λ = 0)"})
 
-    function = staticmethod(unified_focal_loss)
+
+__all__ = exports(__name__)

@@ -40,14 +40,43 @@ def _valid_mask(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor 
     return target != ignore_index
 
 
-def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int | None = None,
-                       reduction: str = "mean") -> torch.Tensor:
+def smoothed_target(target: torch.Tensor, num_channels: int, label_smoothing: float) -> torch.Tensor:
+    r"""A checked float target mixed with the uniform distribution over the ``K`` labels:
+    ``(1 − ε)·g + ε/K`` (``K = C``; 2 for one-channel logits, whose channel is the foreground
+    probability). Shape as the target."""
+    return target * (1.0 - label_smoothing) + label_smoothing / label_count(num_channels)
+
+
+def _smoothed_cross_entropy_map(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None,
+                                label_smoothing: float) -> torch.Tensor:
+    """Per-voxel label-smoothed CE ``(N, *spatial)``; ignored voxels 0."""
+    logits = at_least_float32(logits)
+    c = logits.shape[1]
+    if c > 1 and not target.is_floating_point():  # torch's definition: (1 − ε)·CE + ε·mean_c(−log p_c)
+        return F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing,
+                               ignore_index=-100 if ignore_index is None else ignore_index)
+    if target.is_floating_point():
+        soft = target.to(logits.dtype)
+    else:  # binary labels -> foreground probability; ignored voxels masked below
+        soft = (target == 1).to(logits.dtype).unsqueeze(1)
+    values = cross_entropy_map(logits, smoothed_target(soft, c, label_smoothing))
+    valid = _valid_mask(target, ignore_index)
+    return values if valid is None else values * valid
+
+
+def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0,
+                       ignore_index: int | None = None, reduction: str = "mean") -> torch.Tensor:
     r"""Cross-entropy, averaged over the voxels of each sample.
 
-    .. math:: L = -\frac{1}{V}\sum_v \sum_c g_{v,c} \log p_{v,c}
+    .. math:: L = -\frac{1}{V}\sum_v \sum_c \tilde g_{v,c} \log p_{v,c},\qquad
+              \tilde g = (1 - \varepsilon)\, g + \varepsilon / K
 
     Softmax CE for ``C >= 2``; binary (sigmoid) CE for one-channel logits, as the reference
     experiment uses for its binary task. Voxels equal to ``ignore_index`` do not count.
+    ``label_smoothing`` ``ε`` mixes the target with the uniform distribution over the ``K``
+    labels (``K = C``, or 2 for one channel: foreground ``1 − ε/2``, background ``ε/2``):
+    ``torch.nn.functional.cross_entropy(label_smoothing=ε)`` for labels, and SMP's
+    ``SoftCrossEntropyLoss(smooth_factor=ε)``; ``ε = 0`` is plain CE.
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -57,16 +86,23 @@ def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_ind
     >>> cross_entropy_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
     """
     check_reduction(reduction)
+    label_smoothing = check_in_range("label_smoothing", label_smoothing)
     target = check_target(target, logits, ignore_index)
     if reduction == "mean" and use_fused(logits, target, ignore_index):
         # every sample has V voxels, so the mean of per-sample means is the plain voxel mean:
         # one fused kernel with its own backward, no (N, *spatial) map
         logits = at_least_float32(logits)
         if logits.shape[1] == 1:  # checked labels are 0 / 1 (or soft): the foreground
-            foreground = target[:, 0] if target.is_floating_point() else target
-            return F.binary_cross_entropy_with_logits(logits[:, 0], foreground.to(logits.dtype))
-        return F.cross_entropy(logits, target)
-    return per_voxel_reduce(cross_entropy_map(logits, target, ignore_index), _valid_mask(target, ignore_index), reduction)
+            foreground = (target[:, 0] if target.is_floating_point() else target).to(logits.dtype)
+            if label_smoothing:
+                foreground = smoothed_target(foreground, 1, label_smoothing)
+            return F.binary_cross_entropy_with_logits(logits[:, 0], foreground)
+        return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    if label_smoothing:
+        values = _smoothed_cross_entropy_map(logits, target, ignore_index, label_smoothing)
+    else:
+        values = cross_entropy_map(logits, target, ignore_index)
+    return per_voxel_reduce(values, _valid_mask(target, ignore_index), reduction)
 
 
 @torch.no_grad()
@@ -308,7 +344,7 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0
 
 CrossEntropyLoss = loss_class(
     "CrossEntropyLoss", cross_entropy_loss, "ce", family="distribution", paper="Ma et al., 2021 (survey); standard",
-    formula="Cross-entropy −Σ g·log p (softmax; sigmoid/binary for one-channel logits)")
+    formula="Cross-entropy −Σ g·log p (softmax; sigmoid/binary for one-channel logits; label_smoothing ε: g → (1 − ε)g + ε/K)")
 
 
 WeightedCrossEntropyLoss = loss_class(
@@ -407,4 +443,4 @@ DistancePenalizedCrossEntropyLoss = loss_class(
     formula="Distance-penalized CE (1 + D)·(−log p_t), D = 1 at the target's boundaries, 0 farthest away")
 
 
-__all__ = exports(__name__, ["inverse_frequency_weights"])
+__all__ = exports(__name__, ["inverse_frequency_weights", "smoothed_target"])

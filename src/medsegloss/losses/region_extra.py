@@ -11,16 +11,11 @@ import torch
 
 from medsegloss._checks import check_reduction, check_target
 from medsegloss._ops import (
-    FunctionalLoss, at_least_float32, flatten_spatial, label_count, probabilities, reduce, select_classes,
+    at_least_float32, flatten_spatial, label_count, probabilities, reduce, select_classes,
     soft_counts, target_probabilities,
 )
-from medsegloss.losses._registry import register
+from medsegloss.losses._registry import exports, loss_class
 from medsegloss.losses.region import reduce_classes
-
-__all__ = [
-    "mcc_loss", "lovasz_loss", "lovasz_extension", "generalized_wasserstein_dice_loss",
-    "MCCLoss", "LovaszLoss", "GeneralizedWassersteinDiceLoss",
-]
 
 
 def _counts_and_voxels(logits, target, ignore_index):
@@ -226,22 +221,24 @@ def generalized_wasserstein_dice_loss(logits: torch.Tensor, target: torch.Tensor
     return reduce(1.0 - (2.0 * true_positives + smooth) / (denominator + smooth), reduction)
 
 
-@register("mcc", family="region", paper="Abhishek & Hamarneh, 2021", function=mcc_loss)
-class MCCLoss(FunctionalLoss):
-    """Matthews correlation coefficient loss, 1 − (TP·TN − FP·FN)/√((TP+FP)(TP+FN)(TN+FP)(TN+FN)) per class."""
-
-    function = staticmethod(mcc_loss)
-
-
-@register("lovasz", family="region", paper="Berman et al., 2018", function=lovasz_loss)
-class LovaszLoss(FunctionalLoss):
-    """Lovász-softmax (Lovász hinge for one channel): the convex extension of 1 − IoU per class."""
-
-    function = staticmethod(lovasz_loss)
+MCCLoss = loss_class(
+    "MCCLoss", mcc_loss, "mcc", family="region", paper="Abhishek & Hamarneh, 2021",
+    formula="Matthews correlation coefficient loss, 1 − (TP·TN − FP·FN)/√((TP+FP)(TP+FN)(TN+FP)(TN+FN)) per class",
+    peers={"monai": "MCCLoss"})
 
 
-@register("gwdl", family="region", paper="Fidon et al., 2017", function=generalized_wasserstein_dice_loss)
-class GeneralizedWassersteinDiceLoss(FunctionalLoss):
-    """Generalized Wasserstein Dice, 1 − 2TP/(2TP + ΣW) with W the label-distance-weighted error."""
+LovaszLoss = loss_class(
+    "LovaszLoss", lovasz_loss, "lovasz", family="region", paper="Berman et al., 2018",
+    formula="Lovász-softmax (Lovász hinge for one channel): the convex extension of 1 − IoU per class",
+    peers={"smp": "LovaszLoss"})
 
-    function = staticmethod(generalized_wasserstein_dice_loss)
+
+GeneralizedWassersteinDiceLoss = loss_class(
+    "GeneralizedWassersteinDiceLoss", generalized_wasserstein_dice_loss, "gwdl", family="region",
+    paper="Fidon et al., 2017",
+    formula="Generalized Wasserstein Dice, 1 − 2TP/(2TP + ΣW), W the label-distance-weighted error",
+    peers={"monai": "GeneralizedWassersteinDiceLoss"},
+    multilabel_refusal="its label distance matrix relates mutually exclusive labels; overlapping regions have none")
+
+
+__all__ = exports(__name__, ["lovasz_extension"])

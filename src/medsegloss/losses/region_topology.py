@@ -13,12 +13,9 @@ import torch.nn.functional as F
 
 from medsegloss._checks import check_reduction, check_target
 from medsegloss._ops import (
-    FunctionalLoss, flatten_spatial, probabilities, reduce, select_classes, target_probabilities,
+    flatten_spatial, probabilities, reduce, select_classes, target_probabilities,
 )
-from medsegloss.losses._registry import register
-
-__all__ = ["soft_erosion", "soft_dilation", "soft_skeleton", "tubed_skeleton", "cldice_loss", "skeleton_recall_loss",
-           "ClDiceLoss", "SkeletonRecallLoss"]
+from medsegloss.losses._registry import exports, loss_class
 
 
 def soft_erosion(x: torch.Tensor) -> torch.Tensor:
@@ -169,15 +166,15 @@ def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, *, iteratio
     return reduce((1.0 - recall).mean(1), reduction)
 
 
-@register("cldice", family="region", paper="Shit et al., 2021", function=cldice_loss)
-class ClDiceLoss(FunctionalLoss):
-    """Soft clDice, 1 − harmonic mean of topology precision and sensitivity on soft skeletons."""
+ClDiceLoss = loss_class(
+    "ClDiceLoss", cldice_loss, "cldice", family="region", paper="Shit et al., 2021",
+    formula="Soft clDice, 1 − harmonic mean of topology precision and sensitivity on soft skeletons",
+    peers={"monai": "SoftclDiceLoss (one kept class)"})
 
-    function = staticmethod(cldice_loss)
+
+SkeletonRecallLoss = loss_class(
+    "SkeletonRecallLoss", skeleton_recall_loss, "skeleton_recall", family="region", paper="Kirchhoff et al., 2024",
+    formula="Skeleton Recall, 1 − Σp·T/ΣT on the target's tubed skeleton T, per class")
 
 
-@register("skeleton_recall", family="region", paper="Kirchhoff et al., 2024", function=skeleton_recall_loss)
-class SkeletonRecallLoss(FunctionalLoss):
-    """Skeleton Recall, 1 − Σp·T/ΣT on the target's tubed skeleton T, per class."""
-
-    function = staticmethod(skeleton_recall_loss)
+__all__ = exports(__name__, ["soft_erosion", "soft_dilation", "soft_skeleton", "tubed_skeleton"])

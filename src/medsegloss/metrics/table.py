@@ -32,8 +32,9 @@ _KEYS = ("case", "class", "empty")  # row keys that are not metric values
 def evaluate(pred_labels, target_labels, num_classes: int, spacing=None,
              metrics: Sequence[str] = ("dice", "iou", "pixel_error"), include_background: bool = False,
              case_ids: Sequence[str] | None = None, empty: str = "nan",
-             metric_options: dict[str, dict] | None = None) -> list[dict]:
-    """Every requested metric for every case and class of integer label maps.
+             metric_options: dict[str, dict] | None = None, multilabel: bool = False) -> list[dict]:
+    """Every requested metric for every case and class of integer label maps (or, with
+    ``multilabel=True``, every case and region of multi-hot masks).
 
     Args:
         pred_labels, target_labels: a batch ``(N, H, W)`` / ``(N, D, H, W)`` (tensor or array),
@@ -46,6 +47,11 @@ def evaluate(pred_labels, target_labels, num_classes: int, spacing=None,
         case_ids: one name per case (default ``"0"``, ``"1"``, ...).
         empty: the empty-mask policy, ``"nan"`` or ``"worst"`` (table in :mod:`medsegloss.metrics`).
         metric_options: options per metric, e.g. ``{"nsd": {"tolerance": 2.0}}``.
+        multilabel: overlapping regions: ``pred_labels`` and ``target_labels`` are multi-hot
+            ``(N, R, *spatial)`` (or lists of ``(R, *spatial)``), ``num_classes`` is ``R``; each
+            region is scored as its own binary mask (``class`` = the region's channel, every
+            region kept, ``include_background`` unused). Predictions may be probabilities (one
+            sigmoid per channel): thresholded at ``> 0.5``; the target must be 0/1 or bool.
 
     Returns:
         ``[{"case": str, "class": int, <metric>: float, ..., "empty": str}, ...]`` in case order,
@@ -60,13 +66,16 @@ def evaluate(pred_labels, target_labels, num_classes: int, spacing=None,
     check_empty(empty)
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer (background included), got {num_classes!r}")
-    preds, targets = _cases(pred_labels, "pred_labels"), _cases(target_labels, "target_labels")
+    preds = _cases(pred_labels, "pred_labels", multilabel)
+    targets = _cases(target_labels, "target_labels", multilabel)
     if len(preds) != len(targets):
         raise ValueError(f"pred_labels has {len(preds)} cases but target_labels has {len(targets)}")
     if isinstance(metrics, str):
         metrics = (metrics,)
     infos = [lookup(name) for name in metrics]
     options = _metric_options(infos, metric_options or {})
+    if multilabel:
+        return _evaluate_multilabel(preds, targets, int(num_classes), spacing, infos, options, empty, case_ids)
     classes = list(range(0 if include_background else 1, int(num_classes)))
     if not classes:
         raise ValueError(f"no class to score: num_classes={num_classes}, include_background={include_background}")
@@ -82,6 +91,36 @@ def evaluate(pred_labels, target_labels, num_classes: int, spacing=None,
             raise ValueError(f"case {ids[index]!r}: prediction shape {pred.shape} != target shape {target.shape}")
         rows += _evaluate_case(pred, target, num_classes, classes, spacings[index], infos, options, empty,
                                ids[index])
+    return rows
+
+
+def _evaluate_multilabel(preds, targets, regions, spacing, infos, options, empty, case_ids) -> list[dict]:
+    """Per case and region: the region's predicted mask (``> 0.5``) against its target mask,
+    scored as a binary label map (class 1 of 2), the row labelled with the region's channel."""
+    from medsegloss.metrics._inputs import to_numpy
+
+    ids = [str(i) for i in range(len(preds))] if case_ids is None else [str(c) for c in case_ids]
+    if len(ids) != len(preds):
+        raise ValueError(f"case_ids has {len(ids)} names for {len(preds)} cases")
+    spacings = _spacings(spacing, len(preds))
+    rows = []
+    for index, (pred, target) in enumerate(zip(preds, targets)):
+        pred, target = to_numpy(pred, f"pred_labels[{index}]"), to_numpy(target, f"target_labels[{index}]")
+        if pred.ndim not in (3, 4) or pred.shape[0] != regions:
+            raise ValueError(f"multilabel pred_labels[{index}] must be multi-hot (R, *spatial) with R = num_classes "
+                             f"= {regions} regions and 2 or 3 spatial axes, got shape {pred.shape}")
+        if pred.shape != target.shape:
+            raise ValueError(f"case {ids[index]!r}: prediction shape {pred.shape} != target shape {target.shape}")
+        not_binary = (target != 0) & (target != 1)
+        if not_binary.any():
+            raise ValueError(f"multilabel target_labels[{index}] must be 0/1 or bool masks, got values such as "
+                             f"{np.unique(target[not_binary])[:5].tolist()}")
+        for region in range(regions):
+            case_rows = _evaluate_case((pred[region] > 0.5).astype(np.uint8), (target[region] != 0).astype(np.uint8),
+                                       2, [1], spacings[index], infos, options, empty, ids[index])
+            for row in case_rows:
+                row["class"] = region
+            rows += case_rows
     return rows
 
 
@@ -114,9 +153,15 @@ def _evaluate_case(pred, target, num_classes, classes, spacing, infos, options, 
     return rows
 
 
-def _cases(labels, name: str) -> list:
-    """A batch ``(N, *spatial)`` or a list of per-case maps -> a list of per-case maps."""
+def _cases(labels, name: str, multilabel: bool = False) -> list:
+    """A batch ``(N, *spatial)`` (multi-hot ``(N, R, *spatial)``) or a list of per-case maps ->
+    a list of per-case maps."""
     if isinstance(labels, (torch.Tensor, np.ndarray)):
+        if multilabel:
+            if labels.ndim not in (4, 5):
+                raise ValueError(f"multilabel {name} must be a multi-hot batch (N, R, H, W) or (N, R, D, H, W), "
+                                 f"or a list of per-case (R, *spatial) masks; got shape {tuple(labels.shape)}")
+            return list(labels)
         if labels.ndim not in (3, 4):
             raise ValueError(
                 f"{name} must be a batch (N, H, W) or (N, D, H, W), or a list of per-case label maps; "
