@@ -84,11 +84,11 @@ def test_interrupted_sweep_resumes_to_the_same_result(sweep, tmp_path, monkeypat
 
     finish, calls = trainer.finish_run, []
 
-    def interrupt_second_run(run):
+    def interrupt_second_run(run, *arguments):
         calls.append(run.out)
         if len(calls) == 2:
             raise KeyboardInterrupt  # Ctrl-C after the 2nd run's last epoch, before metrics.json
-        return finish(run)
+        return finish(run, *arguments)
 
     monkeypatch.setattr(trainer, "finish_run", interrupt_second_run)
     with pytest.raises(KeyboardInterrupt):
