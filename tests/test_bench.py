@@ -84,11 +84,11 @@ def test_interrupted_sweep_resumes_to_the_same_result(sweep, tmp_path, monkeypat
 
     finish, calls = trainer.finish_run, []
 
-    def interrupt_second_run(run):
+    def interrupt_second_run(run, *arguments):
         calls.append(run.out)
         if len(calls) == 2:
             raise KeyboardInterrupt  # Ctrl-C after the 2nd run's last epoch, before metrics.json
-        return finish(run)
+        return finish(run, *arguments)
 
     monkeypatch.setattr(trainer, "finish_run", interrupt_second_run)
     with pytest.raises(KeyboardInterrupt):
@@ -160,6 +160,9 @@ def test_argument_parsing():
     base, datasets, losses, seeds, roots = bench.sweep_from_args(args)
     assert (losses, seeds, list(datasets), roots) == (["ce", "focal"], [3], list(bench.DEFAULT_DATASETS), {})
     assert (base.epochs, base.base_width, base.image_size) == (2, 4, bench.DEFAULT_SETTINGS["image_size"])
+    assert (base.steps, base.val_every) == (None, None)  # --epochs: an epoch budget instead of the default steps
+    default, *_ = bench.sweep_from_args(bench.build_parser().parse_args([]))
+    assert (default.steps, default.schedule, default.patch, default.augment) == (bench.DEFAULT_STEPS, "poly", 48, True)
     paper, *_ = bench.sweep_from_args(bench.build_parser().parse_args(
         ["--preset", "paper", "--data-root", "covid-ct=.", "--data-root", "acdc=."]))
     assert (paper.base_width, paper.image_size, paper.lr, paper.epochs) == (64, 256, 0.01, 100)

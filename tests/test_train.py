@@ -13,7 +13,7 @@ from medsegloss.experiment import trainer
 from medsegloss.experiment.inference import load_checkpoint
 from medsegloss.experiment.config import Config
 
-TIMING = {"seconds", "train_seconds", "images_per_second"}  # the only fields allowed to differ
+TIMING = {"seconds", "train_seconds", "images_per_second", "step_seconds"}  # the only fields allowed to differ
 
 
 def tiny(**changes) -> Config:
@@ -100,7 +100,9 @@ def test_run_directory_holds_the_documented_files(reference_run):
         # the total is the weighted sum of the epoch-averaged terms
         assert line["train_loss"] == pytest.approx(line["terms"]["ce"] + line["terms"]["dice"], rel=1e-5)
         assert {row["class"] for row in line["val"]} >= {1, 2, 3}
-    assert set(result) == {"config", "epochs", "best_epoch", "val", "test_rows", "test", "cost"}
+    assert set(result) == {"config", "epochs", "steps", "best_epoch", "best_step", "budget", "val", "test_rows",
+                           "test", "diagnostics", "cost"}
+    assert result["steps"] == 9 and result["budget"]["images_seen"] == 27 and result["budget"]["val_every"] == 3
     assert result["epochs"] == 3
     best = max(lines, key=lambda line: line["val_dice"])
     assert result["best_epoch"] == best["epoch"] and result["val"] == best["val"]
@@ -131,7 +133,9 @@ def test_run_state_round_trips_through_the_checkpoint(reference_run, tmp_path):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     best_line = next(line for line in lines if line["epoch"] == result["best_epoch"])
     state = trainer.RunState.from_checkpoint(torch.load(out / "last.pt", weights_only=False))
-    assert state == trainer.RunState(epoch=3, step=9, best_epoch=result["best_epoch"], best_dice=best_line["val_dice"])
+    assert state == trainer.RunState(epoch=3, step=9, best_epoch=result["best_epoch"], best_dice=best_line["val_dice"],
+                                     best_step=result["best_step"])
+    assert result["best_step"] == 3 * result["best_epoch"]  # 3 steps per epoch
     fresh = trainer.RunState()  # best_dice -inf: no epoch validated yet
     for original in (state, fresh, trainer.RunState(epoch=2, step=6, best_epoch=1, best_dice=0.25)):
         torch.save(original.to_checkpoint(), tmp_path / "state.pt")
@@ -259,15 +263,15 @@ def test_distance_maps_come_cached_from_the_pipeline(tmp_path, monkeypatch):
     assert {row["class"] for row in result["test_rows"]} == {1}
 
 
-def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch, capsys):
+def test_non_finite_loss_stops_naming_the_step(tmp_path, monkeypatch, capsys):
     trip_loss(monkeypatch, at_call=5, action="nan")
-    with pytest.raises(trainer.NonFiniteLossError, match="at epoch 2, step 5"):
+    with pytest.raises(trainer.NonFiniteLossError, match=r"at step 5; .*last.pt of step 3"):
         trainer.fit(tiny(epochs=3), tmp_path, quiet=True)
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1  # the last good checkpoint
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (tmp_path / "metrics.json").exists()
     assert trainer.main(["--resume", str(tmp_path), "--quiet"]) == 1  # the loss still trips at its 5th call
-    assert "epoch 3, step 8" in capsys.readouterr().err  # resumed at step 4 of epoch 2: call 5 = step 8
+    assert "at step 8;" in capsys.readouterr().err  # resumed after step 3: call 5 = step 8
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -320,11 +324,11 @@ def test_progress_bar_and_epoch_line_unless_quiet(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
     trainer.fit(tiny(epochs=1), tmp_path / "loud")
     captured = capsys.readouterr()
-    assert re.search(r"epoch 1/1  loss \d+\.\d+ \(ce \d+\.\d+, dice \d+\.\d+\)  val dice \d\.\d+  lr 0\.01  "
-                     r"\d+\.\d s \(\d+\.\d img/s\)", captured.out)
-    assert "epoch 1/1" in captured.err  # the bar itself
+    assert re.search(r"step 3/3 \(epoch 1\)  loss \d+\.\d+ \(ce \d+\.\d+, dice \d+\.\d+\)  val dice \d\.\d+  "
+                     r"lr 0\.01  \d+\.\d s \(\d+\.\d img/s\)", captured.out)
+    assert "train: " in captured.err  # the bar itself
     (bar,) = bars
-    assert (bar["total"], bar["unit"], bar["done"], bar["disable"]) == (9, "img", 9, False)
+    assert (bar["total"], bar["unit"], bar["done"], bar["disable"]) == (3, "step", 3, False)
     assert float(bar["postfix"]["loss"]) > 0
     trainer.fit(tiny(epochs=1), tmp_path / "quiet", quiet=True)
     assert capsys.readouterr() == ("", "") and bars[1]["disable"]

@@ -6,26 +6,32 @@ loaded through ``config.init_weights``), and sees the same split, batch order an
 (all drawn from the seed). Runs are ordinary training runs in ``OUT/<dataset>/<loss slug>/seed<k>/``:
 finished ones are skipped, interrupted ones resume, and ``--shard i/n`` runs every n-th one so a
 SLURM array can spread a sweep over machines (``medsegloss report OUT...`` merges the folders).
-At the end the report is written into OUT (``REPORT.md``, ``report.html``, ``results.*``).
+``--jobs N`` trains N runs at once in worker processes (same results as one at a time). At the
+end the report is written into OUT (``REPORT.md``, ``report.html``, ``results.*``); when runs did
+not converge or collapsed, it says so and ``bench`` exits with status 3 (docs/benchmark.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 # The default benchmark: 6 losses x 3 seeds x 3 datasets (two phantoms and the MNI152 brain), 54
-# runs in about 5.5 minutes on 2 CPU cores (docs/benchmark.md has the measurements). A small UNet
-# on 64x64 slices with the paper's Adam lr 0.01, trained long enough to learn the shapes but short
-# enough that CE is clearly imperfect.
+# runs on 2 CPU cores (docs/benchmark.md has the measurements). A small UNet on 64x64 slices with
+# the paper's Adam lr 0.01. The budget is counted in optimizer steps, the same for every dataset
+# whatever its size (DEFAULT_STEPS, chosen by the measured comparison in docs/benchmark.md),
+# trained on 48x48 patches (1/3 centred on foreground) with seeded augmentation.
 DEFAULT_LOSSES = ("ce", "dice", "dice_ce", "focal", "tversky", "gdl_boundary")
 DEFAULT_DATASETS = ("phantom-lesion", "phantom-cardiac", "mni152-tissue")
 DEFAULT_SEEDS = (0, 1, 2)
-DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "epochs": 12, "batch_size": 8,
-                    "lr": 0.01, "metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}
+DEFAULT_STEPS = 500
+DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "steps": DEFAULT_STEPS, "val_every": 25,
+                    "schedule": "poly", "patch": 48, "augment": True, "batch_size": 8, "lr": 0.01,
+                    "metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}
 # Per-dataset options used when --dataset-options is not given: 20 phantom cases (12 train, 4
 # validation, 4 test) and the MNI152 brain in 20 slabs, so each test split has 4 cases per seed.
 DATASET_OPTIONS = {"phantom-lesion": {"num_cases": 20}, "phantom-cardiac": {"num_cases": 20},
@@ -176,43 +182,173 @@ def check_sweep(base, datasets, losses, roots: dict[str, str]) -> None:
             check_config(for_dataset(base, dataset, roots).replace(loss=loss, init_weights=None))
 
 
+def finished(config, run_dir: Path) -> bool:
+    """Whether the run needs no training: its ``metrics.json`` exists and it cannot be continued
+    to a larger budget (``trainer.continuable``: a constant-rate run of fewer steps)."""
+    from medsegloss.experiment.trainer import continuable
+
+    return (run_dir / "metrics.json").exists() and not continuable(run_dir, config)
+
+
+def default_jobs(threads: int = 0) -> int:
+    """Runs at once: the usable cores over the threads of one run (1 when 0 = torch's default)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, threads))
+
+
+def _start_worker(threads: int) -> None:
+    """A worker process: ``threads`` torch threads per run (the cores are shared by the jobs)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train(config_dict: dict, run_dir: str) -> dict:
+    """One run (in a worker process): the test mean Dice and status, or the error as text (a
+    broken loss must not stop the sweep)."""
+    from medsegloss.experiment.config import Config
+
+    return _train_here(Config.from_dict(config_dict), Path(run_dir))
+
+
+def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict:
+    """Expected duration of ``runs`` runs like ``config`` on ``jobs`` workers, from timing a few
+    steps and one validation of a throw-away copy of the run (in a temporary folder):
+    ``runs / jobs * (steps * seconds per step + (validations + 1) * seconds per validation)``."""
+    import tempfile
+
+    import torch
+
+    from medsegloss.experiment import trainer
+
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            if jobs > 1:
+                torch.set_num_threads(max(1, config.threads))  # as in a worker
+            loss_fn = trainer.check_config(config)
+            run = trainer.prepare_run(config, Path(folder), loss_fn, trainer.resolve_device(config), quiet=True)
+            batches = iter(trainer.make_loader(run))
+            trainer.train_interval(run, batches, min(2, run.total_steps))  # warm-up: first-step allocations
+            started = time.perf_counter()
+            stop = min(run.state.step + timed_steps, run.total_steps)
+            made = stop - run.state.step
+            if made > 0:
+                trainer.train_interval(run, batches, stop)
+            step_seconds = (time.perf_counter() - started) / max(made, 1)
+            started = time.perf_counter()
+            trainer.evaluate_model(run.model, run.parts["val"], metrics=config.metrics,
+                                   batch_size=config.batch_size)
+            validation_seconds = time.perf_counter() - started
+        finally:
+            torch.set_num_threads(threads)
+    per_run = run.total_steps * step_seconds + (run.total_steps // run.val_every + 2) * validation_seconds
+    waves = -(-runs // max(1, jobs))
+    return {"seconds": waves * per_run, "step_seconds": step_seconds, "validation_seconds": validation_seconds,
+            "steps": run.total_steps}
+
+
 def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1, 1), roots=None,
-              quiet: bool = False) -> dict:
+              quiet: bool = False, jobs: int = 1, estimate: bool | None = None) -> dict:
     """Train every job of this shard that is not finished; returns ``{"trained", "skipped",
     "failed": [(job, error)], "jobs"}``. A failing run (e.g. a loss that diverges) is reported
-    and the sweep goes on; ``medsegloss bench`` then exits with status 1."""
+    and the sweep goes on; ``medsegloss bench`` then exits with status 1.
+
+    ``jobs > 1`` trains that many runs at once in worker processes (``spawn``: torch is not
+    fork-safe), each with ``base.threads`` torch threads (1 when 0); every run is deterministic
+    and the initial weights are written before the workers start, so the results equal a
+    sequential sweep's. ``estimate`` (default: when not ``quiet``) prints the expected duration
+    from a short timing first.
+    """
     from tqdm import tqdm
 
     from medsegloss import _io
-    from medsegloss.experiment.trainer import fit, mean_dice
 
     out, roots = Path(out), dict(roots or {})
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     check_sweep(base, datasets, losses, roots)
-    jobs = plan(datasets, losses, seeds, shard)
-    job_configs = configs(base, jobs, out, roots)
+    planned = plan(datasets, losses, seeds, shard)
+    job_configs = configs(base, planned, out, roots)
     _io.write_json(out / "bench.json", {"datasets": list(datasets), "losses": list(losses),
                                         "seeds": [int(s) for s in seeds], "settings": base.to_dict()})
-    todo = [job for job in jobs if not (job.run_dir(out) / "metrics.json").exists()]
+    todo = [job for job in planned if not finished(job_configs[job], job.run_dir(out))]
     say = (lambda message: None) if quiet else tqdm.write
-    say(f"bench: {len(jobs)} runs" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
-        + f" ({len(jobs) - len(todo)} finished already, {len(todo)} to train) into {out}")
+    jobs = min(jobs, max(1, len(todo)))
+    say(f"bench: {len(planned)} runs" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
+        + f" ({len(planned) - len(todo)} finished already, {len(todo)} to train"
+        + (f", {jobs} at once" if jobs > 1 else "") + f") into {out}")
+    for job in todo:  # before any worker starts: every loss of a seed loads the same file
+        ensure_initial_weights(job_configs[job].replace(init_weights=None), init_path(out, job))
+    if todo and (estimate if estimate is not None else not quiet):
+        expected = estimate_seconds(job_configs[todo[0]], len(todo), jobs)
+        say(f"bench: expected about {expected['seconds'] / 60:.1f} min ({expected['steps']} steps per run at "
+            f"{1000 * expected['step_seconds']:.0f} ms/step, {expected['validation_seconds']:.2f} s per "
+            f"validation, timed on {todo[0].dataset}; a busy machine takes longer)")
     failed = []
     width = max((len(job.loss) for job in todo), default=0)
+
+    def report(number: int, job: Job, outcome: dict) -> None:
+        if "error" in outcome:
+            failed.append((job, outcome["error"]))
+            text = f"FAILED ({outcome['error']})"
+        else:
+            text = f"test Dice {outcome['dice']:.3f}" + (f"  {outcome['status']}" if outcome.get("status") else "")
+        say(f"[{number:>{len(str(len(todo)))}}/{len(todo)}] {job.dataset:<16} {job.loss:<{width}} seed {job.seed}"
+            f"  {text}  {outcome['seconds']:.1f} s")
+
     with tqdm(total=len(todo), unit="run", desc="bench", disable=quiet, dynamic_ncols=True) as bar:
-        for number, job in enumerate(todo, start=1):
-            config = job_configs[job]
-            started = time.perf_counter()
+        if jobs == 1:
+            for number, job in enumerate(todo, start=1):
+                outcome = _train_here(job_configs[job], job.run_dir(out))
+                bar.update(1)
+                report(number, job, outcome)
+        else:
+            _train_in_workers(todo, job_configs, out, jobs, max(1, base.threads), bar, report)
+    return {"jobs": len(planned), "trained": len(todo) - len(failed), "skipped": len(planned) - len(todo),
+            "failed": failed}
+
+
+def _train_here(config, run_dir: Path) -> dict:
+    """One run in this process (``fit`` looked up at call time, so tests can patch the trainer)."""
+    from medsegloss.experiment.trainer import fit, mean_dice
+
+    started = time.perf_counter()
+    try:
+        result = fit(config, run_dir, quiet=True)
+    except Exception as error:  # noqa: BLE001 -- one broken loss must not stop the sweep
+        return {"error": f"{type(error).__name__}: {error}", "seconds": time.perf_counter() - started}
+    return {"dice": mean_dice(result.get("test_rows", [])), "seconds": time.perf_counter() - started,
+            "status": result.get("diagnostics", {}).get("status", "")}
+
+
+def _train_in_workers(todo, job_configs, out: Path, jobs: int, threads: int, bar, report) -> None:
+    """Train ``todo`` on ``jobs`` spawned worker processes; a progress line per finished run.
+    Ctrl-C cancels the waiting runs and terminates the workers (their runs resume next time)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(threads,))
+    try:
+        futures = {executor.submit(_train, job_configs[job].to_dict(), str(job.run_dir(out))): job for job in todo}
+        for number, future in enumerate(as_completed(futures), start=1):
+            job = futures[future]
             try:
-                ensure_initial_weights(config.replace(init_weights=None), init_path(out, job))
-                result = fit(config, job.run_dir(out), quiet=True)
-                outcome = f"test Dice {mean_dice(result.get('test_rows', [])):.3f}"
-            except Exception as error:  # noqa: BLE001 -- one broken loss must not stop the sweep
-                failed.append((job, f"{type(error).__name__}: {error}"))
-                outcome = f"FAILED ({type(error).__name__}: {error})"
+                outcome = future.result()
+            except Exception as error:  # noqa: BLE001 -- a worker died (e.g. out of memory)
+                outcome = {"error": f"{type(error).__name__}: {error}", "seconds": 0.0}
             bar.update(1)
-            say(f"[{number:>{len(str(len(todo)))}}/{len(todo)}] {job.dataset:<16} {job.loss:<{width}} seed {job.seed}"
-                f"  {outcome}  {time.perf_counter() - started:.1f} s")
-    return {"jobs": len(jobs), "trained": len(todo) - len(failed), "skipped": len(jobs) - len(todo), "failed": failed}
+            report(number, job, outcome)
+    except BaseException:
+        for process in list(getattr(executor, "_processes", {}).values()):  # stop runs in progress now
+            process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
 
 
 def _sweep_finished(out: Path, datasets, losses, seeds) -> bool:
@@ -230,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="medsegloss bench", description=__doc__.split("\n\n")[1].strip().replace("``", ""),
-        epilog="examples:\n  medsegloss bench                       # the default benchmark (~5.5 min on 2 CPU cores)\n"
-               "  medsegloss bench --losses ce dice \"ce + 0.5*dice\" --seeds 0 1 --epochs 4\n"
+        epilog="examples:\n  medsegloss bench                       # the default benchmark (54 runs on 2 CPU cores)\n"
+               "  medsegloss bench --losses ce dice \"ce + 0.5*dice\" --seeds 0 1 --steps 1000\n"
+               "  medsegloss bench --datasets folder --data-root folder=/data/mine --steps 2000 --jobs 4\n"
                "  medsegloss bench --preset paper --data-root covid-ct=/data/covid --data-root acdc=/data/ACDC\n"
                "  medsegloss bench --shard $SLURM_ARRAY_TASK_ID/8 --out /scratch/bench   # one of 8 machines",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run every n-th run from the i-th (1-based), e.g. a SLURM array task")
     parser.add_argument("--baseline", help="the loss the report tests the others against, one of --losses "
                                            "(default: ce when the sweep has it, else the first loss)")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="runs trained at once in worker processes (default: the cores / --threads, "
+                             "1 thread per run when N > 1); results equal a sequential sweep's")
     parser.add_argument("--no-report", action="store_true", help="train only; write no report")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     group = parser.add_argument_group("experiment settings (config fields; default: the preset's)")
@@ -259,8 +399,11 @@ def sweep_from_args(args) -> tuple:
     """(base config, datasets, losses, seeds, data roots) from parsed arguments."""
     from medsegloss.experiment.config import Config
 
-    own = {"preset", "losses", "datasets", "seeds", "data_root", "out", "shard", "baseline", "no_report", "quiet"}
+    own = {"preset", "losses", "datasets", "seeds", "data_root", "out", "shard", "baseline", "no_report", "quiet",
+           "jobs"}
     given = {key: value for key, value in vars(args).items() if key not in own}
+    if "epochs" in given and "steps" not in given:  # --epochs: a budget in epochs instead of steps
+        given = {"steps": None, "val_every": None, **given}
     if args.preset == "paper":
         base = Config.preset("paper", **{**PAPER["settings"], **given})
         datasets, losses, seeds = PAPER["datasets"], PAPER["losses"], PAPER["seeds"]
@@ -288,7 +431,11 @@ def main(argv=None) -> int:
     try:
         base, datasets, losses, seeds, roots = sweep_from_args(args)
         out = Path(args.out)
-        outcome = run_sweep(base, datasets, losses, seeds, out, shard=args.shard, roots=roots, quiet=args.quiet)
+        jobs = args.jobs if args.jobs is not None else default_jobs(base.threads)
+        if jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {jobs}")
+        outcome = run_sweep(base, datasets, losses, seeds, out, shard=args.shard, roots=roots, quiet=args.quiet,
+                            jobs=jobs)
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
         return 130
@@ -297,13 +444,14 @@ def main(argv=None) -> int:
         return 2
     for job, error in outcome["failed"]:
         print(f"failed: {job.run_dir(out)}: {error}", file=sys.stderr)
+    not_ready = None
     if args.no_report:
         pass
     elif args.shard[1] > 1 and not _sweep_finished(out, datasets, losses, seeds):
         print(f"shard {args.shard[0]}/{args.shard[1]} done; when every shard is, merge them: "
               f"medsegloss report OUT1 OUT2 ... --dest DIR")
     else:
-        from medsegloss.experiment.report import main_table, write_report
+        from medsegloss.experiment.report import main_table, readiness_line, write_report
 
         try:
             path = write_report([out], out, baseline=args.baseline)
@@ -312,6 +460,15 @@ def main(argv=None) -> int:
             return 1
         print("\n" + main_table(out))
         print(f"\nreport: {path}  (and {out / 'report.html'})")
+        not_ready = readiness_line(out)
     print(f"bench: {outcome['trained']} trained, {outcome['skipped']} skipped, {len(outcome['failed'])} failed "
           f"in {time.perf_counter() - started:.0f} s")
-    return 1 if outcome["failed"] else 0
+    if outcome["failed"]:
+        return 1
+    if not_ready:
+        print(not_ready)
+        return NOT_READY
+    return 0
+
+
+NOT_READY = 3  # exit status of `medsegloss bench` when the report's verdict is not ready

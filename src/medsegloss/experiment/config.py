@@ -40,9 +40,19 @@ class Config:
     base_width: int = 16  # UNet channels at the first level (64 in the paper)
     depth: int = 4  # UNet down-sampling steps (4 in the paper)
     optimizer: str = "adam"  # adam, adamw or sgd (momentum 0.9)
-    lr: float = 1e-3  # learning rate, constant over the run
+    lr: float = 1e-3  # base learning rate (the schedule's peak)
+    schedule: str = "constant"  # learning-rate schedule over the steps: constant, poly (nnU-Net) or cosine
+    warmup_steps: int = 0  # linear warm-up steps before the schedule
     weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
-    epochs: int = 20  # passes over the training split
+    epochs: int = 20  # budget in passes over the training split (used when steps is None)
+    steps: int | None = None  # budget in optimizer steps (total updates); None: epochs x steps per epoch
+    val_every: int | None = None  # validate every this many steps; None: once per epoch (epochs) or steps // 20
+    patch: int | None = None  # training patch size per axis (crops); None or 0: whole images/slices
+    foreground_fraction: float = 1 / 3  # share of training samples centred on foreground
+    augment: bool = False  # seeded flips, 90-degree rotations and intensity jitter of training samples
+    until_converged: bool = False  # stop early when val Dice has not improved for `patience` steps (up to max_steps)
+    patience: int | None = None  # early-stopping patience in steps; None: a quarter of max_steps
+    max_steps: int | None = None  # step budget of an --until-converged run; None: steps (or the epochs' steps)
     batch_size: int = 8  # images per step (per process under torchrun)
     seed: int = 0  # seeds the data split, the weights and the shuffling
     init_weights: str | None = None  # state_dict file loaded into the fresh model (same start for every loss)
@@ -69,6 +79,25 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.patch == 0:
+            object.__setattr__(self, "patch", None)  # --patch 0: whole images
+        for name in ("steps", "val_every", "patch", "patience", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be None or a positive int, got {value!r}")
+        from medsegloss.experiment.schedule import SCHEDULES
+
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if self.steps is not None and self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps must be < steps, got {self.warmup_steps} of {self.steps}")
+        if isinstance(self.foreground_fraction, bool) or not isinstance(self.foreground_fraction, (int, float)) \
+                or not 0 <= self.foreground_fraction <= 1:
+            raise ValueError(f"foreground_fraction must be a number in [0, 1], got {self.foreground_fraction!r}")
+        if (self.patience is not None or self.max_steps is not None) and not self.until_converged:
+            raise ValueError("patience and max_steps apply to --until-converged runs only")
         if not isinstance(self.depth, int) or self.depth < 0:
             raise ValueError(f"depth must be an int >= 0, got {self.depth!r}")
         if self.dims not in (2, 3):
@@ -130,6 +159,28 @@ class Config:
         if split_file is not None:
             arguments["split_file"] = str(split_file)
         return arguments
+
+    def total_steps(self, train_items: int, world_size: int = 1) -> int:
+        """The run's budget in optimizer steps: ``max_steps`` (an ``until_converged`` run, else
+        ``steps``), ``steps``, or ``epochs * steps_per_epoch``."""
+        if self.until_converged and self.max_steps is not None:
+            return self.max_steps
+        if self.steps is not None:
+            return self.steps
+        return self.epochs * self.steps_per_epoch(train_items, world_size)
+
+    def steps_per_epoch(self, train_items: int, world_size: int = 1) -> int:
+        """Steps that read ``train_items`` samples: ``ceil(items / (batch_size * world_size))``."""
+        return max(1, -(-train_items // (self.batch_size * world_size)))
+
+    def validation_interval(self, train_items: int, world_size: int = 1) -> int:
+        """Steps between validations: ``val_every``, one epoch for an epoch budget, else
+        ``max(1, total // 20)`` (5 validations in the last quarter for the convergence rule)."""
+        if self.val_every is not None:
+            return self.val_every
+        if self.steps is None and not (self.until_converged and self.max_steps is not None):
+            return self.steps_per_epoch(train_items, world_size)
+        return max(1, self.total_steps(train_items, world_size) // 20)
 
     @property
     def run_dir(self) -> str:

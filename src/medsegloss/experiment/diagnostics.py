@@ -4,7 +4,7 @@ and a step time robust to a busy machine. Pure functions of what a run records.
 A ranking of losses is only a finding when the runs behind it finished learning and produced
 real segmentations; these rules let a run say so in ``metrics.json`` and the report say
 "not converged" or "collapsed" instead of "better" or "worse". The rules (also in
-``docs/verdict.md``):
+``docs/benchmark.md``):
 
 - **not converged**: the best validation score in the last quarter of the budget (steps
   ``> 3/4 * total_steps``) exceeds the best score before it by more than ``tolerance`` (0.01

@@ -12,11 +12,13 @@ The module reads top to bottom:
 1. components: the pieces of a run built from a :class:`Config` (loss, datasets, model,
    optimizer, device) and :func:`check_config`, which fails on a bad config before any work;
 2. reproducibility: seeds, RNG states, deterministic algorithms;
-3. the run: :class:`RunState` (the part that changes: epoch, step, best epoch), :class:`Run`
+3. the run: :class:`RunState` (the part that changes: step, best step), :class:`Run`
    (everything a run holds, built once by :func:`prepare_run`), checkpoints (save / resume);
 4. DDP plumbing (no-ops on one process) and peak memory;
 5. evaluation: per-case metric rows of a model on a split;
-6. the loop: :func:`train_one_epoch`, :func:`run_epoch`, :func:`finish_run`, :func:`fit`;
+6. the loop over a budget of optimizer steps: :func:`train_interval` (the steps up to the next
+   validation), :func:`validate` (best.pt, the log line, last.pt), :func:`finish_run`
+   (test, diagnostics, metrics.json), :func:`fit`;
 7. the ``medsegloss train`` command.
 """
 
@@ -47,7 +49,7 @@ LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss ch
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the epoch and step."""
+    """The training loss became NaN or infinite; the message names the step."""
 
 
 # ================================================================ 1. components
@@ -214,27 +216,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_states(generator: torch.Generator) -> dict:
-    """Every RNG state a run depends on, ``generator`` (the loader's shuffle) included, as
+def rng_states() -> dict:
+    """The global RNG states (the training samples depend on none: they are a function of the
+    seed and the sample index; kept so any random op in a model or loss resumes exactly), as
     tensors and plain data only (NumPy's key array as a list of ints), so ``last.pt`` loads with
     ``torch.load(weights_only=True)``."""
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     states = {"python": random.getstate(),
               "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)],
-              "torch": torch.get_rng_state(), "loader": generator.get_state()}
+              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
-def set_rng_states(states: dict, generator: torch.Generator) -> None:
+def set_rng_states(states: dict) -> None:
     """Restore the states :func:`rng_states` returned."""
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, position, has_gauss, cached_gaussian = states["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(states["torch"])
-    generator.set_state(states["loader"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -253,23 +255,28 @@ def set_deterministic(enabled: bool, device: torch.device) -> None:
 @dataclass
 class RunState:
     """What changes while a run trains; saved in ``last.pt`` (as top-level keys) and restored on
-    resume. ``best_dice`` is ``-inf`` until an epoch has a defined validation Dice."""
+    resume. ``best_dice`` is ``-inf`` until a validation has a defined Dice. ``epoch`` and
+    ``best_epoch`` are ``step / steps_per_epoch`` (passes over the training split; an int at an
+    epoch boundary), kept for epoch-based runs and readers of older runs."""
 
-    epoch: int = 0  # last finished epoch
-    step: int = 0  # optimizer steps so far
-    best_epoch: int = 0  # epoch of best.pt (0: none yet)
+    epoch: float = 0  # passes over the training split at `step`
+    step: int = 0  # optimizer steps made
+    best_epoch: float = 0  # epoch of best.pt (0: none yet)
     best_dice: float = -math.inf  # its mean validation Dice
+    best_step: int = 0  # step of best.pt (0: none yet)
 
     def to_checkpoint(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> RunState:
-        """The state in a ``last.pt`` (its other keys are ignored)."""
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in checkpoint]
+        """The state in a ``last.pt`` (its other keys are ignored; ``best_step``, absent from
+        checkpoints of older versions, defaults to 0)."""
+        optional = {"best_step"}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in checkpoint and f.name not in optional]
         if missing:
             raise ValueError(f"checkpoint lacks the training state {', '.join(missing)} (is it a best.pt?)")
-        return cls(**{f.name: checkpoint[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: checkpoint[f.name] for f in dataclasses.fields(cls) if f.name in checkpoint})
 
 
 @dataclass
@@ -294,10 +301,13 @@ class Run:
     train_model: nn.Module  # the model, wrapped in DDP when world_size > 1
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    generator: torch.Generator  # the train loader's shuffle
-    sampler: object  # DistributedSampler under DDP, else None
-    loader: object  # the train DataLoader
+    sampler: object  # the PatchSampler: training sample i as a function of (seed, i)
+    train_items: int  # items of the training split
+    total_steps: int  # the budget in optimizer steps
+    val_every: int  # steps between validations
+    steps_per_epoch: int  # steps that read as many samples as the training split holds
     state: RunState = field(default_factory=RunState)
+    history: list = field(default_factory=list)  # (step, validation mean Dice) of every validation so far
 
     @property
     def writer(self) -> bool:
@@ -308,22 +318,42 @@ class Run:
         if self.writer and not self.quiet:
             print(message, flush=True)
 
+    def epoch_at(self, step: int) -> float:
+        """Passes over the training split after ``step`` steps (an int at an epoch boundary)."""
+        return epoch_at(step, self.steps_per_epoch)
+
+
+def epoch_at(step: int, steps_per_epoch: int) -> float:
+    """``step / steps_per_epoch``: an int at an epoch boundary, else rounded to 3 decimals."""
+    return step // steps_per_epoch if step % steps_per_epoch == 0 else round(step / steps_per_epoch, 3)
+
 
 def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.device, rank: int = 0,
                 world_size: int = 1, quiet: bool = False) -> Run:
-    """Datasets, model, optimizer, scaler and the seeded train loader of a run of ``config``
-    (``loss_fn``: from :func:`check_config`)."""
-    from torch.utils.data import DataLoader, DistributedSampler
+    """Datasets, model, optimizer, scaler and the training sample stream of a run of ``config``
+    (``loss_fn``: from :func:`check_config`).
+
+    Training samples come from a :class:`~medsegloss.data.sampling.PatchSampler`: sample ``i``
+    is a function of ``(seed, i)`` (patch, foreground oversampling, augmentation), so every loss
+    of a seed sees the same samples and a resumed or continued run reads on where it stopped.
+    """
+    from medsegloss.data.sampling import PatchSampler
 
     parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
     out_channels = output_channels(config, train_set.num_classes)
     check_binary_only(config, out_channels)
     loss_fn = loss_fn.to(device)
-    if getattr(loss_fn, "needs_distance", False):  # signed distance maps computed once per item
-        from medsegloss.data import WithDistanceMaps
+    distance_classes = None
+    if getattr(loss_fn, "needs_distance", False):
+        if config.patch is None:  # whole items: signed distance maps computed once per item, cached
+            from medsegloss.data import WithDistanceMaps
 
-        train_set = WithDistanceMaps(train_set, out_channels)
+            train_set = WithDistanceMaps(train_set, out_channels)
+        else:  # a crop changes distances near its border: maps of each patch
+            distance_classes = out_channels
+    sampler = PatchSampler(train_set, config.patch, foreground_fraction=config.foreground_fraction,
+                           augment=config.augment, seed=config.seed, distance_classes=distance_classes)
     model_args = {"in_channels": int(train_set[0]["image"].shape[0]), "num_classes": out_channels,
                   "base": config.base_width, "depth": config.depth, "dims": config.dims}
     model = make_model(config, model_args["in_channels"], out_channels)
@@ -332,12 +362,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     channels_last = config.channels_last and config.dims == 2
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if config.amp else None
-    generator = torch.Generator()
-    sampler = (DistributedSampler(train_set, world_size, rank, shuffle=True, seed=config.seed)
-               if world_size > 1 else None)
-    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                        generator=generator, num_workers=config.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=config.workers > 0)
+    train_items = len(train_set)
     train_model = model
     if world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(
@@ -347,7 +372,9 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
                class_names=list(parts["train"].class_names), loss_fn=loss_fn, model_args=model_args, model=model,
                train_model=train_model, optimizer=make_optimizer(config, model),
                scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-               generator=generator, sampler=sampler, loader=loader)
+               sampler=sampler, train_items=train_items, total_steps=config.total_steps(train_items, world_size),
+               val_every=config.validation_interval(train_items, world_size),
+               steps_per_epoch=config.steps_per_epoch(train_items, world_size))
 
 
 def checkpoint_content(run: Run, full: bool) -> dict:
@@ -359,7 +386,7 @@ def checkpoint_content(run: Run, full: bool) -> dict:
                   "step": run.state.step}
     if full:
         checkpoint.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
-                          rng=rng_states(run.generator), **run.state.to_checkpoint())
+                          rng=rng_states(), **run.state.to_checkpoint())
     return checkpoint
 
 
@@ -381,7 +408,7 @@ def load_training_state(path, run: Run) -> RunState:
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scaler.load_state_dict(checkpoint["scaler"])
-    set_rng_states(checkpoint["rng"], run.generator)
+    set_rng_states(checkpoint["rng"])
     return RunState.from_checkpoint(checkpoint)
 
 
@@ -465,9 +492,9 @@ def read_run_json(path):
 
 
 def read_metrics_log(path) -> list[dict]:
-    """The epoch records of ``metrics.jsonl``. A truncated last line (a crash mid-write by another
-    tool) is dropped with a warning on stderr, that epoch then runs again; any other bad line
-    fails naming the file and line."""
+    """The validation records of ``metrics.jsonl``. A truncated last line (a crash mid-write by
+    another tool) is dropped with a warning on stderr, those steps then run again; any other bad
+    line fails naming the file and line."""
     path = Path(path)
     if not path.exists():
         return []
@@ -476,24 +503,24 @@ def read_metrics_log(path) -> list[dict]:
     for number, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                raise ValueError("not an epoch record")
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("not a validation record")
         except ValueError as error:
             if number == len(lines):
                 print(f"medsegloss train: warning: dropped the unreadable last line of {path} ({error}); "
-                      f"that epoch is trained again", file=sys.stderr, flush=True)
+                      f"those steps are trained again", file=sys.stderr, flush=True)
                 break
             raise ValueError(f"{path} line {number} is corrupt ({error}); the run's log cannot be read") from None
         records.append(record)
     return records
 
 
-def drop_unsaved_epochs(out: Path, last_saved_epoch: int) -> None:
-    """Drop the lines of ``metrics.jsonl`` of epochs that ended after the last checkpoint was
-    written (a crash between the two writes), and an unreadable last line: those epochs run again."""
+def drop_unsaved_epochs(out: Path, last_saved_step: int) -> None:
+    """Drop the lines of ``metrics.jsonl`` of validations after the last checkpoint was written
+    (a crash between the two writes): those steps run again."""
     path = Path(out) / "metrics.jsonl"
     if path.exists():
-        lines = [line for line in read_metrics_log(path) if line["epoch"] <= last_saved_epoch]
+        lines = [line for line in read_metrics_log(path) if line["step"] <= last_saved_step]
         _io.write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
 
 
@@ -722,9 +749,13 @@ def assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, lis
 
 
 def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_error"), batch_size: int = 8,
-                   amp_dtype=None, rank: int = 0, world_size: int = 1) -> list[dict] | None:
+                   amp_dtype=None, rank: int = 0, world_size: int = 1, volumes: bool = False):
     """Per-case, per-class metric rows (``medsegloss.metrics.evaluate``) of ``model`` on ``dataset``:
     every item predicted, the slices of a volume stacked back into the case.
+
+    ``volumes=True`` returns ``(rows, per_case)`` instead, ``per_case`` the predicted and true
+    voxel counts per class of each case (:func:`~medsegloss.experiment.diagnostics.case_volumes`,
+    the input of the collapse rule).
 
     Under DDP each rank predicts every ``world_size``-th item and rank 0 gathers and scores them;
     other ranks return None.
@@ -735,12 +766,19 @@ def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_
     records = predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype)
     records = gather_to_first(records, rank, world_size)
     if records is None:
-        return None
+        return (None, None) if volumes else None
     if not records:
-        return []
+        return ([], []) if volumes else []
     cases, predictions, labels, spacings = assemble_cases(records, dataset)
-    return evaluate(predictions, labels, dataset.num_classes, spacing=spacings, metrics=tuple(metrics),
+    rows = evaluate(predictions, labels, dataset.num_classes, spacing=spacings, metrics=tuple(metrics),
                     case_ids=cases)
+    if not volumes:
+        return rows
+    from medsegloss.experiment.diagnostics import case_volumes
+
+    per_case = [{"case": case, **case_volumes(prediction, label, dataset.num_classes)}
+                for case, prediction, label in zip(cases, predictions, labels)]
+    return rows, per_case
 
 
 def mean_dice(rows: list[dict]) -> float:
@@ -785,114 +823,185 @@ def train_step(model: nn.Module, batch: dict, loss_fn: nn.Module, optimizer, sca
     return loss.detach()
 
 
-def check_finite(first_bad: torch.Tensor, epoch: int) -> None:
+def check_finite(first_bad: torch.Tensor, saved_step: int) -> None:
     """Raise :class:`NonFiniteLossError` when ``first_bad`` holds the step of a non-finite loss."""
     bad = int(first_bad)
     if bad >= 0:
         raise NonFiniteLossError(
-            f"the training loss is not finite (NaN or inf) at epoch {epoch}, step {bad}; the run "
-            "stopped and kept its last good checkpoint (last.pt of the previous epoch). Lower the "
-            "learning rate or check the loss and its options.")
+            f"the training loss is not finite (NaN or inf) at step {bad}; the run stopped and kept its "
+            f"last good checkpoint (last.pt of step {saved_step}). Lower the learning rate or check the "
+            "loss and its options.")
 
 
-def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer, scaler, *, device: torch.device,
-                    epoch: int, step: int, amp_dtype=None, channels_last: bool = False, progress=None,
-                    loss_name: str = "loss") -> dict:
-    """One pass over ``loader``; returns the epoch's mean loss and terms, steps and seconds.
+def make_loader(run: Run):
+    """The DataLoader of the steps ``run.state.step ... total_steps - 1``: step ``s`` reads the
+    samples :func:`~medsegloss.data.sampling.sample_indices` ``(s, batch_size, rank, world_size)``."""
+    from torch.utils.data import DataLoader
+
+    from medsegloss.data.sampling import StepBatchSampler
+
+    batches = StepBatchSampler(run.config.batch_size, run.total_steps, start_step=run.state.step, rank=run.rank,
+                               world_size=run.world_size)
+    return DataLoader(run.sampler, batch_sampler=batches, num_workers=run.config.workers,
+                      pin_memory=run.device.type == "cuda")
+
+
+def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
+    """Train steps ``run.state.step ... stop - 1`` on the next batches of the iterator
+    ``batches``, each with the schedule's learning rate (set before the step); advances
+    ``run.state.step`` and returns the interval's mean loss and terms (still on the device),
+    steps, images, seconds and ``step_seconds``: the mean step time of each window of
+    ``LOG_EVERY`` steps (their median is the run's cost, robust to a busy machine).
 
     Sums stay on the device; the host syncs every ``LOG_EVERY`` steps (progress and the check
     that the loss is finite, which names the first bad step). Raises :class:`NonFiniteLossError`.
     """
+    from medsegloss.experiment.schedule import apply_learning_rate
+
+    config, model = run.config, run.train_model
     model.train()
-    total, terms = torch.zeros((), device=device), {}
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    batches = images = 0
-    started = time.perf_counter()
-    for index, batch in enumerate(loader):
-        step += 1
-        value = train_step(model, batch, loss_fn, optimizer, scaler, device, amp_dtype, channels_last)
-        first_bad = torch.where(torch.isfinite(value) | (first_bad >= 0), first_bad, step)
+    total, terms = torch.zeros((), device=run.device), {}
+    first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
+    saved_step, count, images, step_seconds, window = run.state.step, 0, 0, [], 0
+    started = window_started = time.perf_counter()
+    for step in range(run.state.step, stop):
+        batch = next(batches)
+        apply_learning_rate(run.optimizer, step, run.total_steps, config.schedule, config.warmup_steps)
+        value = train_step(model, batch, run.loss_fn, run.optimizer, run.scaler, run.device, run.amp_dtype,
+                           run.channels_last)
+        first_bad = torch.where(torch.isfinite(value) | (first_bad >= 0), first_bad, step + 1)
         total += value
-        for key, term in term_tensors(loss_fn, value, loss_name).items():
+        for key, term in term_tensors(run.loss_fn, value, config.loss.strip()).items():
             terms[key] = terms.get(key, 0.0) + term
-        batches, images = batches + 1, images + len(batch["image"])
-        if (index + 1) % LOG_EVERY == 0 or index + 1 == len(loader):
-            check_finite(first_bad, epoch)
+        count, images, window = count + 1, images + len(batch["image"]), window + 1
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == stop:
+            check_finite(first_bad, saved_step)
+            now = time.perf_counter()
+            step_seconds.append((now - window_started) / window)
+            window_started, window = now, 0
             if progress is not None:
-                progress.set_postfix(loss=f"{float(total) / batches:.4f}", refresh=False)
+                progress.set_postfix(loss=f"{float(total) / count:.4f}", refresh=False)
         if progress is not None:
-            progress.update(len(batch["image"]))
-    check_finite(first_bad, epoch)
-    if batches == 0:
-        raise ValueError("the training split has no items: nothing to train on")
-    return {"train_loss": total / batches, "terms": {key: value / batches for key, value in terms.items()},
-            "steps": batches, "images": images, "step": step, "train_seconds": time.perf_counter() - started}
+            progress.update(1)
+    check_finite(first_bad, saved_step)
+    if count == 0:
+        raise ValueError("no training steps between validations")
+    run.state.step = stop
+    run.state.epoch = run.epoch_at(stop)
+    return {"train_loss": total / count, "terms": {key: value / count for key, value in terms.items()},
+            "steps": count, "images": images, "train_seconds": time.perf_counter() - started,
+            "step_seconds": step_seconds}
 
 
-def run_epoch(run: Run, epoch: int) -> None:
-    """Train one epoch, validate, then write best.pt (if better), the log line and last.pt."""
-    from tqdm import tqdm
-
+def validate(run: Run, stats: dict, started: float) -> None:
+    """Validate at ``run.state.step``, then write best.pt (if better), the log line and last.pt."""
     from medsegloss.metrics import summarize
 
-    config, started = run.config, time.perf_counter()
-    run.generator.manual_seed(config.seed * 1_000_003 + epoch)  # the shuffle depends on (seed, epoch) only
-    if run.sampler is not None:
-        run.sampler.set_epoch(epoch)
-    total = len(run.sampler) if run.sampler is not None else len(run.loader.dataset)
-    with tqdm(total=total, unit="img", desc=f"epoch {epoch}/{config.epochs}", leave=False,
-              disable=run.quiet or not run.writer, dynamic_ncols=True) as progress:
-        stats = train_one_epoch(run.train_model, run.loader, run.loss_fn, run.optimizer, run.scaler,
-                                device=run.device, epoch=epoch, step=run.state.step, amp_dtype=run.amp_dtype,
-                                channels_last=run.channels_last, progress=progress, loss_name=config.loss.strip())
+    config, step = run.config, run.state.step
     train_loss, *terms = reduce_mean([stats["train_loss"], *stats["terms"].values()], run.world_size)
     broadcast_buffers(run.model, run.world_size)
     rows = evaluate_model(run.model, run.parts["val"], metrics=config.metrics, batch_size=config.batch_size,
                           amp_dtype=run.amp_dtype, rank=run.rank, world_size=run.world_size)
-    run.state.epoch, run.state.step = epoch, stats["step"]
     if not run.writer:
         return
     dice = mean_dice(rows)
-    if run.state.best_epoch == 0 or not rows or (not math.isnan(dice) and dice > run.state.best_dice):
-        run.state.best_epoch, run.state.best_dice = epoch, (dice if not math.isnan(dice) else -math.inf)
+    run.history.append((step, dice))
+    if run.state.best_step == 0 or not rows or (not math.isnan(dice) and dice > run.state.best_dice):
+        run.state.best_epoch, run.state.best_step = run.state.epoch, step
+        run.state.best_dice = dice if not math.isnan(dice) else -math.inf
         _io.save_torch(run.out / "best.pt", checkpoint_content(run, full=False))
     seconds = time.perf_counter() - started
-    record = {"epoch": epoch, "step": stats["step"], "train_loss": train_loss,
+    record = {"epoch": run.state.epoch, "step": step, "train_loss": train_loss,
               "terms": dict(zip(stats["terms"], terms)), "val": summarize(rows) if rows else [],
               "val_dice": dice, "lr": run.optimizer.param_groups[0]["lr"], "steps": stats["steps"],
-              "seconds": seconds, "train_seconds": stats["train_seconds"],
-              "images_per_second": stats["images"] / stats["train_seconds"]}
+              "images": stats["images"] * run.world_size, "seconds": seconds,
+              "train_seconds": stats["train_seconds"], "images_per_second": stats["images"] / stats["train_seconds"],
+              "step_seconds": stats["step_seconds"]}
     _io.append_jsonl(run.out / "metrics.jsonl", record)
     save_last_checkpoint(run.out, checkpoint_content(run, full=True))
     term_text = ", ".join(f"{key} {value:.4f}" for key, value in record["terms"].items())
-    run.log(f"epoch {epoch}/{config.epochs}  loss {train_loss:.4f} ({term_text})  val dice {dice:.4f}  "
-            f"lr {record['lr']:.3g}  {seconds:.1f} s ({record['images_per_second']:.1f} img/s)")
+    run.log(f"step {step}/{run.total_steps} (epoch {run.state.epoch:g})  loss {train_loss:.4f} ({term_text})  "
+            f"val dice {dice:.4f}  lr {record['lr']:.3g}  {seconds:.1f} s ({record['images_per_second']:.1f} img/s)")
 
 
-def finish_run(run: Run) -> dict:
-    """Test best.pt on the test split and write ``metrics.json`` (the run is then finished);
-    returns it on rank 0, ``{}`` on the other ranks."""
+def patience_steps(run: Run) -> int:
+    """Early-stopping patience: ``config.patience``, else a quarter of the budget."""
+    return run.config.patience or max(1, run.total_steps // 4)
+
+
+def stop_early(run: Run) -> bool:
+    """``--until-converged``: no validation improved the best in the last ``patience`` steps
+    (decided on rank 0, shared with every rank)."""
+    from medsegloss.experiment.diagnostics import should_stop_early
+
+    if not run.config.until_converged:
+        return False
+    decision = [should_stop_early(run.history, patience_steps(run)) if run.writer else False]
+    if run.world_size > 1:
+        torch.distributed.broadcast_object_list(decision, src=0)
+    return bool(decision[0])
+
+
+def train_steps(run: Run) -> bool:
+    """Train from ``run.state.step`` to the budget, validating every ``val_every`` steps (and at
+    the end); returns whether ``--until-converged`` stopped it early."""
+    from tqdm import tqdm
+
+    if run.state.step >= run.total_steps or stop_early(run):
+        return run.state.step < run.total_steps
+    batches = iter(make_loader(run))
+    with tqdm(total=run.total_steps, initial=run.state.step, unit="step", desc="train", leave=False,
+              disable=run.quiet or not run.writer, dynamic_ncols=True) as progress:
+        while run.state.step < run.total_steps:
+            started = time.perf_counter()
+            stop = min((run.state.step // run.val_every + 1) * run.val_every, run.total_steps)
+            stats = train_interval(run, batches, stop, progress)
+            validate(run, stats, started)
+            if stop_early(run):
+                run.log(f"early stop at step {run.state.step}: no improvement in {patience_steps(run)} steps")
+                return run.state.step < run.total_steps
+    return False
+
+
+def finish_run(run: Run, stopped_early: bool = False) -> dict:
+    """Test best.pt on the test split, diagnose the run (convergence of the validation history,
+    collapse of best.pt's validation predictions) and write ``metrics.json`` (the run is then
+    finished); returns it on rank 0, ``{}`` on the other ranks."""
+    from medsegloss.experiment.diagnostics import diagnose, median_seconds_per_step
     from medsegloss.metrics import summarize
 
     barrier(run.world_size)  # best.pt is complete on disk before every rank reads it
     best = read_checkpoint(run.out / "best.pt", run.device)
     run.model.load_state_dict(best["model"])
-    test_rows = evaluate_model(run.model, run.parts["test"], metrics=run.config.metrics,
-                               batch_size=run.config.batch_size, amp_dtype=run.amp_dtype, rank=run.rank,
-                               world_size=run.world_size)
+    evaluate = dict(metrics=run.config.metrics, batch_size=run.config.batch_size, amp_dtype=run.amp_dtype,
+                    rank=run.rank, world_size=run.world_size)
+    _, per_case = evaluate_model(run.model, run.parts["val"], volumes=True, **{**evaluate, "metrics": ("dice",)})
+    test_rows = evaluate_model(run.model, run.parts["test"], **evaluate)
     if not run.writer:
         return {}
     lines = read_metrics_log(run.out / "metrics.jsonl")
-    steps = sum(line["steps"] for line in lines)
+    steps = run.state.step
     train_seconds = sum(line["train_seconds"] for line in lines)
-    best_line = next(line for line in lines if line["epoch"] == best["epoch"])
-    result = {"config": run.config.to_dict(), "epochs": run.state.epoch, "best_epoch": best["epoch"],
+    step_times = [t for line in lines for t in line.get("step_seconds", [])]
+    best_line = next(line for line in lines if line["step"] == best["step"])
+    diagnostics = diagnose([(line["step"], line["val_dice"]) for line in lines], steps, per_case)
+    diagnostics["stopped_early"] = stopped_early
+    config = run.config
+    budget = {"steps": steps, "planned_steps": run.total_steps, "val_every": run.val_every,
+              "images_seen": steps * config.batch_size * run.world_size, "batch_size": config.batch_size,
+              "world_size": run.world_size, "train_items": run.train_items, "epochs": run.epoch_at(steps),
+              "schedule": config.schedule, "warmup_steps": config.warmup_steps, "lr": config.lr,
+              "patch": config.patch, "foreground_fraction": config.foreground_fraction, "augment": config.augment,
+              "until_converged": config.until_converged}
+    result = {"config": config.to_dict(), "epochs": run.epoch_at(steps), "steps": steps,
+              "best_epoch": best["epoch"], "best_step": best["step"], "budget": budget,
               "val": best_line["val"], "test_rows": test_rows, "test": summarize(test_rows) if test_rows else [],
-              "cost": {"seconds_per_step": train_seconds / steps, "peak_memory_mb": peak_memory_mb(run.device),
-                       "train_seconds": train_seconds}}
+              "diagnostics": diagnostics,
+              "cost": {"seconds_per_step": median_seconds_per_step(step_times) if step_times else train_seconds / steps,
+                       "peak_memory_mb": peak_memory_mb(run.device), "train_seconds": train_seconds}}
     _io.write_json(run.out / "metrics.json", result)
-    run.log(f"finished {run.out}: best epoch {best['epoch']} (val dice {best_line['val_dice']:.4f}), "
-            f"test dice {mean_dice(test_rows):.4f}")
+    run.log(f"finished {run.out}: best step {best['step']} (val dice {best_line['val_dice']:.4f}), "
+            f"test dice {mean_dice(test_rows):.4f}, {diagnostics['status']}")
     return result
 
 
@@ -906,18 +1015,44 @@ def write_run_files(run: Run) -> None:
             run.parts["train"].save_split(run.out / "split.json")
 
 
+# Fields a finished run may be continued under: with a constant learning rate the rate of a step
+# does not depend on the budget, so training a finished run of S steps on to S' > S steps gives
+# the weights a run started with S' steps reaches (the samples are a function of the step).
+CONTINUABLE_FIELDS = ("steps", "val_every", "out")
+
+
+def continuable(out: Path, config: Config) -> bool:
+    """Whether the run in ``out`` (finished or not) was made with ``config`` but a smaller
+    ``steps`` and a constant learning rate, so it can train on to ``config.steps``."""
+    path = Path(out) / "config.json"
+    if not path.exists() or not (Path(out) / "last.pt").exists():
+        return False
+    try:
+        stored = Config.from_dict(_io.read_json(path))
+    except (TypeError, ValueError):
+        return False
+    differ = {key for key, value in config.to_dict().items() if stored.to_dict()[key] != value}
+    return (bool(differ) and differ <= set(CONTINUABLE_FIELDS) and "steps" in differ
+            and config.schedule == "constant" and not config.until_converged
+            and stored.steps is not None and config.steps is not None and config.steps > stored.steps)
+
+
 def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
     """Train ``config`` into ``out_dir`` (default ``config.run_dir``) and return ``metrics.json``.
 
     A finished run (a ``metrics.json`` of this config) returns its stored result; an unfinished
-    one (``last.pt`` exists) resumes. One process at a time trains in a run directory (its
-    ``.lock``, :func:`run_lock`). Under torchrun every rank calls ``fit``; rank 0 writes.
+    one (``last.pt`` exists) resumes. A run of the same config with fewer ``steps`` and a constant
+    learning rate trains on to ``config.steps`` (:func:`continuable`); with a schedule tied to the
+    budget it must be rerun (another ``out``). One process at a time trains in a run directory
+    (its ``.lock``, :func:`run_lock`). Under torchrun every rank calls ``fit``; rank 0 writes.
     """
     out = Path(out_dir if out_dir is not None else config.run_dir)
-    check_same_config(out, config)
-    result = finished_result(out, config)
-    if result is not None:
-        return result
+    continued = continuable(out, config)
+    if not continued:
+        check_same_config(out, config)
+        result = finished_result(out, config)
+        if result is not None:
+            return result
     loss_fn = check_config(config)
     rank, world_size, local_rank = distributed_env()
     device = resolve_device(config, local_rank)
@@ -925,24 +1060,30 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
     deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     with process_group(device, world_size), run_lock(out, enabled=rank == 0):
         try:
-            check_same_config(out, config)  # again, now that no other process can write here
-            result = finished_result(out, config)
-            if result is not None:
-                return result
+            if not continued:  # again, now that no other process can write here
+                check_same_config(out, config)
+                result = finished_result(out, config)
+                if result is not None:
+                    return result
             set_deterministic(config.deterministic, device)
             if config.threads:
                 torch.set_num_threads(config.threads)
+            if rank == 0 and continued and (out / "metrics.json").exists():
+                os.remove(out / "metrics.json")  # first: the run is unfinished again
             run = prepare_run(config, out, loss_fn, device, rank, world_size, quiet)
             write_run_files(run)
+            barrier(world_size)
             state = resume_state(run)
             if state is not None:
                 run.state = state
-                run.log(f"resumed {out} after epoch {run.state.epoch} (step {run.state.step})")
+                run.log(f"{'continued' if continued else 'resumed'} {out} after step {run.state.step} "
+                        f"of {run.total_steps}")
             if run.writer:
-                drop_unsaved_epochs(out, run.state.epoch)
-            for epoch in range(run.state.epoch + 1, config.epochs + 1):
-                run_epoch(run, epoch)
-            result = finish_run(run)
+                drop_unsaved_epochs(out, run.state.step)
+                if (out / "metrics.jsonl").exists():
+                    run.history = [(line["step"], line["val_dice"]) for line in read_metrics_log(out / "metrics.jsonl")]
+            stopped_early = train_steps(run)
+            result = finish_run(run, stopped_early)
             barrier(world_size)
             return result or read_run_json(out / "metrics.json")
         finally:

@@ -20,6 +20,9 @@ from pathlib import Path
 from medsegloss import _io
 from medsegloss.experiment.report.analysis import COST_FIELDS, DEFAULT_METRICS, analyse, find_runs
 from medsegloss.experiment.report.figures import write_figures
+from medsegloss.experiment.report.readiness import banner_lines, budget_text, cell_status, readiness_line
+
+__all__ = ["write_report", "main_table", "readiness_line", "main"]
 
 
 # ---------------------------------------------------------------- tables: numbers formatted per metric,
@@ -121,6 +124,10 @@ def significance_table(results: dict) -> tuple[list[str], list[list[str]]]:
     for dataset in results["datasets"]:
         for loss in results["losses"][1:]:
             cells = [dataset, loss]
+            status = cell_status(results, dataset, loss)
+            if status is not None:  # no finding: say why instead of better / worse
+                rows.append(cells + [status] * len(results["metrics"]))
+                continue
             for metric in results["metrics"]:
                 row = lookup.get((dataset, loss, metric))
                 if row is None or row["p_holm"] is None:
@@ -184,7 +191,8 @@ def settings_text(results: dict, name=markdown_escape) -> str:
                          for dataset, seeds in cases.items())
     return (f"{len(results['runs'])} runs: {len(results['losses'])} losses × {len(results['datasets'])} "
             f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per seed: {per_seed}. "
-            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold.")
+            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold. "
+            f"{budget_text(results)}").strip()
 
 
 def sections(results: dict, name=markdown_escape) -> list[tuple[str, str, tuple]]:
@@ -206,7 +214,10 @@ def sections(results: dict, name=markdown_escape) -> list[tuple[str, str, tuple]
                      f"on those pairs, p-values Holm-adjusted over the {len(results['losses']) - 1} losses of "
                      f"each dataset and metric. *better* / *worse*: significant at α = {alpha} in the "
                      f"metric's direction; *n.s.*: not significant — these data show no difference to "
-                     f"{baseline}, which is not proof that there is none.", significance_table(results)))
+                     f"{baseline}, which is not proof that there is none. *not converged* / *collapsed* "
+                     f"/ *not assessable*: a run of the loss (or of the baseline) was still improving when "
+                     f"its budget ended, produced a degenerate segmentation, or was validated too rarely "
+                     f"to tell — no verdict.", significance_table(results)))
     sections.append(("Mean rank", "Rank of each loss's mean per dataset and metric (1 = best, in the metric's "
                      "direction; ties share the average rank; more failed cases rank lower), averaged over datasets and metrics.",
                      rank_table(results)))
@@ -223,7 +234,10 @@ def sections(results: dict, name=markdown_escape) -> list[tuple[str, str, tuple]
 def render_markdown(results: dict, figures: dict[str, Path], dest: Path, sources) -> str:
     from urllib.parse import quote
 
-    lines = ["# Loss benchmark", "", f"Runs read from: {', '.join(markdown_code(s) for s in sources)}.", ""]
+    lines = ["# Loss benchmark", ""]
+    for number, line in enumerate(banner_lines(results, str(sources[0]))):  # the readiness banner, a quote block
+        lines += [">"] * (number > 0) + [f"> {line}"]
+    lines += ["", f"Runs read from: {', '.join(markdown_code(s) for s in sources)}.", ""]
     for title, text, (header, rows) in sections(results):
         lines += [f"## {title}", "", text, "", markdown_table(header, rows), ""]
     if figures:
@@ -244,7 +258,9 @@ th,td{border:1px solid #ddd;padding:.3em .6em;white-space:nowrap}
 th{background:#f4f6f8;text-align:center}th.group{border-bottom:2px solid #bbb}
 td.better{color:#1a7f37}td.worse{color:#cf222e}td.num{text-align:right}td.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .scroll{overflow-x:auto}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%}
-code{background:#f4f6f8;padding:0 .2em}"""
+code{background:#f4f6f8;padding:0 .2em}
+.banner{border:2px solid;border-radius:6px;padding:.2em 1em;margin:1em 0}.banner.ready{border-color:#1a7f37;background:#f0fff4}
+.banner.not-ready{border-color:#cf222e;background:#fff5f5}"""
 
 
 def _html_header(header) -> str:
@@ -265,6 +281,25 @@ def _html_header(header) -> str:
     return f"<tr>{''.join(top)}</tr><tr>{''.join(bottom)}</tr>"
 
 
+def _html_banner(results: dict, sources) -> str:
+    """The readiness banner (:func:`banner_lines`) as a coloured box."""
+    import html
+    import re
+
+    ready = readiness_line_ready(results, sources)
+    paragraphs = []
+    for line in banner_lines(results, str(sources[0])):
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
+        paragraphs.append("<p>" + re.sub(r"`(.+?)`", r"<code>\1</code>", text) + "</p>")
+    return f"<div class='banner {'ready' if ready else 'not-ready'}'>{''.join(paragraphs)}</div>"
+
+
+def readiness_line_ready(results: dict, sources) -> bool:
+    from medsegloss.experiment.report.readiness import readiness
+
+    return readiness(results, str(sources[0]))["ready"]
+
+
 def render_html(results: dict, figures: dict[str, Path], sources) -> str:
     import base64
     import html
@@ -278,6 +313,7 @@ def render_html(results: dict, figures: dict[str, Path], sources) -> str:
 
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<title>Loss benchmark</title>", f"<style>{_CSS}</style></head><body>", "<h1>Loss benchmark</h1>",
+             _html_banner(results, sources),
              f"<p class='note'>Runs read from: {', '.join('<code>' + html.escape(str(s)) + '</code>' for s in sources)}</p>"]
     names: list[str] = []  # user-chosen names in the texts: placeholders through the markup, then escaped
 

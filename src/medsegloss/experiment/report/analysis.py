@@ -170,6 +170,8 @@ def analyse(benchmark: Benchmark, baseline: str | None = None, metrics=DEFAULT_M
     run_records = sorted(
         ({"dataset": run.dataset, "loss": run.loss, "seed": run.seed, "run": run.run_id,
           "epochs": run.result.get("epochs"), "best_epoch": run.result.get("best_epoch"),
+          "steps": run.result.get("steps"), "step_budget": run.config.get("steps") is not None,
+          "budget": run.result.get("budget"), "diagnostics": run.result.get("diagnostics"),
           "cost": run.result.get("cost", {})} for run in runs),
         key=lambda r: (datasets.index(r["dataset"]), losses.index(r["loss"]), r["seed"]))
     summary = summarize_per_loss(table, metrics)

@@ -1,0 +1,139 @@
+"""Is the benchmark's verdict ready? The readiness banner, the budget line and the cell status.
+
+A ranking of losses is a finding only where the runs behind it converged and did not collapse
+(the rules of :mod:`medsegloss.experiment.diagnostics`, recorded per run in ``metrics.json``).
+This module reads those records from ``results.json``'s runs and says, per (dataset, loss)
+cell, whether it is ready, what budget the runs had, and the command that gives them more:
+with a constant learning rate a finished run *continues* to a larger ``--steps`` (nothing is
+retrained); with a schedule tied to the budget (poly, cosine) or an epoch budget the runs
+*restart*, into a new folder.
+"""
+
+from __future__ import annotations
+
+# statuses that make a cell's comparison no finding, worst first (diagnostics.STATUSES)
+NOT_READY_STATUSES = ("collapsed", "not converged", "not assessable")
+
+
+def cell_statuses(results: dict) -> dict[tuple[str, str], dict]:
+    """``{(dataset, loss): {"status", "seeds": {status: [seed, ...]}}}`` for the cells with a run
+    that is collapsed, not converged or not assessable; the cell's status is its worst run's."""
+    cells: dict[tuple[str, str], dict] = {}
+    for run in results["runs"]:
+        status = (run.get("diagnostics") or {}).get("status")
+        if status not in NOT_READY_STATUSES:
+            continue
+        cell = cells.setdefault((run["dataset"], run["loss"]), {"status": status, "seeds": {}})
+        cell["seeds"].setdefault(status, []).append(run["seed"])
+        if NOT_READY_STATUSES.index(status) < NOT_READY_STATUSES.index(cell["status"]):
+            cell["status"] = status
+    return cells
+
+
+def cell_status(results: dict, dataset: str, loss: str) -> str | None:
+    """What the paired-test cell of (dataset, loss) shows instead of better / worse: the loss's
+    own status, else its baseline's (``"baseline collapsed"``), else None (a finding)."""
+    cells = cell_statuses(results)
+    if (dataset, loss) in cells:
+        return cells[(dataset, loss)]["status"]
+    baseline = cells.get((dataset, results["baseline"]))
+    return f"baseline {baseline['status']}" if baseline else None
+
+
+def budgets(results: dict) -> list[dict]:
+    """The distinct budgets of the runs (``metrics.json``'s ``"budget"``), with the datasets of each."""
+    found: list[dict] = []
+    for run in results["runs"]:
+        budget = run.get("budget")
+        if not budget:
+            continue
+        key = {k: budget.get(k) for k in ("planned_steps", "batch_size", "world_size", "schedule", "warmup_steps",
+                                           "lr", "patch", "foreground_fraction", "augment", "val_every",
+                                           "until_converged")}
+        match = next((entry for entry in found if entry["budget"] == key), None)
+        if match is None:
+            found.append({"budget": key, "datasets": [run["dataset"]]})
+        elif run["dataset"] not in match["datasets"]:
+            match["datasets"].append(run["dataset"])
+    return found
+
+
+def budget_text(results: dict) -> str:
+    """One sentence per distinct budget: steps, images seen, schedule, patch and sampling."""
+    texts = []
+    for entry in budgets(results):
+        b = entry["budget"]
+        images = b["planned_steps"] * b["batch_size"] * (b["world_size"] or 1)
+        schedule = b["schedule"] + (f" after {b['warmup_steps']} warm-up steps" if b["warmup_steps"] else "")
+        patch = f"{b['patch']}-pixel patches" if b["patch"] else "whole images"
+        fraction = b["foreground_fraction"]
+        sampling = (f"{fraction:.2g} of them centred on foreground" if fraction is not None else "")
+        where = f" ({', '.join(entry['datasets'])})" if len(budgets(results)) > 1 else ""
+        texts.append(f"Budget{where}: {b['planned_steps']} optimizer steps per run "
+                     f"({images} training samples seen, batch {b['batch_size']}), {schedule} learning rate from "
+                     f"{b['lr']:g}, {patch}, {sampling}, augmentation {'on' if b['augment'] else 'off'}; "
+                     f"validated every {b['val_every']} steps"
+                     + ("; early stopping (--until-converged)" if b["until_converged"] else "") + ".")
+    return " ".join(texts)
+
+
+def more_budget(results: dict, out: str) -> dict:
+    """The command that gives every run twice the steps, and whether the runs continue (constant
+    learning rate: finished runs train on in ``out``) or restart (a schedule tied to the budget,
+    or an epoch budget: a new folder)."""
+    entries = budgets(results)
+    steps = max((entry["budget"]["planned_steps"] for entry in entries), default=0) * 2 or None
+    constant = bool(entries) and all(entry["budget"]["schedule"] == "constant" for entry in entries)
+    stepped = all(run.get("step_budget", False) for run in results["runs"])
+    continues = constant and stepped
+    folder = out if continues else f"{out.rstrip('/')}-steps{steps}"
+    command = f"medsegloss bench <the same options> --steps {steps} --out {folder}"
+    how = ("with the constant learning rate the finished runs continue from their last step to the new budget "
+           "(nothing is retrained)" if continues else
+           "the learning-rate schedule is tied to the budget, so the runs restart (in a new folder)"
+           if constant is False else "the runs have an epoch budget, so they restart (in a new folder)")
+    return {"steps": steps, "continues": continues, "command": command, "how": how}
+
+
+def readiness(results: dict, out: str) -> dict:
+    """``{"ready", "cells": [{"dataset", "loss", "status", "seeds"}], "more_budget"}``."""
+    cells = [{"dataset": dataset, "loss": loss, **cell} for (dataset, loss), cell in cell_statuses(results).items()]
+    return {"ready": not cells, "cells": cells, "more_budget": more_budget(results, out)}
+
+
+def _cell_text(cell: dict) -> str:
+    seeds = "; ".join(f"{status}: seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
+                      for status, seeds in cell["seeds"].items())
+    return f"{cell['dataset']} / {cell['loss']} ({seeds})"
+
+
+def banner_lines(results: dict, out: str) -> list[str]:
+    """The banner at the top of REPORT.md (Markdown paragraphs; report.html renders the same text)."""
+    state = readiness(results, out)
+    cells, more = state["cells"], state["more_budget"]
+    total = len(results["datasets"]) * len(results["losses"])
+    if not cells:
+        return ["**Verdict ready**: every run converged and none collapsed (the rules in docs/benchmark.md).",
+                budget_text(results)]
+    return [f"**Verdict not ready**: {len(cells)} of {total} (dataset, loss) cells have runs that are not "
+            "converged (still improving in the last quarter of the budget), collapsed (a degenerate "
+            "segmentation on most validation cases) or not assessable: "
+            + "; ".join(_cell_text(cell) for cell in cells) + ". Their paired tests show that status "
+            "instead of better / worse: a ranking of such runs is no finding.",
+            f"Give every run more budget (the whole sweep, so the comparison stays fair): `{more['command']}` "
+            f"— {more['how']}.",
+            budget_text(results)]
+
+
+def readiness_line(out) -> str | None:
+    """The final line of ``medsegloss bench`` when the verdict of ``out``'s report is not ready."""
+    from pathlib import Path
+
+    from medsegloss import _io
+
+    results = _io.read_json(Path(out) / "results.json")
+    state = readiness(results, str(out))
+    if state["ready"]:
+        return None
+    return (f"bench: verdict NOT READY: {len(state['cells'])} (dataset, loss) cells have unconverged or collapsed "
+            f"runs (REPORT.md lists them); more budget: {state['more_budget']['command']}")
