@@ -76,16 +76,15 @@ def test_every_checkpoint_the_trainer_writes_loads_with_weights_only(finished_ru
 
 
 def test_rng_states_round_trip_as_plain_data():
-    generator = torch.Generator().manual_seed(3)
     random.seed(1), np.random.seed(2), torch.manual_seed(4)
-    states = trainer.rng_states(generator)
-    expected = (random.random(), np.random.rand(3).tolist(), torch.rand(2).tolist(), torch.rand(2, generator=generator).tolist())
-    random.seed(9), np.random.seed(9), torch.manual_seed(9), generator.manual_seed(9)
+    states = trainer.rng_states()
+    expected = (random.random(), np.random.rand(3).tolist(), torch.rand(2).tolist())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
     buffer = __import__("io").BytesIO()
     torch.save(states, buffer)
     buffer.seek(0)
-    trainer.set_rng_states(torch.load(buffer, weights_only=True), generator)
-    again = (random.random(), np.random.rand(3).tolist(), torch.rand(2).tolist(), torch.rand(2, generator=generator).tolist())
+    trainer.set_rng_states(torch.load(buffer, weights_only=True))
+    again = (random.random(), np.random.rand(3).tolist(), torch.rand(2).tolist())
     assert again == expected
 
 
@@ -207,7 +206,7 @@ def test_a_truncated_last_metrics_line_is_dropped_with_a_warning(finished_run, u
     os.replace(unfinished_run / "last.prev.pt", unfinished_run / "last.pt")
     assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 0
     assert f"dropped the unreadable last line of {unfinished_run / 'metrics.jsonl'}" in capsys.readouterr().err
-    timing = {"seconds", "train_seconds", "images_per_second"}
+    timing = {"seconds", "train_seconds", "images_per_second", "step_seconds"}
     lines = [[{k: v for k, v in json.loads(line).items() if k not in timing}
               for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (unfinished_run, finished_run)]
     assert lines[0] == lines[1]
