@@ -169,3 +169,13 @@ def test_diagnose_puts_collapse_before_convergence():
     record = diagnose(rising, TOTAL, [dead, dead, healthy])
     assert record["status"] == "collapsed" and record["collapsed_cases"] == 2
     assert record["collapse_kinds"] == {"one class everywhere": 2}
+
+
+def test_a_run_flat_at_dice_zero_is_not_learned_not_converged():
+    from medsegloss.experiment.diagnostics import NOT_LEARNED_SCORE, diagnose
+
+    healthy = [{"voxels": 100, "predicted": [90, 10], "true": [90, 10], "multilabel": False}] * 3
+    flat_zero = [(step, 0.0) for step in range(10, 101, 10)]
+    assert diagnose(flat_zero, 100, healthy)["status"] == "not learned"
+    barely = [(step, NOT_LEARNED_SCORE + 0.01) for step in range(10, 101, 10)]
+    assert diagnose(barely, 100, healthy)["status"] == "converged"

@@ -69,7 +69,7 @@ def test_diagnostics_follow_the_rules_on_the_recorded_history(unconverged):
 def test_the_report_says_not_converged_and_how_to_continue(unconverged):
     text = (unconverged / "REPORT.md").read_text()
     banner = text.split("Runs read from")[0]
-    assert "**Verdict not ready**" in banner and "phantom-lesion / dice (not converged: seed 0)" in banner
+    assert "**Verdict not ready**" in banner and "`phantom-lesion` / `dice` (not converged: seed 0)" in banner
     assert f"--steps 24 --out {unconverged}`" in banner and "continue from their last step" in banner
     assert "Budget: 12 optimizer steps per run (96 training samples seen, batch 8), constant learning rate" in text
     paired = text.split("## Paired tests")[1].split("## ")[0]
@@ -129,7 +129,7 @@ def test_collapsed_sweep_is_flagged_and_bench_exits_3(tmp_path, capsys):
     assert set(result["diagnostics"]["collapse_kinds"]) <= {"one class everywhere", "oversized foreground"}
     assert result["budget"]["schedule"] == "poly" and result["budget"]["augment"] is False
     text = (out / "REPORT.md").read_text()
-    assert "phantom-lesion / dice (collapsed: seed 0)" in text and "phantom-lesion / ce (collapsed: seed 0)" in text
+    assert "`phantom-lesion` / `dice` (collapsed: seed 0)" in text and "`phantom-lesion` / `ce` (collapsed: seed 0)" in text
     assert "| phantom-lesion | dice | collapsed |" in text
     assert f"--steps 12 --out {out}-steps12`" in text and "the runs restart" in text
 

@@ -26,7 +26,10 @@ import numpy as np
 __all__ = ["not_converged", "case_volumes", "collapse_reason", "collapsed", "should_stop_early",
            "median_seconds_per_step", "diagnose", "STATUSES"]
 
-STATUSES = ("converged", "not converged", "not assessable", "collapsed")
+STATUSES = ("converged", "not converged", "not assessable", "not learned", "collapsed")
+# a run whose best validation score stays at or below this (mean Dice) has learned nothing usable,
+# plateau or not: a flat curve at Dice 0 is no convergence
+NOT_LEARNED_SCORE = 0.05
 
 
 def _history(history) -> list[tuple[int, float]]:
@@ -215,16 +218,22 @@ def median_seconds_per_step(step_times) -> float:
     return float(statistics.median(times))
 
 
-def diagnose(history, total_steps: int, per_case: list[dict], tolerance: float = 0.01) -> dict:
+def diagnose(history, total_steps: int, per_case: list[dict], tolerance: float = 0.01,
+             not_learned_score: float = NOT_LEARNED_SCORE) -> dict:
     """The ``"diagnostics"`` record of a run's ``metrics.json``: the convergence numbers, the
     collapse counts and one ``status`` of :data:`STATUSES` — ``collapsed`` first (the run has
-    no usable segmentation), then ``not converged``, ``not assessable``, ``converged``."""
+    no usable segmentation), then ``not learned`` (its best validation score is at most
+    ``not_learned_score``: a curve flat at Dice 0 has not converged to anything), then
+    ``not converged``, ``not assessable``, ``converged``."""
     convergence = convergence_summary(history, total_steps, tolerance)
     reasons = [collapse_reason(case) for case in per_case]
     kinds = [reason.split(" (")[0] for reason in reasons if reason is not None]
     is_collapsed = collapsed(per_case)
+    scores = [score for _, score in _history(history)]
     if is_collapsed:
         status = "collapsed"
+    elif scores and max(scores) <= not_learned_score:
+        status = "not learned"
     elif convergence["not_converged"] is None:
         status = "not assessable"
     else:

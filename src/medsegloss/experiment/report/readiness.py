@@ -12,12 +12,13 @@ retrained); with a schedule tied to the budget (poly, cosine) or an epoch budget
 from __future__ import annotations
 
 # statuses that make a cell's comparison no finding, worst first (diagnostics.STATUSES)
-NOT_READY_STATUSES = ("collapsed", "not converged", "not assessable")
+NOT_READY_STATUSES = ("collapsed", "not learned", "not converged", "not assessable")
 
 
 def cell_statuses(results: dict) -> dict[tuple[str, str], dict]:
     """``{(dataset, loss): {"status", "seeds": {status: [seed, ...]}}}`` for the cells with a run
-    that is collapsed, not converged or not assessable; the cell's status is its worst run's."""
+    that is collapsed, not learned, not converged or not assessable; the cell's status is its
+    worst run's."""
     cells: dict[tuple[str, str], dict] = {}
     for run in results["runs"]:
         status = (run.get("diagnostics") or {}).get("status")
@@ -104,7 +105,9 @@ def readiness(results: dict, out: str) -> dict:
 def _cell_text(cell: dict) -> str:
     seeds = "; ".join(f"{status}: seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
                       for status, seeds in cell["seeds"].items())
-    return f"{cell['dataset']} / {cell['loss']} ({seeds})"
+    from medsegloss.experiment.report import markdown_code  # names are user text: code spans
+
+    return f"{markdown_code(cell['dataset'])} / {markdown_code(cell['loss'])} ({seeds})"
 
 
 def banner_lines(results: dict, out: str) -> list[str]:
@@ -116,8 +119,9 @@ def banner_lines(results: dict, out: str) -> list[str]:
         return ["**Verdict ready**: every run converged and none collapsed (the rules in docs/benchmark.md).",
                 budget_text(results)]
     return [f"**Verdict not ready**: {len(cells)} of {total} (dataset, loss) cells have runs that are not "
-            "converged (still improving in the last quarter of the budget), collapsed (a degenerate "
-            "segmentation on most validation cases) or not assessable: "
+            "converged (still improving in the last quarter of the budget), not learned (best validation "
+            "Dice at most 0.05), collapsed (a degenerate segmentation on most validation cases) or not "
+            "assessable: "
             + "; ".join(_cell_text(cell) for cell in cells) + ". Their paired tests show that status "
             "instead of better / worse: a ranking of such runs is no finding.",
             f"Give every run more budget (the whole sweep, so the comparison stays fair): `{more['command']}` "
@@ -135,5 +139,5 @@ def readiness_line(out) -> str | None:
     state = readiness(results, str(out))
     if state["ready"]:
         return None
-    return (f"bench: verdict NOT READY: {len(state['cells'])} (dataset, loss) cells have unconverged or collapsed "
+    return (f"bench: verdict NOT READY: {len(state['cells'])} (dataset, loss) cells have unconverged, unlearned or collapsed "
             f"runs (REPORT.md lists them); more budget: {state['more_budget']['command']}")
