@@ -73,3 +73,46 @@ def test_a_schedule_must_name_terms_of_a_compound_loss():
         schedule.check_terms(losses.build("ce + dice"))
     with pytest.raises(ValueError, match="needs a compound loss"):
         schedule.check_terms(losses.get("dice"))
+
+
+# ---------------------------------------------------------------- in the trainer
+TINY = {"image_size": 32, "base_width": 4, "depth": 2, "batch_size": 4, "lr": 1e-2, "metrics": ("dice",),
+        "device": "cpu", "dataset_options": {"num_cases": 6, "slices_per_case": 4}, "val_fraction": 0.2,
+        "test_fraction": 0.34, "threads": 1, "steps": 6, "val_every": 3, "dataset": "phantom-lesion"}
+
+
+def _run(tmp_path, name, **changes):
+    from medsegloss.experiment.config import Config
+    from medsegloss.experiment.trainer import fit
+
+    out = tmp_path / name
+    fit(Config.preset("default", **{**TINY, **changes}), out, quiet=True)
+    lines = [__import__("json").loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return torch.load(out / "last.pt", weights_only=True)["model"], lines
+
+
+def test_a_scheduled_run_logs_its_weights_and_a_constant_schedule_changes_nothing(tmp_path):
+    plain, _ = _run(tmp_path, "plain", loss="gdl + 0.5*boundary")
+    constant, lines = _run(tmp_path, "constant", loss="gdl + 0.5*boundary", loss_schedule="boundary=step(0.5@0)")
+    assert [line["term_weights"] for line in lines] == [{"gdl": 1.0, "boundary": 0.5}] * 2
+    assert all(torch.equal(plain[key], constant[key]) for key in plain)
+    ramped, lines = _run(tmp_path, "ramped", loss="gdl + 0.5*boundary", loss_schedule="boundary=step(0@0, 1@3)")
+    assert [line["term_weights"]["boundary"] for line in lines] == [0.0, 1.0]
+    assert any(not torch.equal(plain[key], ramped[key]) for key in plain)
+    # the same schedule written after '|' in the loss string (a bench loss) gives the same run
+    piped, _ = _run(tmp_path, "piped", loss="gdl + 0.5*boundary | boundary=step(0@0, 1@3)")
+    assert all(torch.equal(piped[key], ramped[key]) for key in plain)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"loss": "gdl + boundary", "loss_schedule": "hd=linear(0, 1)"}, "does not have"),
+    ({"loss": "dice", "loss_schedule": "dice=linear(0, 1)"}, "needs a compound loss"),
+    ({"loss": "gdl + boundary | boundary=linear(0, 1)", "loss_schedule": "boundary=linear(0, 1)"}, "keep one"),
+    ({"loss": "gdl + boundary", "loss_schedule": "boundary=linear(1)"}, "linear takes"),
+])
+def test_a_bad_schedule_fails_before_any_work(tmp_path, changes, words):
+    from medsegloss.experiment.config import Config
+    from medsegloss.experiment.trainer import check_config
+
+    with pytest.raises(ValueError, match=words):
+        check_config(Config.preset("default", **{**TINY, **changes}))

@@ -36,6 +36,7 @@ class Config:
     test_fraction: float = 0.2  # share of the cases held out for the final test with best.pt
     loss: str = "ce"  # a registered loss name or a build() string such as "ce + 1.0*dice"
     loss_options: dict = field(default_factory=dict)  # the loss's options as JSON, e.g. '{"alpha": 0.3}'
+    loss_schedule: str | None = None  # term weights over the steps, e.g. 'boundary=linear(0.01, 1.0)' or 'boundary=step(0@0, 1@2000)'
     binary_as_one_channel: bool = True  # binary datasets: one output channel + sigmoid (prediction = logit > 0)
     base_width: int = 16  # UNet channels at the first level (64 in the paper)
     depth: int = 4  # UNet down-sampling steps (4 in the paper)

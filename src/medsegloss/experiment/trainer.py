@@ -65,6 +65,28 @@ def loss_names(config: Config) -> list[str]:
     return [name for name in re.findall(r"[A-Za-z_]\w*", config.loss) if name in losses.available()]
 
 
+def split_loss_schedule(config: Config) -> tuple[str, str | None]:
+    """``config.loss`` without its term-weight schedule, and the schedule: written after a ``|``
+    in the loss string (``"gdl + boundary | boundary=linear(0.01, 1.0)"``, so a sweep can compare
+    scheduled and unscheduled variants as two losses) or given as ``loss_schedule``, not both."""
+    text, _, schedule = config.loss.partition("|")
+    if schedule.strip() and config.loss_schedule:
+        raise ValueError(f"loss {config.loss!r} carries a schedule after '|' and loss_schedule "
+                         f"{config.loss_schedule!r} is given too: keep one")
+    return text.strip(), (schedule.strip() or config.loss_schedule or None)
+
+
+def make_term_schedule(config: Config, loss: nn.Module):
+    """The :class:`~medsegloss.losses.term_schedule.Schedule` of the loss's term weights, checked
+    against the loss's terms; None without one."""
+    from medsegloss.losses.term_schedule import parse_schedule
+
+    schedule = parse_schedule(split_loss_schedule(config)[1])
+    if schedule is not None:
+        schedule.check_terms(loss)
+    return schedule
+
+
 def make_loss(config: Config) -> nn.Module:
     """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``.
 
@@ -72,10 +94,11 @@ def make_loss(config: Config) -> nn.Module:
     """
     from medsegloss import losses
 
+    text = split_loss_schedule(config)[0]
     try:
-        if config.loss.strip() in losses.available():
-            return losses.get(config.loss.strip(), **config.loss_options)
-        loss = losses.build(config.loss, **config.loss_options)
+        if text in losses.available():
+            return losses.get(text, **config.loss_options)
+        loss = losses.build(text, **config.loss_options)
     except TypeError as error:  # unknown option of a single loss
         raise ValueError(str(error)) from None
     accepted = {option for name in loss_names(config) for option in losses.info(name).options}
@@ -118,6 +141,7 @@ def check_config(config: Config) -> nn.Module:
                          f"its options: {', '.join(sorted(accepted))}")
     check_metric_names(config.metrics, "metrics")
     loss = make_loss(config)
+    make_term_schedule(config, loss)  # a malformed schedule or an unknown term fails here
     class_names = data.class_names(config.dataset, **config.dataset_options)  # e.g. covid-ct's target
     if class_names is not None:  # None: known only once loaded (a folder dataset); prepare_run checks then
         check_binary_only(config, output_channels(config, len(class_names)))
@@ -296,6 +320,7 @@ class Run:
     num_classes: int  # the dataset's classes
     class_names: list[str]
     loss_fn: nn.Module
+    term_schedule: object  # the loss's term-weight Schedule (losses.term_schedule), or None
     model_args: dict  # UNet(**model_args) rebuilds the model (saved in checkpoints)
     model: nn.Module
     train_model: nn.Module  # the model, wrapped in DDP when world_size > 1
@@ -369,7 +394,8 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
             model, device_ids=[device.index] if device.type == "cuda" else None)
     return Run(config=config, out=out, device=device, rank=rank, world_size=world_size, quiet=quiet,
                amp_dtype=amp_dtype, channels_last=channels_last, parts=parts, num_classes=train_set.num_classes,
-               class_names=list(parts["train"].class_names), loss_fn=loss_fn, model_args=model_args, model=model,
+               class_names=list(parts["train"].class_names), loss_fn=loss_fn,
+               term_schedule=make_term_schedule(config, loss_fn), model_args=model_args, model=model,
                train_model=train_model, optimizer=make_optimizer(config, model),
                scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                sampler=sampler, train_items=train_items, total_steps=config.total_steps(train_items, world_size),
@@ -867,6 +893,8 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
     for step in range(run.state.step, stop):
         batch = next(batches)
         apply_learning_rate(run.optimizer, step, run.total_steps, config.schedule, config.warmup_steps)
+        if run.term_schedule is not None:
+            run.term_schedule.apply(run.loss_fn, step, run.total_steps)
         value = train_step(model, batch, run.loss_fn, run.optimizer, run.scaler, run.device, run.amp_dtype,
                            run.channels_last)
         first_bad = torch.where(torch.isfinite(value) | (first_bad >= 0), first_bad, step + 1)
@@ -917,6 +945,8 @@ def validate(run: Run, stats: dict, started: float) -> None:
               "images": stats["images"] * run.world_size, "seconds": seconds,
               "train_seconds": stats["train_seconds"], "images_per_second": stats["images"] / stats["train_seconds"],
               "step_seconds": stats["step_seconds"]}
+    if run.term_schedule is not None:  # the scheduled term weights of the interval's last step
+        record["term_weights"] = dict(run.loss_fn.weights)
     _io.append_jsonl(run.out / "metrics.jsonl", record)
     save_last_checkpoint(run.out, checkpoint_content(run, full=True))
     term_text = ", ".join(f"{key} {value:.4f}" for key, value in record["terms"].items())
