@@ -40,8 +40,8 @@ from torch import nn
 
 from medsegloss import _io
 from medsegloss.experiment.config import PRESETS, Config, add_config_arguments
-from medsegloss.experiment.inference import (CheckpointError, UnsafeCheckpointError, labels_from_logits, predict_logits,
-                                             read_checkpoint)
+from medsegloss.experiment.inference import (CheckpointError, UnsafeCheckpointError, data_metadata, labels_from_logits,
+                                             model_logits, read_checkpoint)
 
 LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
 
@@ -357,6 +357,9 @@ def checkpoint_content(run: Run, full: bool) -> dict:
     checkpoint = {"model": run.model.state_dict(), "model_args": run.model_args, "config": run.config.to_dict(),
                   "num_classes": run.num_classes, "class_names": run.class_names, "epoch": run.state.epoch,
                   "step": run.state.step}
+    metadata = data_metadata(run.parts["train"])  # channels, CT statistics, regions: what predict needs
+    if metadata is not None:
+        checkpoint["data"] = metadata
     if full:
         checkpoint.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
                           rng=rng_states(run.generator), **run.state.to_checkpoint())
@@ -684,14 +687,18 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 # ================================================================ 5. evaluation
-def predict_items(model, dataset, indices, batch_size: int, amp_dtype=None) -> list[tuple]:
-    """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays."""
+def predict_items(model, dataset, indices, batch_size: int, amp_dtype=None, patch_size=None) -> list[tuple]:
+    """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays
+    (multi-hot ``(R, ...)`` for a multi-label dataset: ``sigmoid > 0.5`` per region). Volumes
+    (``dims=3``) go one at a time, by sliding windows of ``patch_size`` when larger than it."""
     from torch.utils.data import DataLoader, Subset
 
-    records = []
+    records, multilabel = [], bool(getattr(dataset, "multilabel", False))
+    if getattr(dataset, "dims", 2) == 3:
+        batch_size = 1  # native volume sizes may differ; the windows of one volume are batched instead
     loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False)
     for batch in loader:
-        predictions = labels_from_logits(predict_logits(model, batch["image"], amp_dtype))
+        predictions = labels_from_logits(model_logits(model, batch["image"], amp_dtype, patch_size), multilabel)
         predictions = predictions.to(torch.uint8).cpu().numpy()
         spacings = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in batch["spacing"]], 1)
         for i in range(len(predictions)):
@@ -707,11 +714,12 @@ def assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, lis
     for record in records:
         by_case.setdefault(record[0], []).append(record)
     cases, predictions, labels, spacings = [], [], [], []
+    axis = 1 if getattr(dataset, "multilabel", False) else 0  # multi-hot slices (R, H, W) stack to (R, D, H, W)
     for case, items in by_case.items():
         items.sort(key=lambda record: record[1])
         if items[0][1] >= 0:  # slices of a volume
-            predictions.append(np.stack([item[3] for item in items]))
-            labels.append(np.stack([item[4] for item in items]))
+            predictions.append(np.stack([item[3] for item in items], axis=axis))
+            labels.append(np.stack([item[4] for item in items], axis=axis))
             spacings.append(tuple(float(s) for s in dataset.volume_spacing(case)))
         else:  # whole volumes, or single 2-D images
             predictions.append(items[0][3])
@@ -722,9 +730,11 @@ def assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, lis
 
 
 def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_error"), batch_size: int = 8,
-                   amp_dtype=None, rank: int = 0, world_size: int = 1) -> list[dict] | None:
+                   amp_dtype=None, rank: int = 0, world_size: int = 1, patch_size=None) -> list[dict] | None:
     """Per-case, per-class metric rows (``medsegloss.metrics.evaluate``) of ``model`` on ``dataset``:
-    every item predicted, the slices of a volume stacked back into the case.
+    every item predicted, the slices of a volume stacked back into the case. A multi-label
+    dataset (overlapping regions) is scored per region (``multilabel=True``, rows per region
+    name); a 3-D model on volumes larger than ``patch_size`` runs by sliding windows.
 
     Under DDP each rank predicts every ``world_size``-th item and rank 0 gathers and scores them;
     other ranks return None.
@@ -732,15 +742,16 @@ def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_
     from medsegloss.metrics import evaluate
 
     model = getattr(model, "module", model)  # never DDP's forward here: ranks run unequal batches
-    records = predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype)
+    records = predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype, patch_size)
     records = gather_to_first(records, rank, world_size)
     if records is None:
         return None
     if not records:
         return []
     cases, predictions, labels, spacings = assemble_cases(records, dataset)
+    regions = {"multilabel": True} if getattr(dataset, "multilabel", False) else {}
     return evaluate(predictions, labels, dataset.num_classes, spacing=spacings, metrics=tuple(metrics),
-                    case_ids=cases)
+                    case_ids=cases, **regions)
 
 
 def mean_dice(rows: list[dict]) -> float:
