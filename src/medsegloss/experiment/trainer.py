@@ -51,8 +51,11 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ================================================================ 1. components
-def output_channels(config: Config, num_classes: int) -> int:
-    """1 (sigmoid) for a binary dataset when ``binary_as_one_channel``, else ``num_classes``."""
+def output_channels(config: Config, num_classes: int, multilabel: bool = False) -> int:
+    """1 (sigmoid) for a binary dataset when ``binary_as_one_channel``, else ``num_classes``;
+    a multi-label dataset (overlapping regions) has one sigmoid channel per region."""
+    if multilabel:
+        return num_classes
     return 1 if num_classes == 2 and config.binary_as_one_channel else num_classes
 
 
@@ -63,17 +66,19 @@ def loss_names(config: Config) -> list[str]:
     return [name for name in re.findall(r"[A-Za-z_]\w*", config.loss) if name in losses.available()]
 
 
-def make_loss(config: Config) -> nn.Module:
-    """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``.
+def make_loss(config: Config, multilabel: bool = False) -> nn.Module:
+    """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``;
+    ``multilabel``: overlapping regions, each scored by the loss's binary (sigmoid) form.
 
     Options no term of the loss accepts fail here (``build`` alone would drop them silently).
     """
     from medsegloss import losses
 
+    mode = {"multilabel": True} if multilabel else {}  # only when asked: older registries lack the keyword
     try:
         if config.loss.strip() in losses.available():
-            return losses.get(config.loss.strip(), **config.loss_options)
-        loss = losses.build(config.loss, **config.loss_options)
+            return losses.get(config.loss.strip(), **mode, **config.loss_options)
+        loss = losses.build(config.loss, **mode, **config.loss_options)
     except TypeError as error:  # unknown option of a single loss
         raise ValueError(str(error)) from None
     accepted = {option for name in loss_names(config) for option in losses.info(name).options}
@@ -176,15 +181,18 @@ def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module
     from medsegloss.models import UNet
 
     seed_everything(config.seed)
-    return UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims)
+    model = UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims)
+    # evaluation runs volumes larger than the training patch by sliding windows (evaluate_model)
+    model.window_patch = getattr(config, "patch", None)
+    return model
 
 
 def initial_state(config: Config) -> dict:
     """The fresh model's ``state_dict`` for ``config`` (its dataset, width and seed): save it and
     pass the file as ``init_weights`` to start every loss of a benchmark from the same weights."""
     train = make_dataset(config, "train")
-    model = make_model(config, train[0]["image"].shape[0], output_channels(config, train.num_classes))
-    return model.state_dict()
+    out_channels = output_channels(config, train.num_classes, bool(getattr(train, "multilabel", False)))
+    return make_model(config, train[0]["image"].shape[0], out_channels).state_dict()
 
 
 def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -317,8 +325,12 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
 
     parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
-    out_channels = output_channels(config, train_set.num_classes)
-    check_binary_only(config, out_channels)
+    multilabel = bool(getattr(train_set, "multilabel", False))  # regions: one sigmoid each, the loss per region
+    if multilabel:
+        loss_fn = make_loss(config, multilabel=True)
+    out_channels = output_channels(config, train_set.num_classes, multilabel)
+    if not multilabel:  # every region is a binary problem: binary-only losses apply to each
+        check_binary_only(config, out_channels)
     loss_fn = loss_fn.to(device)
     if getattr(loss_fn, "needs_distance", False):  # signed distance maps computed once per item
         from medsegloss.data import WithDistanceMaps
@@ -742,6 +754,7 @@ def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_
     from medsegloss.metrics import evaluate
 
     model = getattr(model, "module", model)  # never DDP's forward here: ranks run unequal batches
+    patch_size = patch_size if patch_size is not None else getattr(model, "window_patch", None)
     records = predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype, patch_size)
     records = gather_to_first(records, rank, world_size)
     if records is None:
