@@ -92,3 +92,66 @@ def test_wrong_channel_count_names_the_files_and_the_count_expected(trained, tmp
     with pytest.raises(ValueError, match=r"channel file .*x_0000\.nii\.gz is missing"):
         inference.predict_files(checkpoint, [tmp_path / "x_0001.nii.gz"], tmp_path / "out")
     assert not (tmp_path / "out").exists()  # checked before any write
+
+
+# ---------------------------------------------------------------- 3-D: sliding windows over the patch
+def test_model_logits_of_a_volume_larger_than_the_patch_are_the_sliding_windows():
+    from medsegloss.experiment.sliding_window import sliding_window_logits
+    from medsegloss.models import UNet
+
+    torch.manual_seed(0)
+    model = UNet(2, 3, base=2, depth=2, dims=3).eval()
+    volume = torch.randn(1, 2, 8, 20, 12)
+    expected = sliding_window_logits(model, volume, (8, 8, 8), overlap=0.5, gaussian=True)
+    torch.testing.assert_close(inference.model_logits(model, volume, patch_size=8), expected, rtol=0, atol=0)
+    small = torch.randn(1, 2, 8, 8, 8)  # not larger than the patch: the model on the whole volume
+    with torch.no_grad():
+        torch.testing.assert_close(inference.model_logits(model, small, patch_size=8), model(small))
+
+
+@pytest.fixture(scope="module")
+def trained_3d(tmp_path_factory):
+    """A tiny 3-D run (dims=3, one epoch) on a two-channel nnU-Net dataset of 16 x 16 x 8 volumes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("data3d") / "Dataset003_Volumes"
+    files = write_nnunet(root, labels=LABELS, shape_xyz=(16, 16, 8), cases=5)
+    config = Config(dataset="nnunet", data_root=str(root), dims=3, image_size=16, base_width=2, depth=2, epochs=1,
+                    batch_size=2, metrics=("dice",))
+    out = tmp_path_factory.mktemp("run3d")
+    trainer.fit(config, out, quiet=True)
+    yield root, files, out / "best.pt", config
+    torch.set_num_threads(threads)
+
+
+def test_3d_evaluation_and_predict_use_windows_over_the_patch(trained_3d, monkeypatch, tmp_path):
+    from medsegloss.experiment import sliding_window
+
+    root, files, checkpoint, config = trained_3d
+    model, _ = inference.load_checkpoint(checkpoint)
+    calls = []
+    original = sliding_window.sliding_window_logits
+
+    def spy(model, image, patch_size, **options):
+        calls.append((tuple(image.shape), tuple(patch_size), options))
+        return original(model, image, patch_size, **options)
+
+    monkeypatch.setattr(sliding_window, "sliding_window_logits", spy)
+    val = get_dataset(config.dataset, split="val", **config.dataset_arguments(checkpoint.parent / "split.json"))
+    rows = trainer.evaluate_model(model, val, metrics=("dice",), patch_size=8)
+    assert len(calls) == len(val) and all(call[1:] == ((8, 8, 8), {"overlap": 0.5, "gaussian": True}) for call in calls)
+    # the rows are those of the windowed labels
+    from medsegloss.metrics import evaluate
+
+    predictions = [inference.labels_from_logits(original(model, val[i]["image"][None], (8, 8, 8)))[0].numpy()
+                   for i in range(len(val))]
+    expected = evaluate(predictions, [val[i]["label"].numpy() for i in range(len(val))], val.num_classes,
+                        metrics=("dice",), case_ids=val.cases)
+    assert [r["dice"] for r in rows] == pytest.approx([r["dice"] for r in expected], nan_ok=True)
+    # predict of a case: the channel files through the windows, equal to the windows on the served case
+    model.data = inference.read_checkpoint(checkpoint)["data"]
+    image, spacing, single = inference.read_channel_case(inference.ChannelCase(tmp_path / "c", tuple(files["case_000"])))
+    labels = inference.segment_channels(model, model.data, image, spacing, single, patch_size=8)
+    served = get_dataset(config.dataset, split="all", **config.dataset_arguments()).case("case_000").image
+    expected = inference.labels_from_logits(original(model, torch.from_numpy(served)[None], (8, 8, 8)))[0]
+    np.testing.assert_array_equal(labels, expected.numpy())
