@@ -75,6 +75,9 @@ def make_loss(config: Config, multilabel: bool = False) -> nn.Module:
     from medsegloss import losses
 
     mode = {"multilabel": True} if multilabel else {}  # only when asked: older registries lack the keyword
+    if multilabel and not all(hasattr(losses.info(name), "multilabel") for name in losses.available()[:1]):
+        raise ValueError(f"dataset {config.dataset!r} has overlapping regions (multi-label), which needs the losses' "
+                         "multilabel mode; this version of medsegloss.losses has none")
     try:
         if config.loss.strip() in losses.available():
             return losses.get(config.loss.strip(), **mode, **config.loss_options)
