@@ -14,6 +14,7 @@ not converge or collapsed, it says so and ``bench`` exits with status 3 (docs/be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -131,15 +132,43 @@ def parse_data_roots(items, datasets) -> dict[str, str]:
     return roots
 
 
-def for_dataset(base, dataset: str, roots: dict[str, str]):
-    """``base`` on ``dataset``: its data root, and its default options unless options were given."""
+def for_dataset(base, dataset: str, roots: dict[str, str], named=None):
+    """``base`` on ``dataset``: its data root, and its default options unless options were given.
+    A named dataset (``named``: name -> :class:`~medsegloss.experiment.config.NamedDataset`)
+    takes its kind, root and own options, and keeps its name (``dataset_name``)."""
+    spec = (named or {}).get(dataset)
+    if spec is not None:
+        options = {**(base.dataset_options or DATASET_OPTIONS.get(spec.kind, {})), **spec.options}
+        return base.replace(dataset=spec.kind, dataset_name=None if spec.name == spec.kind else spec.name,
+                            data_root=spec.root, dataset_options=options)
     options = base.dataset_options or DATASET_OPTIONS.get(dataset, {})
     return base.replace(dataset=dataset, data_root=roots.get(dataset), dataset_options=options)
 
 
-def configs(base, jobs: list[Job], out: Path, roots: dict[str, str]) -> dict[Job, object]:
+def named_datasets(specs, option_items, datasets) -> tuple[dict, dict]:
+    """``--dataset NAME=KIND:ROOT`` values and ``--dataset-options`` -> (options for every
+    dataset, name -> NamedDataset), all checked before any training: names folder-safe and
+    unique (also against ``--datasets``), kinds registered, roots existing."""
+    from medsegloss.experiment.config import check_named_datasets, parse_dataset_options, parse_named_dataset
+
+    named = [parse_named_dataset(text) for text in specs or []]
+    check_named_datasets(named)
+    clash = sorted({spec.name for spec in named} & set(datasets))
+    if clash:
+        raise ValueError(f"--dataset: name(s) {', '.join(clash)} also given in --datasets; give each dataset once")
+    common, per_name = parse_dataset_options(option_items, [*datasets, *(spec.name for spec in named)])
+    named = {spec.name: dataclasses.replace(spec, options=per_name.get(spec.name, {})) for spec in named}
+    for dataset in datasets:  # a registry dataset with options of its own: a NamedDataset under its own name
+        if dataset in per_name:
+            from medsegloss.experiment.config import NamedDataset
+
+            named[dataset] = NamedDataset(dataset, dataset, None, per_name[dataset])
+    return common, named
+
+
+def configs(base, jobs: list[Job], out: Path, roots: dict[str, str], named=None) -> dict[Job, object]:
     """The config of every job (``init_weights`` pointing at its dataset and seed's init file)."""
-    return {job: for_dataset(base, job.dataset, roots).replace(
+    return {job: for_dataset(base, job.dataset, roots, named).replace(
                 loss=job.loss, seed=job.seed, init_weights=str(init_path(out, job).resolve()),
                 out=str(job.run_dir(out)))
             for job in jobs}
@@ -172,14 +201,14 @@ def ensure_initial_weights(config, path: Path) -> bool:
     return True
 
 
-def check_sweep(base, datasets, losses, roots: dict[str, str]) -> None:
+def check_sweep(base, datasets, losses, roots: dict[str, str], named=None) -> None:
     """Fail before any training on an unknown dataset or loss, a bad option or a missing data
     root (``trainer.check_config`` on every dataset × loss)."""
     from medsegloss.experiment.trainer import check_config
 
     for dataset in datasets:
         for loss in losses:
-            check_config(for_dataset(base, dataset, roots).replace(loss=loss, init_weights=None))
+            check_config(for_dataset(base, dataset, roots, named).replace(loss=loss, init_weights=None))
 
 
 def finished(config, run_dir: Path) -> bool:
@@ -252,7 +281,7 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
 
 
 def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1, 1), roots=None,
-              quiet: bool = False, jobs: int = 1, estimate: bool | None = None) -> dict:
+              quiet: bool = False, jobs: int = 1, estimate: bool | None = None, named=None) -> dict:
     """Train every job of this shard that is not finished; returns ``{"trained", "skipped",
     "failed": [(job, error)], "jobs"}``. A failing run (e.g. a loss that diverges) is reported
     and the sweep goes on; ``medsegloss bench`` then exits with status 1.
@@ -270,9 +299,9 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
     out, roots = Path(out), dict(roots or {})
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
-    check_sweep(base, datasets, losses, roots)
+    check_sweep(base, datasets, losses, roots, named)
     planned = plan(datasets, losses, seeds, shard)
-    job_configs = configs(base, planned, out, roots)
+    job_configs = configs(base, planned, out, roots, named)
     _io.write_json(out / "bench.json", {"datasets": list(datasets), "losses": list(losses),
                                         "seeds": [int(s) for s in seeds], "settings": base.to_dict()})
     todo = [job for job in planned if not finished(job_configs[job], job.run_dir(out))]
@@ -356,7 +385,8 @@ def _sweep_finished(out: Path, datasets, losses, seeds) -> bool:
 
 
 # ---------------------------------------------------------------- command line
-SWEEP_FIELDS = ("dataset", "loss", "seed", "out", "init_weights", "data_root")  # set per run by the sweep
+SWEEP_FIELDS = ("dataset", "loss", "seed", "out", "init_weights", "data_root", "dataset_name",
+                "dataset_options")  # set per run by the sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -370,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  medsegloss bench --losses ce dice \"ce + 0.5*dice\" --seeds 0 1 --steps 1000\n"
                "  medsegloss bench --datasets folder --data-root folder=/data/mine --steps 2000 --jobs 4\n"
                "  medsegloss bench --preset paper --data-root covid-ct=/data/covid --data-root acdc=/data/ACDC\n"
+               "  medsegloss bench --dataset liver=nnunet:/data/Dataset003_Liver --dataset cells=folder:/data/cells\n"
                "  medsegloss bench --shard $SLURM_ARRAY_TASK_ID/8 --out /scratch/bench   # one of 8 machines",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("default", "paper"), default="default",
@@ -380,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--datasets", nargs="+", metavar="NAME", help=f"default: {' '.join(DEFAULT_DATASETS)}")
     parser.add_argument("--seeds", nargs="+", type=parse_seed, metavar="K", help="seed values (default: 0 1 2)")
     parser.add_argument("--data-root", action="append", metavar="NAME=DIR", help="a dataset's folder (repeatable)")
+    parser.add_argument("--dataset", action="append", metavar="NAME=KIND:ROOT",
+                        help="your own dataset under its own name (repeatable), e.g. liver=nnunet:/data/Dataset003_Liver "
+                             "or cells=folder:/data/cells; NAME names its run folders OUT/NAME/... and report columns")
+    parser.add_argument("--dataset-options", action="append", metavar="[NAME=]JSON",
+                        help="dataset options (repeatable): a JSON object for every dataset, NAME='{json}' or "
+                             "NAME=FILE.json for one, or a JSON file {NAME: {...}}")
     parser.add_argument("--out", default="runs/bench", help="benchmark folder (default: runs/bench)")
     parser.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="i/n",
                         help="run every n-th run from the i-th (1-based), e.g. a SLURM array task")
@@ -400,7 +437,7 @@ def sweep_from_args(args) -> tuple:
     from medsegloss.experiment.config import Config
 
     own = {"preset", "losses", "datasets", "seeds", "data_root", "out", "shard", "baseline", "no_report", "quiet",
-           "jobs"}
+           "jobs", "dataset", "dataset_options"}
     given = {key: value for key, value in vars(args).items() if key not in own}
     if "epochs" in given and "steps" not in given:  # --epochs: a budget in epochs instead of steps
         given = {"steps": None, "val_every": None, **given}
@@ -410,11 +447,16 @@ def sweep_from_args(args) -> tuple:
     else:
         base = Config.preset("default", **{**DEFAULT_SETTINGS, **given})
         datasets, losses, seeds = DEFAULT_DATASETS, DEFAULT_LOSSES, DEFAULT_SEEDS
-    datasets = list(dict.fromkeys(args.datasets or datasets))
+    specs = getattr(args, "dataset", None)
+    datasets = list(dict.fromkeys(args.datasets or ([] if specs else datasets)))
+    common, named = named_datasets(specs, getattr(args, "dataset_options", None), datasets)
+    base = base.replace(dataset_options=common)
     losses = split_losses(args.losses or losses)
     seeds = list(dict.fromkeys(args.seeds if args.seeds is not None else seeds))
-    roots = parse_data_roots(args.data_root, datasets)
+    roots = parse_data_roots(args.data_root, datasets) if datasets else {}
+    datasets += [name for name in named if name not in datasets]
     check_baseline(args.baseline, losses)
+    args.named_datasets = named  # main passes them on to run_sweep
     return base, datasets, losses, seeds, roots
 
 
@@ -435,7 +477,7 @@ def main(argv=None) -> int:
         if jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         outcome = run_sweep(base, datasets, losses, seeds, out, shard=args.shard, roots=roots, quiet=args.quiet,
-                            jobs=jobs)
+                            jobs=jobs, named=getattr(args, "named_datasets", None))
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
         return 130

@@ -21,6 +21,7 @@ import inspect
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -28,6 +29,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 @dataclass(frozen=True)
 class Config:
     dataset: str = "phantom-lesion"  # dataset name (`medsegloss datasets` lists them)
+    dataset_name: str | None = None  # the dataset's own name in run folders and reports (bench --dataset NAME=KIND:ROOT); None: the dataset
     data_root: str | None = None  # folder holding the dataset's files; None for the synthetic phantoms
     dataset_options: dict = field(default_factory=dict)  # extra get_dataset options as JSON, e.g. '{"num_cases": 20}'
     image_size: int = 128  # images (or slices) are resized to image_size x image_size
@@ -74,6 +76,8 @@ class Config:
             if not isinstance(value, dict):
                 raise TypeError(f"{name} must be a dict (JSON object), got {type(value).__name__}: {value!r}")
             object.__setattr__(self, name, dict(value))
+        if self.dataset_name is not None:
+            check_dataset_name(self.dataset_name, "dataset_name")
         metrics = (self.metrics,) if isinstance(self.metrics, str) else self.metrics
         object.__setattr__(self, "metrics", tuple(metrics))
         for name in ("image_size", "epochs", "batch_size", "base_width"):
@@ -186,7 +190,103 @@ class Config:
     @property
     def run_dir(self) -> str:
         """``out``, or ``runs/<dataset>/<loss slug>/seed<seed>`` when ``out`` is None."""
-        return self.out if self.out is not None else f"runs/{self.dataset}/{loss_slug(self.loss)}/seed{self.seed}"
+        name = self.dataset_name or self.dataset
+        return self.out if self.out is not None else f"runs/{name}/{loss_slug(self.loss)}/seed{self.seed}"
+
+
+# ---------------------------------------------------------------- named datasets of a sweep
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # a folder name on every system, never . or ..
+
+
+def check_dataset_name(name, argument: str = "--dataset") -> str:
+    """A dataset's own name: 1-64 letters, digits, ``_ . + -``, starting with a letter or digit
+    (it names run folders ``OUT/NAME/...`` and report columns); else a ValueError naming it."""
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
+        raise ValueError(f"{argument}: dataset name {name!r} must be 1-64 letters, digits, '_', '.', '+' or '-', "
+                         "starting with a letter or digit (it names the run folders)")
+    return name
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    """One dataset of a sweep under its own name: ``--dataset NAME=KIND:ROOT``."""
+
+    name: str
+    kind: str  # a registered dataset (`medsegloss datasets`)
+    root: str | None
+    options: dict = field(default_factory=dict)
+
+
+def parse_named_dataset(text: str) -> NamedDataset:
+    """``"liver=nnunet:/data/Dataset003_Liver"`` (or ``"NAME=KIND"`` for a dataset without files)
+    -> :class:`NamedDataset`, checked: a folder-safe name, a registered kind (an unknown one
+    names the closest), an existing root folder, a root where the kind needs one."""
+    from medsegloss import data
+
+    name, separator, rest = str(text).partition("=")
+    if not separator or not rest:
+        raise ValueError(f"--dataset {text!r}: expected NAME=KIND:ROOT, e.g. liver=nnunet:/data/Dataset003_Liver")
+    check_dataset_name(name.strip())
+    kind, _, root = rest.partition(":")
+    try:
+        info = data.info(kind.strip())
+    except ValueError as error:
+        raise ValueError(f"--dataset {text!r}: {error}") from None
+    root = root.strip() or None
+    if root is None and info.needs_root:
+        raise ValueError(f"--dataset {text!r}: dataset kind {info.name!r} needs its folder: {name}={info.name}:ROOT")
+    if root is not None and not Path(root).is_dir():
+        raise FileNotFoundError(f"--dataset {text!r}: folder {root} does not exist (or is not a folder)")
+    return NamedDataset(name.strip(), info.name, root)
+
+
+def parse_dataset_options(items, names) -> tuple[dict, dict[str, dict]]:
+    """``--dataset-options`` values -> (options for every dataset, options per named dataset).
+
+    Each item is a JSON object (every dataset), ``NAME={json}``, ``NAME=FILE.json``, or a JSON
+    file holding ``{NAME: {...}, ...}``; a NAME not among ``names`` is an error naming them."""
+    import json
+
+    common, per_name = {}, {}
+
+    def add(name, value, source):
+        if name not in names:
+            raise ValueError(f"--dataset-options {source!r}: {name!r} is not a dataset of this sweep ({', '.join(names)})")
+        if not isinstance(value, dict):
+            raise ValueError(f"--dataset-options {source!r}: the options of {name!r} must be a JSON object")
+        per_name.setdefault(name, {}).update(value)
+
+    def load(text, source):
+        path = Path(text)
+        try:
+            return json.loads(path.read_text() if not text.lstrip().startswith("{") and path.is_file() else text)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"--dataset-options {source!r}: not a JSON object or a readable JSON file ({error})") from None
+
+    for item in items or []:
+        item = str(item)
+        name, separator, value = item.partition("=")
+        if separator and not item.lstrip().startswith("{") and DATASET_NAME.fullmatch(name.strip()):
+            add(name.strip(), load(value, item), item)
+            continue
+        content = load(item, item)
+        if not isinstance(content, dict):
+            raise ValueError(f"--dataset-options {item!r}: expected a JSON object")
+        if item.lstrip().startswith("{"):
+            common.update(content)
+        else:  # a file: {NAME: {...}}
+            for name, value in content.items():
+                add(name, value, item)
+    return common, per_name
+
+
+def check_named_datasets(named: list[NamedDataset]) -> None:
+    """Names given twice fail, naming them."""
+    names = [spec.name for spec in named]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"--dataset: name(s) given twice: {', '.join(duplicates)} (each dataset of a sweep needs "
+                         "its own name)")
 
 
 SEED_LIMIT = 2**32  # NumPy's seeds are < 2**32; torch's would overflow far above

@@ -42,8 +42,8 @@ from torch import nn
 
 from medsegloss import _io
 from medsegloss.experiment.config import PRESETS, Config, add_config_arguments
-from medsegloss.experiment.inference import (CheckpointError, UnsafeCheckpointError, labels_from_logits, predict_logits,
-                                             read_checkpoint)
+from medsegloss.experiment.inference import (CheckpointError, UnsafeCheckpointError, data_metadata, labels_from_logits,
+                                             model_logits, read_checkpoint)
 
 LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
 
@@ -53,8 +53,11 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ================================================================ 1. components
-def output_channels(config: Config, num_classes: int) -> int:
-    """1 (sigmoid) for a binary dataset when ``binary_as_one_channel``, else ``num_classes``."""
+def output_channels(config: Config, num_classes: int, multilabel: bool = False) -> int:
+    """1 (sigmoid) for a binary dataset when ``binary_as_one_channel``, else ``num_classes``;
+    a multi-label dataset (overlapping regions) has one sigmoid channel per region."""
+    if multilabel:
+        return num_classes
     return 1 if num_classes == 2 and config.binary_as_one_channel else num_classes
 
 
@@ -87,18 +90,20 @@ def make_term_schedule(config: Config, loss: nn.Module):
     return schedule
 
 
-def make_loss(config: Config) -> nn.Module:
-    """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``.
+def make_loss(config: Config, multilabel: bool = False) -> nn.Module:
+    """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``;
+    ``multilabel``: overlapping regions, each scored by the loss's binary (sigmoid) form.
 
     Options no term of the loss accepts fail here (``build`` alone would drop them silently).
     """
     from medsegloss import losses
 
+    mode = {"multilabel": True} if multilabel else {}
     text = split_loss_schedule(config)[0]
     try:
         if text in losses.available():
-            return losses.get(text, **config.loss_options)
-        loss = losses.build(text, **config.loss_options)
+            return losses.get(text, **mode, **config.loss_options)
+        loss = losses.build(text, **mode, **config.loss_options)
     except TypeError as error:  # unknown option of a single loss
         raise ValueError(str(error)) from None
     accepted = {option for name in loss_names(config) for option in losses.info(name).options}
@@ -202,15 +207,18 @@ def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module
     from medsegloss.models import UNet
 
     seed_everything(config.seed)
-    return UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims)
+    model = UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims)
+    # evaluation runs volumes larger than the training patch by sliding windows (evaluate_model)
+    model.window_patch = getattr(config, "patch", None)
+    return model
 
 
 def initial_state(config: Config) -> dict:
     """The fresh model's ``state_dict`` for ``config`` (its dataset, width and seed): save it and
     pass the file as ``init_weights`` to start every loss of a benchmark from the same weights."""
     train = make_dataset(config, "train")
-    model = make_model(config, train[0]["image"].shape[0], output_channels(config, train.num_classes))
-    return model.state_dict()
+    out_channels = output_channels(config, train.num_classes, bool(getattr(train, "multilabel", False)))
+    return make_model(config, train[0]["image"].shape[0], out_channels).state_dict()
 
 
 def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -366,8 +374,12 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
 
     parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
-    out_channels = output_channels(config, train_set.num_classes)
-    check_binary_only(config, out_channels)
+    multilabel = bool(getattr(train_set, "multilabel", False))  # regions: one sigmoid each, the loss per region
+    if multilabel:
+        loss_fn = make_loss(config, multilabel=True)
+    out_channels = output_channels(config, train_set.num_classes, multilabel)
+    if not multilabel:  # every region is a binary problem: binary-only losses apply to each
+        check_binary_only(config, out_channels)
     loss_fn = loss_fn.to(device)
     distance_classes = None
     if getattr(loss_fn, "needs_distance", False):
@@ -410,6 +422,9 @@ def checkpoint_content(run: Run, full: bool) -> dict:
     checkpoint = {"model": run.model.state_dict(), "model_args": run.model_args, "config": run.config.to_dict(),
                   "num_classes": run.num_classes, "class_names": run.class_names, "epoch": run.state.epoch,
                   "step": run.state.step}
+    metadata = data_metadata(run.parts["train"])  # channels, CT statistics, regions: what predict needs
+    if metadata is not None:
+        checkpoint["data"] = metadata
     if full:
         checkpoint.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
                           rng=rng_states(), **run.state.to_checkpoint())
@@ -737,14 +752,18 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 # ================================================================ 5. evaluation
-def predict_items(model, dataset, indices, batch_size: int, amp_dtype=None) -> list[tuple]:
-    """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays."""
+def predict_items(model, dataset, indices, batch_size: int, amp_dtype=None, patch_size=None) -> list[tuple]:
+    """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays
+    (multi-hot ``(R, ...)`` for a multi-label dataset: ``sigmoid > 0.5`` per region). Volumes
+    (``dims=3``) go one at a time, by sliding windows of ``patch_size`` when larger than it."""
     from torch.utils.data import DataLoader, Subset
 
-    records = []
+    records, multilabel = [], bool(getattr(dataset, "multilabel", False))
+    if getattr(dataset, "dims", 2) == 3:
+        batch_size = 1  # native volume sizes may differ; the windows of one volume are batched instead
     loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False)
     for batch in loader:
-        predictions = labels_from_logits(predict_logits(model, batch["image"], amp_dtype))
+        predictions = labels_from_logits(model_logits(model, batch["image"], amp_dtype, patch_size), multilabel)
         predictions = predictions.to(torch.uint8).cpu().numpy()
         spacings = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in batch["spacing"]], 1)
         for i in range(len(predictions)):
@@ -760,11 +779,12 @@ def assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, lis
     for record in records:
         by_case.setdefault(record[0], []).append(record)
     cases, predictions, labels, spacings = [], [], [], []
+    axis = 1 if getattr(dataset, "multilabel", False) else 0  # multi-hot slices (R, H, W) stack to (R, D, H, W)
     for case, items in by_case.items():
         items.sort(key=lambda record: record[1])
         if items[0][1] >= 0:  # slices of a volume
-            predictions.append(np.stack([item[3] for item in items]))
-            labels.append(np.stack([item[4] for item in items]))
+            predictions.append(np.stack([item[3] for item in items], axis=axis))
+            labels.append(np.stack([item[4] for item in items], axis=axis))
             spacings.append(tuple(float(s) for s in dataset.volume_spacing(case)))
         else:  # whole volumes, or single 2-D images
             predictions.append(items[0][3])
@@ -775,9 +795,11 @@ def assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, lis
 
 
 def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_error"), batch_size: int = 8,
-                   amp_dtype=None, rank: int = 0, world_size: int = 1, volumes: bool = False):
+                   amp_dtype=None, rank: int = 0, world_size: int = 1, volumes: bool = False, patch_size=None):
     """Per-case, per-class metric rows (``medsegloss.metrics.evaluate``) of ``model`` on ``dataset``:
-    every item predicted, the slices of a volume stacked back into the case.
+    every item predicted, the slices of a volume stacked back into the case. A multi-label
+    dataset (overlapping regions) is scored per region (``multilabel=True``, rows per region
+    name); a 3-D model on volumes larger than ``patch_size`` runs by sliding windows.
 
     ``volumes=True`` returns ``(rows, per_case)`` instead, ``per_case`` the predicted and true
     voxel counts per class of each case (:func:`~medsegloss.experiment.diagnostics.case_volumes`,
@@ -789,20 +811,22 @@ def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_
     from medsegloss.metrics import evaluate
 
     model = getattr(model, "module", model)  # never DDP's forward here: ranks run unequal batches
-    records = predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype)
+    patch_size = patch_size if patch_size is not None else getattr(model, "window_patch", None)
+    records = predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype, patch_size)
     records = gather_to_first(records, rank, world_size)
     if records is None:
         return (None, None) if volumes else None
     if not records:
         return ([], []) if volumes else []
     cases, predictions, labels, spacings = assemble_cases(records, dataset)
+    multilabel = getattr(dataset, "multilabel", False)
     rows = evaluate(predictions, labels, dataset.num_classes, spacing=spacings, metrics=tuple(metrics),
-                    case_ids=cases)
+                    case_ids=cases, **({"multilabel": True} if multilabel else {}))
     if not volumes:
         return rows
     from medsegloss.experiment.diagnostics import case_volumes
 
-    per_case = [{"case": case, **case_volumes(prediction, label, dataset.num_classes)}
+    per_case = [{"case": case, **case_volumes(prediction, label, dataset.num_classes, multilabel=multilabel)}
                 for case, prediction, label in zip(cases, predictions, labels)]
     return rows, per_case
 

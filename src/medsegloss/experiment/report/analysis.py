@@ -94,9 +94,10 @@ def find_runs(out_dirs) -> Benchmark:
             result = _io.read_json(run_dir / "metrics.json")
             config = result.get("config") or _io.read_json(config_path)
             label = loss_label(config)
-            key = (config["dataset"], label, int(config["seed"]))
-            run = Run(config["dataset"], label, int(config["seed"]),
-                      f"{config['dataset']}/{loss_slug(label)}/seed{config['seed']}", run_dir, result)
+            dataset = config.get("dataset_name") or config["dataset"]  # a sweep's own name (bench --dataset)
+            key = (dataset, label, int(config["seed"]))
+            run = Run(dataset, label, int(config["seed"]), f"{dataset}/{loss_slug(label)}/seed{config['seed']}",
+                      run_dir, result)
             if key in runs:
                 raise ValueError(f"the run {run.run_id} was found twice: {runs[key].path} and {run_dir}; "
                                  f"pass each shard's folder once (or only the merged folder)")
