@@ -31,7 +31,8 @@ def one_hot(labels, num_classes):
 
 
 def _flat(x):
-    return np.asarray(x, np.float64).reshape(x.shape[0], x.shape[1], -1)
+    x = np.asarray(x, np.float64)
+    return x.reshape(x.shape[0], x.shape[1], -1)
 
 
 def _valid(labels, ignore_index):

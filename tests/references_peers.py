@@ -12,25 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def probabilities(logits):
-    """Softmax over axis 1, or the sigmoid for one channel; float64."""
-    x = np.asarray(logits, np.float64)
-    if x.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-x))
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def one_hot(labels, num_classes):
-    labels = np.asarray(labels)
-    if num_classes == 1:
-        return (labels == 1)[:, None].astype(np.float64)
-    return np.stack([(labels == c) for c in range(num_classes)], axis=1).astype(np.float64)
-
-
-def _flat(x):
-    x = np.asarray(x, np.float64)
-    return x.reshape(x.shape[0], x.shape[1], -1)
+from references import _flat, one_hot, probabilities  # noqa: F401  (the shared float64 primitives)
 
 
 # ---------------------------------------------------------------- MCC (Abhishek & Hamarneh, 2021)
