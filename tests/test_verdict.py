@@ -139,3 +139,12 @@ def test_until_converged_stops_when_patience_runs_out(tmp_path):
     result = trainer.fit(tiny(until_converged=True, max_steps=12, patience=2, val_every=1), tmp_path, quiet=True)
     assert result["steps"] == 3 and result["diagnostics"]["stopped_early"] is True
     assert result["budget"]["planned_steps"] == 12 and len(read_lines(tmp_path)) == 3
+
+
+def test_the_more_budget_command_is_the_users_own_with_steps_and_out_replaced():
+    from medsegloss.experiment.report.readiness import _options_with
+
+    command = ["--datasets", "folder", "--data-root", "folder=/my data/x", "--steps", "500", "--out=runs/a"]
+    assert (_options_with(command, steps="1000", out="runs/a-steps1000")
+            == "--datasets folder --data-root 'folder=/my data/x' --steps 1000 --out runs/a-steps1000")
+    assert _options_with(None, steps="8", out="o") == "<the same options> --steps 8 --out o"

@@ -281,7 +281,8 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
 
 
 def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1, 1), roots=None,
-              quiet: bool = False, jobs: int = 1, estimate: bool | None = None, named=None) -> dict:
+              quiet: bool = False, jobs: int = 1, estimate: bool | None = None, named=None,
+              command: list[str] | None = None) -> dict:
     """Train every job of this shard that is not finished; returns ``{"trained", "skipped",
     "failed": [(job, error)], "jobs"}``. A failing run (e.g. a loss that diverges) is reported
     and the sweep goes on; ``medsegloss bench`` then exits with status 1.
@@ -303,7 +304,8 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
     planned = plan(datasets, losses, seeds, shard)
     job_configs = configs(base, planned, out, roots, named)
     _io.write_json(out / "bench.json", {"datasets": list(datasets), "losses": list(losses),
-                                        "seeds": [int(s) for s in seeds], "settings": base.to_dict()})
+                                        "seeds": [int(s) for s in seeds], "settings": base.to_dict(),
+                                        "command": command})  # the bench arguments, for the report
     todo = [job for job in planned if not finished(job_configs[job], job.run_dir(out))]
     say = (lambda message: None) if quiet else tqdm.write
     jobs = min(jobs, max(1, len(todo)))
@@ -477,7 +479,8 @@ def main(argv=None) -> int:
         if jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         outcome = run_sweep(base, datasets, losses, seeds, out, shard=args.shard, roots=roots, quiet=args.quiet,
-                            jobs=jobs, named=getattr(args, "named_datasets", None))
+                            jobs=jobs, named=getattr(args, "named_datasets", None),
+                            command=list(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
         return 130

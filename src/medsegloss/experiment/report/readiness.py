@@ -78,6 +78,41 @@ def budget_text(results: dict) -> str:
     return " ".join(texts)
 
 
+def _bench_command(out: str) -> list[str] | None:
+    """The arguments ``medsegloss bench`` was given for ``out`` (bench.json), if recorded."""
+    from pathlib import Path
+
+    from medsegloss import _io
+
+    try:
+        command = _io.read_json(Path(out) / "bench.json").get("command")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return command if isinstance(command, list) and all(isinstance(a, str) for a in command) else None
+
+
+def _options_with(command: list[str] | None, **options: str) -> str:
+    """``command`` (shell-quoted) with each ``--option value`` replaced or appended; without a
+    recorded command, ``<the same options>`` stands for the user's flags."""
+    import shlex
+
+    if command is None:
+        return "<the same options> " + " ".join(f"--{key} {shlex.quote(value)}" for key, value in options.items())
+    kept, skip = [], False
+    for argument in command:
+        name = argument.split("=", 1)[0]
+        if skip:
+            skip = False
+            continue
+        if name in {f"--{key}" for key in options}:
+            skip = "=" not in argument  # "--steps 500": drop the value too
+            continue
+        kept.append(argument)
+    for key, value in options.items():
+        kept += [f"--{key}", value]
+    return shlex.join(kept)
+
+
 def more_budget(results: dict, out: str) -> dict:
     """The command that gives every run twice the steps, and whether the runs continue (constant
     learning rate: finished runs train on in ``out``) or restart (a schedule tied to the budget,
@@ -88,7 +123,7 @@ def more_budget(results: dict, out: str) -> dict:
     stepped = all(run.get("step_budget", False) for run in results["runs"])
     continues = constant and stepped
     folder = out if continues else f"{out.rstrip('/')}-steps{steps}"
-    command = f"medsegloss bench <the same options> --steps {steps} --out {folder}"
+    command = "medsegloss bench " + _options_with(_bench_command(out), steps=str(steps), out=folder)
     how = ("with the constant learning rate the finished runs continue from their last step to the new budget "
            "(nothing is retrained)" if continues else
            "the learning-rate schedule is tied to the budget, so the runs restart (in a new folder)"
