@@ -132,7 +132,7 @@ def test_write_report_files(tmp_path):
     best_line = next(line for line in markdown.splitlines() if line.startswith("| ce + 1.0\\*dice |"))
     assert best_line.count("**") == 12  # best in all 6 columns
     assert "n.s." in markdown or "better" in markdown
-    assert "![Validation Dice per epoch](figures/validation_curves.png)" in markdown
+    assert "![Validation Dice per step](figures/validation_curves.png)" in markdown
     results = json.loads((tmp_path / "results.json").read_text())
     assert results == json.loads(json.dumps(analyse(find_runs([tmp_path]))))
     with open(tmp_path / "results.csv", newline="") as file:

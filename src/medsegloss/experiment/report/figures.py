@@ -1,7 +1,7 @@
 """The report's figures (matplotlib, Agg backend, written atomically as PNG): what each shows,
 drawn from plain arrays and dicts, and the reading of runs and checkpoints they need.
 
-- validation Dice per epoch, one panel per dataset, one line per loss (the mean over seeds, with
+- validation Dice per optimizer step, one panel per dataset, one line per loss (the mean over seeds, with
   the seeds' range shaded);
 - per-case test Dice per loss, one panel per dataset (a dot per seed and case);
 - image, ground truth and each loss's prediction on the test slices where the losses disagree
@@ -80,24 +80,24 @@ def plot_validation_curves(curves: dict, datasets, losses, path, metric_label: s
             seeds = curves.get((dataset, loss), [])
             if not seeds:
                 continue
-            length = min(len(epochs) for epochs, _ in seeds)
-            epochs = np.asarray(seeds[0][0][:length], dtype=float)
+            length = min(len(steps) for steps, _ in seeds)
+            steps = np.asarray(seeds[0][0][:length], dtype=float)
             values = np.asarray([v[:length] for _, v in seeds], dtype=float)
             with np.errstate(all="ignore"):
                 mean = np.nanmean(values, axis=0)
-            axis.plot(epochs, mean, color=colors[loss], label=loss, linewidth=1.6)
+            axis.plot(steps, mean, color=colors[loss], label=loss, linewidth=1.6)
             if len(seeds) > 1:
-                axis.fill_between(epochs, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
+                axis.fill_between(steps, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
                                   color=colors[loss], alpha=0.15, linewidth=0)
         axis.set_title(dataset)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_xlabel("epoch")
+        axis.set_xlabel("optimizer step")
         axis.set_ylabel(metric_label)
         axis.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False,
                   bbox_to_anchor=(0.5, -0.02 - 0.05 * ((len(labels) - 1) // 6)))
-    figure.suptitle(f"{metric_label} per epoch (line: mean over seeds; band: min–max)", fontsize=10)
+    figure.suptitle(f"{metric_label} per step (line: mean over seeds; band: min–max)", fontsize=10)
     figure.tight_layout(rect=(0, 0.08 + 0.05 * ((len(labels) - 1) // 6), 1, 1))
     return _save(figure, path)
 
@@ -186,14 +186,15 @@ def plot_overlays(panels: list[dict], losses, path, title: str = "", class_names
 
 # ---------------------------------------------------------------- the report's figures from its runs
 def validation_curves(runs: list) -> dict:
-    """``{(dataset, loss): [(epochs, validation Dice) per seed]}`` from the runs' metrics.jsonl."""
+    """``{(dataset, loss): [(steps, validation Dice) per seed]}`` from the runs' metrics.jsonl (the
+    budget is counted in optimizer steps; a record without ``step`` counts by its position)."""
     curves: dict[tuple, list] = {}
     for run in sorted(runs, key=lambda r: r.seed):
         records = _io.read_jsonl(run.path / "metrics.jsonl")
         if records:
-            epochs = [record.get("epoch", i + 1) for i, record in enumerate(records)]
+            steps = [record.get("step", i + 1) for i, record in enumerate(records)]
             values = [math.nan if record.get("val_dice") is None else record["val_dice"] for record in records]
-            curves.setdefault((run.dataset, run.loss), []).append((epochs, values))
+            curves.setdefault((run.dataset, run.loss), []).append((steps, values))
     return curves
 
 
@@ -301,7 +302,7 @@ def write_figures(results: dict, runs: list, dest: Path, overlays: bool = True) 
     figures: dict[str, Path] = {}
     curves = validation_curves(runs)
     if curves:
-        _draw(figures, "Validation Dice per epoch", lambda: plot_validation_curves(
+        _draw(figures, "Validation Dice per step", lambda: plot_validation_curves(
             curves, datasets, losses, dest / "figures" / "validation_curves.png"))
     if "dice" in results["metrics"]:
         values: dict[tuple, list] = {}
