@@ -140,11 +140,15 @@ def catalogue_markdown(table: str = "catalogue") -> str:
         return "\n".join(rows) + "\n"
     if table != "catalogue":
         raise ValueError(f"table must be 'catalogue' or 'families', got {table!r}")
-    rows = ["| name | family | paper | formula | `dist` | multilabel | equal peer (tested) |",
-            "|---|---|---|---|---|---|---|"]
+    libraries = {"monai": "MONAI", "smp": "SMP", "kornia": "kornia"}  # one column each: the equal loss, tested
+    unknown = sorted({library for info in _REGISTRY.values() for library in info.peers} - set(libraries))
+    if unknown:
+        raise ValueError(f"peers name libraries without a catalogue column: {unknown}")
+    rows = ["| name | family | paper | formula | `dist` | multilabel | " + " | ".join(libraries.values()) + " |",
+            "|---|---|---|---|---|---|" + "---|" * len(libraries)]
     for name in available():
         info = _REGISTRY[name]
-        peers = ", ".join(f"{library} `{peer}`" for library, peer in sorted(info.peers.items()))
+        peers = " | ".join(f"`{info.peers[library]}`" if library in info.peers else "" for library in libraries)
         formula = info.summary.replace("|", "\\|")
         if info.gradient_can_vanish:
             formula += " (gradient can vanish on unstructured noise: add it to a region loss)"
