@@ -42,3 +42,14 @@ def fused_path(request):
 
     with fused_paths(request.param == "fused"):
         yield request.param
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Training tests on tiny tensors run with one torch thread: they gain nothing from threads,
+    and on a loaded machine OpenMP's thread sync makes each op wait for a descheduled thread (10x
+    slower steps). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

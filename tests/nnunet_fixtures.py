@@ -50,3 +50,14 @@ def write_nnunet(root, *, labels, channels=("CT", "T2"), cases=6, shape_xyz=(16,
         "channel_names": {str(c): name for c, name in enumerate(channels)}, "labels": labels,
         "numTraining": cases, "file_ending": ".nii.gz"}, indent=1))
     return files
+
+
+def edit_dataset_json(root, edit) -> None:
+    """Rewrite ``root/dataset.json`` with ``edit(content)``: None deletes it, a str is written as
+    is (broken JSON), anything else as JSON."""
+    path = root / "dataset.json"
+    content = edit(json.loads(path.read_text()))
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))

@@ -10,6 +10,7 @@ import torch
 nibabel = pytest.importorskip("nibabel")
 
 from medsegloss.data import DatasetError, available, class_names, get_dataset  # noqa: E402
+from nnunet_fixtures import edit_dataset_json
 
 ZOOMS = (1.0, 1.2, 2.5)
 SHAPE_XYZ = (11, 9, 5)
@@ -132,12 +133,7 @@ def test_shape_affine_and_label_errors_name_case_and_files(tmp_path):
 ])
 def test_bad_dataset_json_is_an_error_naming_it(tmp_path, edit, message):
     write_task(tmp_path)
-    path = tmp_path / "dataset.json"
-    content = edit(json.loads(path.read_text()))
-    if content is None:
-        path.unlink()
-    else:
-        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    edit_dataset_json(tmp_path, edit)
     with pytest.raises(DatasetError, match=message):
         get_dataset("msd", tmp_path, split="all")
 

@@ -12,6 +12,7 @@ nibabel = pytest.importorskip("nibabel")
 Image = pytest.importorskip("PIL.Image")
 
 from medsegloss.data import DatasetError, available, class_names, get_dataset  # noqa: E402
+from nnunet_fixtures import edit_dataset_json
 
 ZOOMS = (0.8, 0.9, 3.0)  # (x, y, z) in the header -> spacing (z, y, x) = (3.0, 0.9, 0.8)
 SHAPE_XYZ = (12, 10, 4)
@@ -252,12 +253,7 @@ def test_undeclared_label_values_are_an_error(tmp_path):
 ])
 def test_bad_dataset_json_is_an_error_naming_it(tmp_path, edit, message):
     write_dataset(tmp_path, labels=LIVER)
-    path = tmp_path / "dataset.json"
-    content = edit(json.loads(path.read_text()))
-    if content is None:
-        path.unlink()
-    else:
-        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    edit_dataset_json(tmp_path, edit)
     with pytest.raises(DatasetError, match=message):
         get_dataset("nnunet", tmp_path, split="all")
 

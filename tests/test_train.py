@@ -67,14 +67,7 @@ def result_without_cost(run_dir) -> dict:
     return result
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a loaded machine OpenMP's thread sync makes
-    each op wait for a descheduled thread (10x slower steps); one thread keeps these tests fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

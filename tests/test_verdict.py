@@ -26,12 +26,7 @@ def tiny(**changes) -> Config:
     return Config.preset("default", **{**TINY, **changes})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +78,7 @@ def test_a_constant_rate_run_continues_to_a_larger_budget_bit_identically(tmp_pa
     trainer.fit(tiny(steps=4, val_every=2, patch=16, augment=True), short, quiet=True)
     continued = trainer.fit(tiny(steps=8, val_every=2, patch=16, augment=True), short, quiet=True)
     started = trainer.fit(tiny(steps=8, val_every=2, patch=16, augment=True), fresh, quiet=True)
-    a, b = (torch.load(path / "last.pt", weights_only=False) for path in (short, fresh))
+    a, b = (torch.load(path / "last.pt", weights_only=True) for path in (short, fresh))
     assert a["step"] == b["step"] == 8
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
