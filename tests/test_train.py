@@ -376,3 +376,23 @@ def test_each_fit_in_one_process_reports_its_own_peak_memory(tmp_path):
     # without the reset the run would report at least `before`; the tiny run itself (its data, first
     # imports of the metrics) adds ~100 MB to what the process holds, far less than 300
     assert result["cost"]["peak_memory_mb"] < before - 300
+
+
+def test_deep_supervision_trains_every_head_and_predicts_full_resolution(tmp_path):
+    from medsegloss.experiment.inference import load_checkpoint
+    from medsegloss.losses import DeepSupervisionLoss
+
+    config = tiny(epochs=1, deep_supervision=True, depth=2, loss="dice_ce")
+    out = tmp_path / "ds"
+    trainer.fit(config, out, quiet=True)
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    heads = [key for key in checkpoint["model"] if "head" in key]
+    assert checkpoint["model_args"]["deep_supervision"] is True and heads
+    run = trainer.prepare_run(config, out, trainer.check_config(config), torch.device("cpu"), quiet=True)
+    assert isinstance(run.loss_fn, DeepSupervisionLoss)
+    model, _ = load_checkpoint(out / "best.pt")
+    image = run.parts["val"][0]["image"][None]
+    model.eval()
+    assert model(image).shape[-2:] == image.shape[-2:]  # eval: the full-resolution logits only
+    with pytest.raises(ValueError, match="distance"):
+        trainer.check_config(tiny(deep_supervision=True, loss="gdl_boundary"))

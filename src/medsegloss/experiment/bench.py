@@ -41,8 +41,8 @@ DATASET_OPTIONS = {"phantom-lesion": {"num_cases": 20}, "phantom-cardiac": {"num
 PAPER = {"losses": ("ce", "ce + 1.0*dice"), "datasets": ("covid-ct", "acdc"), "seeds": (0, 1, 2),
          "settings": {"metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}}
 # config fields that decide the initial weights; an OUT holding other ones is refused
-MODEL_FIELDS = ("dataset", "seed", "base_width", "depth", "dims", "binary_as_one_channel", "dataset_options",
-                "data_root", "image_size")
+MODEL_FIELDS = ("dataset", "seed", "base_width", "depth", "dims", "deep_supervision", "binary_as_one_channel",
+                "dataset_options", "data_root", "image_size")
 
 
 @dataclass(frozen=True)

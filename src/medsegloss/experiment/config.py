@@ -42,6 +42,7 @@ class Config:
     binary_as_one_channel: bool = True  # binary datasets: one output channel + sigmoid (prediction = logit > 0)
     base_width: int = 16  # UNet channels at the first level (64 in the paper)
     depth: int = 4  # UNet down-sampling steps (4 in the paper)
+    deep_supervision: bool = False  # UNet heads on the decoder levels; the loss over all outputs, weights 1, 1/2, 1/4 ... (nnU-Net)
     optimizer: str = "adam"  # adam, adamw or sgd (momentum 0.9)
     lr: float = 1e-3  # base learning rate (the schedule's peak)
     schedule: str = "constant"  # learning-rate schedule over the steps: constant, poly (nnU-Net) or cosine

@@ -90,6 +90,21 @@ def make_term_schedule(config: Config, loss: nn.Module):
     return schedule
 
 
+def with_deep_supervision(loss: nn.Module) -> nn.Module:
+    """``loss`` over the UNet's deep-supervision outputs (nnU-Net's weights 1, 1/2, 1/4, ...,
+    normalised; targets down-sampled by nearest neighbour); distance-map losses are refused."""
+    from medsegloss.losses import deep_supervision
+
+    return deep_supervision(loss)
+
+
+def scheduled_loss(loss: nn.Module) -> nn.Module:
+    """The loss whose term weights a schedule sets: the wrapped one under deep supervision."""
+    from medsegloss.losses import DeepSupervisionLoss
+
+    return loss.loss if isinstance(loss, DeepSupervisionLoss) else loss
+
+
 def make_loss(config: Config, multilabel: bool = False) -> nn.Module:
     """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``;
     ``multilabel``: overlapping regions, each scored by the loss's binary (sigmoid) form.
@@ -147,6 +162,8 @@ def check_config(config: Config) -> nn.Module:
     check_metric_names(config.metrics, "metrics")
     loss = make_loss(config)
     make_term_schedule(config, loss)  # a malformed schedule or an unknown term fails here
+    if config.deep_supervision:
+        with_deep_supervision(loss)  # a loss it cannot wrap (distance maps) fails here
     class_names = data.class_names(config.dataset, **config.dataset_options)  # e.g. covid-ct's target
     if class_names is not None:  # None: known only once loaded (a folder dataset); prepare_run checks then
         check_binary_only(config, output_channels(config, len(class_names)))
@@ -207,7 +224,8 @@ def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module
     from medsegloss.models import UNet
 
     seed_everything(config.seed)
-    model = UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims)
+    model = UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims,
+                 deep_supervision=config.deep_supervision)
     # evaluation runs volumes larger than the training patch by sliding windows (evaluate_model)
     model.window_patch = getattr(config, "patch", None)
     return model
@@ -393,7 +411,12 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
                            augment=config.augment, seed=config.seed, distance_classes=distance_classes)
     model_args = {"in_channels": int(train_set[0]["image"].shape[0]), "num_classes": out_channels,
                   "base": config.base_width, "depth": config.depth, "dims": config.dims}
+    if config.deep_supervision:  # (only then: checkpoints of plain runs keep their model_args)
+        model_args["deep_supervision"] = True
     model = make_model(config, model_args["in_channels"], out_channels)
+    term_schedule = make_term_schedule(config, loss_fn)  # on the loss's own terms, before any wrapping
+    if config.deep_supervision:
+        loss_fn = with_deep_supervision(loss_fn)
     if config.init_weights is not None:
         load_init_weights(config.init_weights, model)
     channels_last = config.channels_last and config.dims == 2
@@ -407,7 +430,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     return Run(config=config, out=out, device=device, rank=rank, world_size=world_size, quiet=quiet,
                amp_dtype=amp_dtype, channels_last=channels_last, parts=parts, num_classes=train_set.num_classes,
                class_names=list(parts["train"].class_names), loss_fn=loss_fn,
-               term_schedule=make_term_schedule(config, loss_fn), model_args=model_args, model=model,
+               term_schedule=term_schedule, model_args=model_args, model=model,
                train_model=train_model, optimizer=make_optimizer(config, model),
                scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                sampler=sampler, train_items=train_items, total_steps=config.total_steps(train_items, world_size),
@@ -861,7 +884,8 @@ def train_step(model: nn.Module, batch: dict, loss_fn: nn.Module, optimizer, sca
     target = batch["label"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = model(image)
-    logits = logits.float()  # losses in float32, whatever the network ran in
+    # losses in float32, whatever the network ran in (a list: the deep-supervision outputs)
+    logits = [output.float() for output in logits] if isinstance(logits, (list, tuple)) else logits.float()
     if getattr(loss_fn, "needs_distance", False):
         loss = loss_fn(logits, target, dist=batch["dist"].to(device, non_blocking=True))
     else:
@@ -918,7 +942,7 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
         batch = next(batches)
         apply_learning_rate(run.optimizer, step, run.total_steps, config.schedule, config.warmup_steps)
         if run.term_schedule is not None:
-            run.term_schedule.apply(run.loss_fn, step, run.total_steps)
+            run.term_schedule.apply(scheduled_loss(run.loss_fn), step, run.total_steps)
         value = train_step(model, batch, run.loss_fn, run.optimizer, run.scaler, run.device, run.amp_dtype,
                            run.channels_last)
         first_bad = torch.where(torch.isfinite(value) | (first_bad >= 0), first_bad, step + 1)
@@ -970,7 +994,7 @@ def validate(run: Run, stats: dict, started: float) -> None:
               "train_seconds": stats["train_seconds"], "images_per_second": stats["images"] / stats["train_seconds"],
               "step_seconds": stats["step_seconds"]}
     if run.term_schedule is not None:  # the scheduled term weights of the interval's last step
-        record["term_weights"] = dict(run.loss_fn.weights)
+        record["term_weights"] = dict(scheduled_loss(run.loss_fn).weights)
     _io.append_jsonl(run.out / "metrics.jsonl", record)
     save_last_checkpoint(run.out, checkpoint_content(run, full=True))
     term_text = ", ".join(f"{key} {value:.4f}" for key, value in record["terms"].items())
