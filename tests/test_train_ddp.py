@@ -23,6 +23,14 @@ def test_two_process_gloo_run_matches_a_single_process_evaluation(tmp_path):
                "--device", "cpu", "--out", str(out), "--quiet"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment)
+    if finished.returncode != 0 and "Signal 6 (SIGABRT)" in finished.stderr and not (out / "metrics.json").exists():
+        # seen twice, only while other test sessions ran torchrun on this machine at the same time
+        # (a rendezvous port taken between torchrun's choice and Gloo's bind aborts a rank): one
+        # fresh try; a real failure of the run fails again
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment)
     assert finished.returncode == 0, finished.stderr[-3000:]
     result = json.loads((out / "metrics.json").read_text())
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
