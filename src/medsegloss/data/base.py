@@ -109,7 +109,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self._cases = list(cases)
         self._by_id = {case.id: case for case in self._cases}
         if dims == 2:
-            self._index = [(c, z) for c, case in enumerate(self._cases) for z in range(case.image.shape[0])]
+            # slices run along the third axis from the end: (D, H, W), or (C, D, H, W) with channels
+            self._index = [(c, z) for c, case in enumerate(self._cases) for z in range(case.image.shape[-3])]
         else:
             self._index = [(c, -1) for c in range(len(self._cases))]
 
@@ -138,16 +139,19 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._index)
 
-    def __getitem__(self, index: int) -> dict:
+    def item_arrays(self, index: int) -> tuple:
+        """``(case, image, label, spacing, slice)`` of item ``index``: the whole volume (dims 3,
+        slice -1) or slice ``z`` along the third axis from the end (a channel axis stays)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         case_index, z = self._index[index]
         case = self._cases[case_index]
         if self.dims == 3:
-            image, label, spacing, slice_ = case.image, case.label, case.spacing, -1
-        else:
-            image, label, spacing = case.image[z], case.label[z], case.spacing[1:]
-            slice_ = -1 if case.single else z
+            return case, case.image, case.label, case.spacing, -1
+        return case, case.image[..., z, :, :], case.label[z], case.spacing[1:], (-1 if case.single else z)
+
+    def __getitem__(self, index: int) -> dict:
+        case, image, label, spacing, slice_ = self.item_arrays(index)
         return {
             "image": torch.from_numpy(np.array(image, dtype=np.float32)[None]),  # a copy, never a view
             "label": torch.from_numpy(np.asarray(label, dtype=np.int64)),

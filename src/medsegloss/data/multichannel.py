@@ -338,19 +338,9 @@ class ChannelDataset(SegmentationDataset):
             self._table = np.zeros((len(spec.regions), 256), np.float32)
             for r, values in enumerate(spec.regions):
                 self._table[r, list(values)] = 1.0
-        if self.dims == 2:  # images are (C, D, H, W): slices run along axis 1
-            self._index = [(c, z) for c, case in enumerate(self._cases) for z in range(case.image.shape[1])]
 
     def __getitem__(self, index: int) -> dict:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        case_index, z = self._index[index]
-        case = self._cases[case_index]
-        if self.dims == 3:
-            image, label, spacing, slice_ = case.image, case.label, case.spacing, -1
-        else:
-            image, label, spacing = case.image[:, z], case.label[z], case.spacing[1:]
-            slice_ = -1 if case.single else z
+        case, image, label, spacing, slice_ = self.item_arrays(index)
         item = {"image": torch.from_numpy(np.array(image, dtype=np.float32)), "case": case.id, "slice": slice_,
                 "spacing": tuple(float(s) for s in spacing)}
         if not self.multilabel:

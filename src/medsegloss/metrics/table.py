@@ -79,10 +79,7 @@ def evaluate(pred_labels, target_labels, num_classes: int, spacing=None,
     classes = list(range(0 if include_background else 1, int(num_classes)))
     if not classes:
         raise ValueError(f"no class to score: num_classes={num_classes}, include_background={include_background}")
-    ids = [str(i) for i in range(len(preds))] if case_ids is None else [str(c) for c in case_ids]
-    if len(ids) != len(preds):
-        raise ValueError(f"case_ids has {len(ids)} names for {len(preds)} cases")
-    spacings = _spacings(spacing, len(preds))
+    ids, spacings = _case_ids_and_spacings(case_ids, spacing, len(preds))
     rows = []
     for index, (pred, target) in enumerate(zip(preds, targets)):
         pred = label_map(pred, f"pred_labels[{index}]", num_classes)
@@ -94,15 +91,20 @@ def evaluate(pred_labels, target_labels, num_classes: int, spacing=None,
     return rows
 
 
+def _case_ids_and_spacings(case_ids, spacing, count: int) -> tuple[list[str], list]:
+    """The cases' names (their positions by default) and per-case spacings, checked."""
+    ids = [str(i) for i in range(count)] if case_ids is None else [str(c) for c in case_ids]
+    if len(ids) != count:
+        raise ValueError(f"case_ids has {len(ids)} names for {count} cases")
+    return ids, _spacings(spacing, count)
+
+
 def _evaluate_multilabel(preds, targets, regions, spacing, infos, options, empty, case_ids) -> list[dict]:
     """Per case and region: the region's predicted mask (``> 0.5``) against its target mask,
     scored as a binary label map (class 1 of 2), the row labelled with the region's channel."""
     from medsegloss.metrics._inputs import to_numpy
 
-    ids = [str(i) for i in range(len(preds))] if case_ids is None else [str(c) for c in case_ids]
-    if len(ids) != len(preds):
-        raise ValueError(f"case_ids has {len(ids)} names for {len(preds)} cases")
-    spacings = _spacings(spacing, len(preds))
+    ids, spacings = _case_ids_and_spacings(case_ids, spacing, len(preds))
     rows = []
     for index, (pred, target) in enumerate(zip(preds, targets)):
         pred, target = to_numpy(pred, f"pred_labels[{index}]"), to_numpy(target, f"target_labels[{index}]")
