@@ -135,7 +135,7 @@ def train(out, *flags):
 def test_a_second_process_on_a_locked_run_directory_is_refused_naming_the_holder(tmp_path, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from medsegloss.experiment.trainer import run_lock\n"
+        [sys.executable, "-c", "import sys; from medsegloss.experiment.rundir import run_lock\n"
          f"with run_lock({str(out)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
     try:

@@ -213,8 +213,8 @@ def check_sweep(base, datasets, losses, roots: dict[str, str], named=None) -> No
 
 def finished(config, run_dir: Path) -> bool:
     """Whether the run needs no training: its ``metrics.json`` exists and it cannot be continued
-    to a larger budget (``trainer.continuable``: a constant-rate run of fewer steps)."""
-    from medsegloss.experiment.trainer import continuable
+    to a larger budget (``rundir.continuable``: a constant-rate run of fewer steps)."""
+    from medsegloss.experiment.rundir import continuable
 
     return (run_dir / "metrics.json").exists() and not continuable(run_dir, config)
 
@@ -482,7 +482,7 @@ def main(argv=None) -> int:
                             jobs=jobs, named=getattr(args, "named_datasets", None),
                             command=list(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
-        print(f"\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
+        print("\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, TypeError) as error:
         print(f"medsegloss bench: error: {error}", file=sys.stderr)
