@@ -201,7 +201,12 @@ def generalized_wasserstein_dice_loss(logits: torch.Tensor, target: torch.Tensor
     if valid is not None:
         labels = torch.where(valid, labels, torch.zeros_like(labels))
     probs = flatten_spatial(probs)
-    wasserstein = (matrix[labels].transpose(1, 2) * probs).sum(1)  # (N, V): row M[y_v] against p(v)
+    # W_v = Σ_c M[y_v, c]·p_c(v): every label's row against p(v) is one small matmul, then the true
+    # label's row is gathered (no (N, V, K) copy of the matrix rows)
+    if dist_matrix is None:  # M = 1 − I: W_v = 1 − p_{y_v}(v)
+        wasserstein = 1.0 - probs.gather(1, labels.unsqueeze(1)).squeeze(1)
+    else:
+        wasserstein = torch.matmul(matrix, probs).gather(1, labels.unsqueeze(1)).squeeze(1)  # (N, V)
     if weighting == "default":
         alpha = torch.ones(k, device=probs.device, dtype=probs.dtype)
         alpha[0] = 0.0
