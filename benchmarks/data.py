@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as temp:
         roots = write_files(Path(temp)) if {"acdc", "covid-ct", "folder"} & set(args.datasets) else {}
         for size in args.sizes:
-            # the default benchmark's UNet (base 8, depth 3) and PEERS.md's (base 16, depth 4)
+            # the default benchmark's UNet (base 8, depth 3) and the training benchmark's (base 16, depth 4)
             small = unet_step_seconds(size, 8, 3, args.batch_size, args.rounds)
             peer = unet_step_seconds(size, 16, 4, args.batch_size, args.rounds)
             print(f"\n## {size}x{size}, batch {args.batch_size}: UNet step {small * 1e3:.0f} ms (base 8, depth 3), "
