@@ -44,16 +44,24 @@ def log_hausdorff_dt_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: t
     return reduce(torch.log1p(per_sample), reduction)
 
 
-def _cross_kernel(spatial_dims: int, dtype, device) -> torch.Tensor:
-    """The voxel and its face neighbours, each weighted equally (1/5 in 2-D, 1/7 in 3-D)."""
-    kernel = torch.zeros((3,) * spatial_dims, dtype=dtype, device=device)
-    for axis in range(spatial_dims):
-        index = [1] * spatial_dims
-        for offset in (0, 2):
-            index[axis] = offset
-            kernel[tuple(index)] = 1.0
-    kernel[(1,) * spatial_dims] = 1.0
-    return (kernel / kernel.sum()).view(1, 1, *kernel.shape)
+def _cross_average(image: torch.Tensor) -> torch.Tensor:
+    """The mean of each voxel and its face neighbours (zero outside the image): a convolution
+    with the cross (1/5 in 2-D, 1/7 in 3-D), written as shifted sums, which on the CPU is several
+    times faster than a one-channel ``conv2d``/``conv3d``.
+
+    Shape:
+        ``(B, 1, *spatial)`` with 2 or 3 spatial axes; returns the same shape.
+    """
+    spatial = image.ndim - 2
+    padded = F.pad(image, (1, 1) * spatial)
+    inner = tuple(slice(1, -1) for _ in range(spatial))
+    total = padded[(..., *inner)].clone()
+    for axis in range(spatial):
+        for start in (0, 2):
+            index = list(inner)
+            index[axis] = slice(start, start + image.shape[2 + axis])
+            total = total + padded[(..., *index)]
+    return total / (2 * spatial + 1)
 
 
 def hausdorff_erosion_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 2.0, erosions: int = 10,
@@ -91,12 +99,9 @@ def hausdorff_erosion_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha:
     error = (select_classes(probs, include_background) - select_classes(onehot, include_background)).square()
     n, k, *spatial = error.shape
     image = error.reshape(n * k, 1, *spatial)  # one image per sample and class
-    kernel = _cross_kernel(len(spatial), image.dtype, image.device)
-    convolve = F.conv2d if len(spatial) == 2 else F.conv3d
     total = torch.zeros_like(image)
     for step in range(1, erosions + 1):
-        with torch.autocast(image.device.type, enabled=False):  # the convolution stays in float32
-            eroded = (convolve(image, kernel, padding=1) - 0.5).relu()
+        eroded = (_cross_average(image) - 0.5).relu()
         flat = eroded.reshape(n * k, -1)
         low = flat.amin(1).view(-1, *([1] * (eroded.ndim - 1)))
         span = flat.amax(1).view_as(low) - low
