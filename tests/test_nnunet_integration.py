@@ -60,15 +60,22 @@ def test_ignore_label_is_a_mask_and_losses_without_ignore_index_are_refused():
         integration.NNUNetLoss(losses.get("combo"), ignore_label=3)
 
 
-def test_one_region_with_the_ignore_channel_and_several_regions_refused():
+def test_one_region_with_the_ignore_channel_and_several_regions_multilabel():
     output = torch.randn(2, 1, 8, 8)
     region = (torch.rand(2, 1, 8, 8) > 0.5).float()
     ignored = (torch.rand(2, 1, 8, 8) > 0.7).float()
     loss = integration.NNUNetLoss(losses.get("dice_bce"), ignore_label=2, has_regions=True)
     expected = losses.masked(losses.get("dice_bce"))(output, region[:, 0].long(), ignored[:, 0] == 0)
     torch.testing.assert_close(loss(output, torch.cat([region, ignored], 1)), expected)
-    with pytest.raises(ValueError, match="one region only"):
-        integration.NNUNetLoss(losses.get("dice"), has_regions=True)(torch.randn(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))
+    # several overlapping regions: the loss's multi-label form on nnU-Net's multi-hot target
+    output, regions = torch.randn(2, 3, 8, 8), (torch.rand(2, 3, 8, 8) > 0.5).float()
+    several = integration.build_nnunet_loss("dice_ce", has_regions=True, regions=3)
+    torch.testing.assert_close(several(output, regions), losses.get("dice_ce", multilabel=True)(output, regions))
+    per_region = torch.stack([losses.get("dice_ce")(output[:, r:r + 1], regions[:, r].long()) for r in range(3)])
+    torch.testing.assert_close(several(output, regions), per_region.mean())
+    with pytest.raises(ValueError, match="takes no voxel mask"):
+        integration.NNUNetLoss(losses.get("dice", multilabel=True), ignore_label=4, has_regions=True)(
+            output, torch.cat([regions, torch.zeros(2, 1, 8, 8)], 1))
 
 
 def test_deep_supervision_uses_nnunets_weights_on_its_downsampled_targets():

@@ -16,9 +16,9 @@ that takes them, as ``build(loss, **options)``). Everything else is nnU-Net's ow
 nnU-Net's target format is translated: label maps come as float ``(N, 1, *spatial)`` and become
 integer labels; the dataset's ignore label becomes a :class:`~medsegloss.losses.MaskedLoss` mask
 (losses without ``ignore_index`` are refused); region-based training (``has_regions``, one sigmoid
-per overlapping region) is supported for a single region only, since the package's contract has no
-multi-label mode yet. Deep supervision keeps nnU-Net's own wrapper, weights (``1, 1/2, 1/4, ...``,
-the lowest output 0, normalised) and down-sampled targets.
+per overlapping region) uses the losses' multi-label mode (``multilabel=True``; with an ignore
+label one region only, since a mask needs hard labels). Deep supervision keeps nnU-Net's own
+wrapper, weights (``1, 1/2, 1/4, ...``, the lowest output 0, normalised) and down-sampled targets.
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ class NNUNetLoss(nn.Module):
         ignore_label: the dataset's ``ignore`` label, or None: its voxels are masked out
             (:class:`~medsegloss.losses.MaskedLoss`, so the loss needs ``ignore_index``).
         has_regions: region-based training; the target is one-hot per region, plus the ignore
-            channel last when there is an ignore label. One region (one sigmoid channel) only.
+            channel last when there is an ignore label. One region: the loss's binary form;
+            several (overlapping, one sigmoid each): ``loss`` must be built with
+            ``multilabel=True`` and gets the multi-hot target (an ignore label is then refused:
+            a mask needs hard labels).
 
     Shape:
         output ``(N, C, *spatial)`` logits; target ``(N, 1, *spatial)`` float label map, or with
@@ -87,10 +90,12 @@ class NNUNetLoss(nn.Module):
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mask = None
+        if self.has_regions and output.shape[1] > 1:  # overlapping regions: the multi-hot target as is
+            if self.ignore_label is not None:
+                raise ValueError(f"region-based training with {output.shape[1]} regions and an ignore label: a "
+                                 "multi-label loss takes no voxel mask; drop the ignore label or train one region")
+            return self.loss(output, target[:, :output.shape[1]])
         if self.has_regions:
-            if output.shape[1] != 1:
-                raise ValueError(f"region-based training with {output.shape[1]} regions needs one sigmoid per "
-                                 "overlapping region, which medsegloss losses do not support; one region only")
             if self.ignore_label is not None:  # nnU-Net puts "this voxel is ignored" in the last channel
                 mask, target = target[:, -1] == 0, target[:, :-1]
             labels = target[:, 0].long()  # 0 / 1 for the one region
@@ -105,12 +110,14 @@ class NNUNetLoss(nn.Module):
 
 
 def build_nnunet_loss(spec: str, options: dict | None = None, *, ignore_label: int | None = None,
-                      has_regions: bool = False, deep_supervision_outputs: int = 0,
+                      has_regions: bool = False, regions: int = 1, deep_supervision_outputs: int = 0,
                       lowest_weight: float = 0.0) -> nn.Module:
-    """The loss an nnU-Net trainer uses: ``build(spec, **options)`` in :class:`NNUNetLoss`, in
-    nnU-Net's ``DeepSupervisionWrapper`` over ``deep_supervision_outputs`` outputs (0: none) with
-    nnU-Net's weights ``1, 1/2, 1/4, ...``, the lowest set to ``lowest_weight``, normalised."""
-    base = build(spec, **(options or {}))
+    """The loss an nnU-Net trainer uses: ``build(spec, **options)`` (with ``multilabel=True`` for
+    several overlapping ``regions``) in :class:`NNUNetLoss`, in nnU-Net's
+    ``DeepSupervisionWrapper`` over ``deep_supervision_outputs`` outputs (0: none) with nnU-Net's
+    weights ``1, 1/2, 1/4, ...``, the lowest set to ``lowest_weight``, normalised."""
+    multilabel = {"multilabel": True} if has_regions and regions > 1 else {}
+    base = build(spec, **multilabel, **(options or {}))
     loss = NNUNetLoss(base, ignore_label, has_regions)
     if deep_supervision_outputs <= 1:
         return loss
@@ -147,14 +154,12 @@ def _trainer_class() -> type:
         def _build_loss(self):
             spec, options = loss_from_environment()
             manager = self.label_manager
-            if manager.has_regions and manager.num_segmentation_heads > 1:
-                raise ValueError(f"this dataset trains {manager.num_segmentation_heads} overlapping regions (one "
-                                 "sigmoid each); medsegloss losses support one region only")
             outputs = len(self._get_deep_supervision_scales()) if self.enable_deep_supervision else 0
             # nnU-Net gives its lowest output weight 0, or 1e-6 under DDP without compile (unused parameters)
             lowest = 1e-6 if self.is_ddp and not self._do_i_compile() else 0.0
             loss = build_nnunet_loss(spec, options, ignore_label=manager.ignore_label,
-                                     has_regions=manager.has_regions, deep_supervision_outputs=outputs,
+                                     has_regions=manager.has_regions, regions=manager.num_segmentation_heads,
+                                     deep_supervision_outputs=outputs,
                                      lowest_weight=lowest)
             self.print_to_log_file(f"medsegloss loss: {spec!r} options={options} ignore_label={manager.ignore_label} "
                                    f"deep supervision outputs={outputs}")
