@@ -149,7 +149,7 @@ def check_config(config: Config) -> nn.Module:
     """
     import inspect
 
-    from medsegloss import data
+    from medsegloss import data, metrics
 
     info = data.info(config.dataset)  # an unknown name fails here, naming the closest
     if config.data_root is not None and not Path(config.data_root).exists():
@@ -162,7 +162,7 @@ def check_config(config: Config) -> nn.Module:
     if unknown:
         raise ValueError(f"dataset {config.dataset!r} has no option(s) {', '.join(unknown)}; "
                          f"its options: {', '.join(sorted(accepted))}")
-    check_metric_names(config.metrics, "metrics")
+    metrics.check_names(config.metrics, "metrics")
     loss = make_loss(config)
     make_term_schedule(config, loss)  # a malformed schedule or an unknown term fails here
     if config.deep_supervision:
@@ -184,23 +184,6 @@ def check_init_weights_file(path) -> None:
     state = read_checkpoint(path, "cpu")
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ValueError(f"init_weights {path} is not a state_dict (a dict of tensors, as initial_state writes)")
-
-
-def check_metric_names(names, argument: str = "metrics") -> None:
-    """Fail naming ``argument`` and the closest registered names when a metric is unknown."""
-    import difflib
-
-    from medsegloss import metrics
-
-    known = metrics.available()
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"{argument}: unknown metric(s) {', '.join(map(repr, unknown))}.{hint} "
-                         f"Registered: {', '.join(known)}")
-    if not names:
-        raise ValueError(f"{argument}: give at least one metric (registered: {', '.join(known)})")
 
 
 def make_dataset(config: Config, split: str, split_file=None):

@@ -45,7 +45,7 @@ left out of each mean, so no case is dropped silently.
 """
 
 from medsegloss.metrics._inputs import EMPTY_POLICIES
-from medsegloss.metrics._registry import KINDS, MetricInfo, available, get, lookup as info, register
+from medsegloss.metrics._registry import KINDS, MetricInfo, available, check_names, get, lookup as info, register
 
 # importing the metric modules registers their metrics
 from medsegloss.metrics import overlap, surface  # noqa: E402,F401  isort:skip
@@ -53,6 +53,6 @@ from medsegloss.metrics.overlap import *  # noqa: E402,F401,F403
 from medsegloss.metrics.surface import *  # noqa: E402,F401,F403
 from medsegloss.metrics.table import evaluate, summarize, write_csv, write_json  # noqa: E402
 
-__all__ = ["EMPTY_POLICIES", "KINDS", "MetricInfo", "available", "evaluate", "get", "info", "register",
+__all__ = ["EMPTY_POLICIES", "KINDS", "MetricInfo", "available", "check_names", "evaluate", "get", "info", "register",
            "summarize", "write_csv", "write_json"]
 __all__ += overlap.__all__ + surface.__all__

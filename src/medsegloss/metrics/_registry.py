@@ -71,6 +71,22 @@ def lookup(name: str) -> MetricInfo:
         raise unknown_name("metric", name, available()) from None
 
 
+def check_names(names, argument: str = "metrics") -> None:
+    """Fail naming ``argument`` (a config field or CLI option), the unknown names and the closest
+    registered ones when ``names`` holds a metric that is not registered, or none at all."""
+    import difflib
+
+    known = available()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), known, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"{argument}: unknown metric(s) {', '.join(map(repr, unknown))}.{hint} "
+                         f"Registered: {', '.join(known)}")
+    if not names:
+        raise ValueError(f"{argument}: give at least one metric (registered: {', '.join(known)})")
+
+
 def available(kind: str | None = None) -> list[str]:
     """Registered metric names: overlap metrics first, then surface metrics, in registration order."""
     if kind is not None and kind not in KINDS:

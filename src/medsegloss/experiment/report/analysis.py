@@ -136,12 +136,12 @@ def json_safe(value):
 def check_report_arguments(losses, baseline, metrics, alpha) -> None:
     """Fail naming the argument: a ``baseline`` that is not one of ``losses``, a metric that is
     not registered, an ``alpha`` outside (0, 1)."""
-    from medsegloss.experiment.trainer import check_metric_names
+    from medsegloss.metrics import check_names
 
     if baseline is not None and baseline not in losses:
         raise ValueError(f"baseline {baseline!r} is not a loss of these runs; their losses: "
                          f"{', '.join(map(repr, losses))}")
-    check_metric_names(list(metrics), "metrics")
+    check_names(list(metrics), "metrics")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
 
