@@ -20,7 +20,8 @@ from pathlib import Path
 from medsegloss import _io
 from medsegloss.experiment.report.analysis import COST_FIELDS, DEFAULT_METRICS, analyse, find_runs
 from medsegloss.experiment.report.figures import write_figures
-from medsegloss.experiment.report.readiness import banner_lines, budget_text, cell_status, readiness_line
+from medsegloss.experiment.report.readiness import (banner_lines, budget_text, cell_status, cell_statuses,
+                                                     readiness_line)
 
 __all__ = ["write_report", "main_table", "readiness_line", "main"]
 
@@ -120,11 +121,12 @@ def significance_table(results: dict) -> tuple[list[str], list[list[str]]]:
     verdict, for every metric."""
     header = ["dataset", "loss"] + [f"{METRIC_LABELS.get(m, m)} Δ (p Holm)" for m in results["metrics"]]
     lookup = {(r["dataset"], r["loss"], r["metric"]): r for r in results["tests"]}
+    not_ready = cell_statuses(results)
     rows = []
     for dataset in results["datasets"]:
         for loss in results["losses"][1:]:
             cells = [dataset, loss]
-            status = cell_status(results, dataset, loss)
+            status = cell_status(not_ready, results["baseline"], dataset, loss)
             if status is not None:  # no finding: say why instead of better / worse
                 rows.append(cells + [status] * len(results["metrics"]))
                 continue
@@ -286,18 +288,12 @@ def _html_banner(results: dict, sources) -> str:
     import html
     import re
 
-    ready = readiness_line_ready(results, sources)
+    ready = not cell_statuses(results)
     paragraphs = []
     for line in banner_lines(results, str(sources[0])):
         text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
         paragraphs.append("<p>" + re.sub(r"`(.+?)`", r"<code>\1</code>", text) + "</p>")
     return f"<div class='banner {'ready' if ready else 'not-ready'}'>{''.join(paragraphs)}</div>"
-
-
-def readiness_line_ready(results: dict, sources) -> bool:
-    from medsegloss.experiment.report.readiness import readiness
-
-    return readiness(results, str(sources[0]))["ready"]
 
 
 def render_html(results: dict, figures: dict[str, Path], sources) -> str:

@@ -31,14 +31,14 @@ def cell_statuses(results: dict) -> dict[tuple[str, str], dict]:
     return cells
 
 
-def cell_status(results: dict, dataset: str, loss: str) -> str | None:
-    """What the paired-test cell of (dataset, loss) shows instead of better / worse: the loss's
-    own status, else its baseline's (``"baseline collapsed"``), else None (a finding)."""
-    cells = cell_statuses(results)
+def cell_status(cells: dict, baseline: str, dataset: str, loss: str) -> str | None:
+    """What the paired-test cell of (dataset, loss) shows instead of better / worse, given
+    ``cells`` (:func:`cell_statuses`): the loss's own status, else its baseline's (``"baseline
+    collapsed"``), else None (a finding)."""
     if (dataset, loss) in cells:
         return cells[(dataset, loss)]["status"]
-    baseline = cells.get((dataset, results["baseline"]))
-    return f"baseline {baseline['status']}" if baseline else None
+    baseline_cell = cells.get((dataset, baseline))
+    return f"baseline {baseline_cell['status']}" if baseline_cell else None
 
 
 def budgets(results: dict) -> list[dict]:
