@@ -121,7 +121,7 @@ def iou(pred, ref, *, empty: str = "nan") -> float:
 
 
 @register("pixel_error", higher_is_better=False, unit="fraction", perfect=0.0, worst=1.0, kind="overlap",
-          from_parts=_pixel_error, empty_rule="always defined: (fp + fn) / voxels")
+          margin=0.001, from_parts=_pixel_error, empty_rule="always defined: (fp + fn) / voxels")
 def pixel_error(pred, ref, *, empty: str = "nan") -> float:
     """Fraction of voxels labelled wrong ``(fp + fn) / (tp + fp + fn + tn)``: the pixel error of the
     ISBI 2012 EM challenge (Arganda-Carreras et al., 2015) used by the U-Net paper (Ronneberger

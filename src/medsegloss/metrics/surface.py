@@ -111,7 +111,7 @@ def _nsd(d: SurfaceDistances, empty: str = "nan", tolerance: float = 1.0) -> flo
     return float(within / (d.pred_to_ref.size + d.ref_to_pred.size))
 
 
-_DISTANCE = dict(kind="surface", higher_is_better=False, unit="spacing units", perfect=0.0, worst=None,
+_DISTANCE = dict(kind="surface", higher_is_better=False, unit="spacing units", perfect=0.0, worst=None, margin=1.0,
                  empty_rule="both empty: NaN or 0; one empty: NaN or the image diagonal")
 
 
