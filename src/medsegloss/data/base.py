@@ -103,7 +103,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.dims = dims
-        self.split = {key: list(value) for key, value in split.items()}
+        # the parts' case lists, plus the "units"/"groups" records (dicts) of data/splits.py
+        self.split = {key: dict(value) if isinstance(value, dict) else list(value) for key, value in split.items()}
         self.split_name = split_name
         self.options = dict(options or {})
         self._cases = list(cases)

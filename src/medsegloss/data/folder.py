@@ -19,6 +19,13 @@ holding 0.7 is an error, never truncated); a colour mask is an error. At most ``
 (256) classes: a mask with more distinct values is refused before anything is allocated for it
 (the mapping is a sorted search over the declared values, never a table sized by the largest
 value). Images holding NaN or inf are an error. Every error names the file.
+
+Groups (``group=``): slices or pictures of one patient are not independent cases. Declare which
+files belong together and they stay in one part of every split and fold, and the benchmark's
+statistics count the groups: ``group="^(patient\\d+)_"`` (a regular expression searched in the
+file stem; its first capture group, else the whole match, names the group; a stem it does not
+match is an error) or ``group="groups.csv"`` (a CSV of ``file,group`` lines, ``file`` the stem or
+file name, relative to the root or absolute).
 """
 
 from __future__ import annotations
@@ -263,14 +270,17 @@ def options_class_names(*, class_names=None, num_classes=None, **_) -> list[str]
 
 def load(root=None, split: str = "train", *, size: int | None = 256, num_classes: int | None = None,
          mask_values=None, class_names=None, spacing=None, seed: int = 0, dims: int = 2, split_file=None,
-         val_fraction: float = 0.1, test_fraction: float = 0.2, on_error: str = "raise", cache_dir=None):
-    """``folder`` images with masks (see the module docstring for the value mapping).
+         val_fraction: float = 0.1, test_fraction: float = 0.2, on_error: str = "raise", cache_dir=None,
+         group: str | None = None):
+    """``folder`` images with masks (see the module docstring for the value mapping and groups).
 
     Args:
         size: square output side (``None`` keeps each image's size: then all must match to batch).
         num_classes, mask_values: see the mapping rules; ``class_names``: names for the classes.
         spacing: in-plane ``(sy, sx)`` pixel size for pictures (default 1; NIfTI: the header).
         on_error: ``"raise"`` or ``"skip"`` (log a warning and leave the file out).
+        group: a regex on the file stem or a CSV of ``file,group``: files of one group (a patient)
+            are one unit of the split, the folds and the statistics.
     """
     from medsegloss.data.base import SegmentationDataset
     from medsegloss.data.cache import cached_case, file_key
@@ -304,8 +314,9 @@ def load(root=None, split: str = "train", *, size: int | None = 256, num_classes
     names = options_class_names(class_names=class_names, num_classes=count)
     if len(names) != count:
         raise ValueError(f"class_names has {len(names)} names for {count} classes: {names}")
+    units = group_units(root, stems, group) if group is not None else None
     split_dict = resolve_split(stems, split_file=split_file, seed=seed, val_fraction=val_fraction,
-                               test_fraction=test_fraction)
+                               test_fraction=test_fraction, unit_of=units.__getitem__ if units else None)
     cases = []
     for stem in select(split_dict, split, stems):
         key = ("folder", stem, file_key(images[stem]), file_key(masks[stem]), sorted(mapping.items()), size,
@@ -318,3 +329,38 @@ def load(root=None, split: str = "train", *, size: int | None = 256, num_classes
     options = dict(size=size, mapping={str(k): v for k, v in mapping.items()})
     return SegmentationDataset(cases, name="folder", class_names=names, dims=dims, split=split_dict,
                                split_name=split, options=options)
+
+
+def group_units(root: Path, stems: list[str], group: str) -> dict[str, str]:
+    """stem -> group for ``group=``: a CSV file (``file,group`` per line) when ``group`` names an
+    existing file (relative to ``root`` or absolute), else a regular expression on the stem."""
+    import csv
+    import re
+
+    table = Path(group) if Path(group).is_absolute() else root / group
+    if group.lower().endswith(".csv") or table.is_file():
+        if not table.is_file():
+            raise DatasetError(f"group file {table} does not exist")
+        mapping = {}
+        with open(table, newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                if not row or row[0].strip().lower() in ("", "file", "filename", "stem"):
+                    continue
+                if len(row) < 2 or not row[1].strip():
+                    raise DatasetError(f"group file {table} line {number}: expected 'file,group', got {row!r}")
+                mapping[_stem(Path(row[0].strip()))] = row[1].strip()
+        missing = [stem for stem in stems if stem not in mapping]
+        if missing:
+            raise DatasetError(f"group file {table} names no group for {len(missing)} file(s), e.g. {missing[:3]}")
+        return {stem: mapping[stem] for stem in stems}
+    try:
+        pattern = re.compile(group)
+    except re.error as error:
+        raise ValueError(f"group={group!r} is neither a CSV file in {root} nor a valid regular expression: {error}") from None
+    units = {}
+    for stem in stems:
+        match = pattern.search(stem)
+        if match is None:
+            raise DatasetError(f"group={group!r} does not match the file stem {stem!r}: every file needs a group")
+        units[stem] = match.group(1) if pattern.groups else match.group(0)
+    return units

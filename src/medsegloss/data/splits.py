@@ -1,10 +1,15 @@
-"""Train / val / test splits by case (never by slice), deterministic from a seed, saved as JSON.
+"""Train / val / test splits by case (never by slice), deterministic from a seed, saved as JSON;
+and k-fold cross-validation over the same units (:func:`make_folds`).
 
 A split assigns *units* to parts: a unit is a patient (ACDC: its ED and ES volumes go together),
 a slab (mni152) or simply a case. With groups (ACDC's pathology), each part takes its share of
 every group (largest-remainder rounding, so the totals match the fractions as closely as the
 counts allow). Saving the split with a run and reloading it (``split_file=``) makes every loss of
 a benchmark see exactly the same cases.
+
+A split records its units (``"units"``: case -> unit, when a case is not its own unit) and strata
+(``"groups"``: unit -> group) beside the parts, so a benchmark can build cross-validation folds
+over the same units (:func:`folds_of`) and the report can name the unit of its statistics.
 """
 
 from __future__ import annotations
@@ -90,13 +95,88 @@ def make_split(case_ids: Sequence[str], *, seed: int = 0, val_fraction: float = 
     split = {part: [] for part in PARTS}
     for case in sorted(case_ids):
         split[part_of[unit_of(case)]].append(case)
+    split.update(_structure(case_ids, unit_of, group_of))
     return split
+
+
+def _structure(case_ids, unit_of, group_of) -> dict:
+    """The ``"units"`` (only cases that are not their own unit) and ``"groups"`` (only when there
+    is more than one) records of a split."""
+    units = {str(case): str(unit_of(case)) for case in sorted(case_ids) if str(unit_of(case)) != str(case)}
+    groups = {unit: str(group_of(unit)) for unit in sorted({unit_of(case) for case in case_ids})}
+    return {"units": units, "groups": groups if len(set(groups.values())) > 1 else {}}
+
+
+MIN_VALIDATION_UNITS = 8  # validation cases for the convergence rule: fewer make its curve mostly noise
+
+
+def make_folds(case_ids: Sequence[str], folds: int, *, seed: int = 0, units: dict[str, str] | None = None,
+               groups: dict[str, str] | None = None, val_fraction: float = 0.2,
+               min_val_units: int = MIN_VALIDATION_UNITS) -> list[dict[str, list[str]]]:
+    """K-fold cross-validation over units: ``folds`` splits ``{"train", "val", "test"}`` whose test
+    parts are disjoint and cover every case exactly once; the cases of one unit (``units``: case ->
+    unit, default each case its own) always share a part, and each fold takes its share of every
+    stratum (``groups``: unit -> group). The validation part (for the convergence rule, never the
+    model tested) comes from the training units of the fold: ``max(val_fraction`` of them, ``min(
+    min_val_units``, half of them``))``, at least one training unit kept.
+
+    >>> folds = make_folds([f"c{i}" for i in range(10)], 5, seed=0)
+    >>> sorted(case for fold in folds for case in fold["test"]) == sorted(f"c{i}" for i in range(10))
+    True
+    >>> [(len(f["train"]), len(f["val"]), len(f["test"])) for f in folds][0]
+    (4, 4, 2)
+    """
+    units, groups = dict(units or {}), dict(groups or {})
+    unit_of = lambda case: units.get(case, case)  # noqa: E731
+    all_units = sorted({unit_of(case) for case in case_ids})
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+    if folds > len(all_units):
+        raise ValueError(f"{folds} folds need at least {folds} units, but the data have {len(all_units)} "
+                         f"(a unit is a case, or the group of cases that must stay together); use fewer folds")
+    rng = np.random.default_rng([seed, folds])
+    fold_of, dealt = {}, 0
+    for group in sorted({groups.get(unit, "") for unit in all_units}):
+        members = [unit for unit in all_units if groups.get(unit, "") == group]
+        for position in rng.permutation(len(members)):  # dealt round-robin: every fold gets its share
+            fold_of[members[position]] = dealt % folds
+            dealt += 1
+    result = []
+    for fold in range(folds):
+        rest = [unit for unit in all_units if fold_of[unit] != fold]
+        n_val = max(round(val_fraction * len(rest)), min(min_val_units, len(rest) // 2)) if val_fraction > 0 else 0
+        n_val = min(n_val, len(rest) - 1)
+        inner = make_split(rest, seed=seed * 1000 + fold, val_fraction=n_val / len(rest) if rest else 0.0,
+                           test_fraction=0.0, group_of=lambda unit: groups.get(unit, ""))
+        part_of = {unit: "test" for unit in all_units if fold_of[unit] == fold}
+        part_of.update({unit: part for part in ("train", "val") for unit in inner[part]})
+        split = {part: [] for part in PARTS}
+        for case in sorted(case_ids):
+            split[part_of[unit_of(case)]].append(case)
+        result.append(split)
+    return result
+
+
+def folds_of(split: dict, folds: int, seed: int = 0, val_fraction: float = 0.2) -> list[dict]:
+    """:func:`make_folds` over the cases, units and groups a dataset's split records."""
+    cases = [case for part in PARTS for case in split.get(part, [])]
+    return make_folds(cases, folds, seed=seed, units=split.get("units"), groups=split.get("groups"),
+                      val_fraction=val_fraction)
+
+
+def count_units(split: dict) -> int:
+    """The number of independent units (patients, slabs, cases) of a dataset's split."""
+    units = split.get("units") or {}
+    return len({units.get(case, case) for part in PARTS for case in split.get(part, [])})
 
 
 def save_split(split: dict[str, list[str]], path, **meta) -> None:
     """Write ``split`` (plus ``meta`` such as the dataset name) as JSON, atomically."""
     path = Path(path)
     content = {**meta, **{part: list(split.get(part, [])) for part in PARTS}}
+    for key in ("units", "groups"):
+        if split.get(key):
+            content[key] = dict(split[key])
     write_json(path, content, indent=1)
 
 
@@ -114,6 +194,9 @@ def load_split(path, case_ids: Sequence[str] | None = None) -> dict[str, list[st
     if not isinstance(content, dict) or not all(isinstance(content.get(p, []), list) for p in PARTS):
         raise DatasetError(f"split file {path} must hold a JSON object with lists 'train', 'val', 'test'")
     split = {part: [str(case) for case in content.get(part, [])] for part in PARTS}
+    for key in ("units", "groups"):
+        records = content.get(key) if isinstance(content.get(key), dict) else {}
+        split[key] = {str(k): str(v) for k, v in records.items()}
     seen: dict[str, str] = {}
     for part in PARTS:
         for case in split[part]:

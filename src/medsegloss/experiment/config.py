@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SELECTIONS = ("last", "best")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,10 @@ class Config:
     image_size: int = 128  # images (or slices) are resized to image_size x image_size
     dims: int = 2  # 2: slices and a 2-D UNet; 3: whole volumes and a 3-D UNet
     val_fraction: float = 0.2  # share of the cases held out for validation (model selection)
-    test_fraction: float = 0.2  # share of the cases held out for the final test with best.pt
+    test_fraction: float = 0.2  # share of the cases held out for the final test (without folds)
+    folds: int | None = None  # k-fold cross-validation over the units (cases, patients, slabs): None for one random split
+    fold: int | None = None  # the fold this run tests (0 .. folds-1); its validation part comes from the other folds
+    select: str = "last"  # the model tested: last (the final weights, as nnU-Net) or best (best validation Dice)
     loss: str = "ce"  # a registered loss name or a build() string such as "ce + 1.0*dice"
     loss_options: dict = field(default_factory=dict)  # the loss's options as JSON, e.g. '{"alpha": 0.3}'
     loss_schedule: str | None = None  # term weights over the steps, e.g. 'boundary=linear(0.01, 1.0)' or 'boundary=step(0@0, 1@2000)'
@@ -120,6 +124,16 @@ class Config:
                 or self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum < 1, "
                              f"got {self.val_fraction!r} and {self.test_fraction!r}")
+        if (self.folds is None) != (self.fold is None):
+            raise ValueError(f"folds and fold go together (a cross-validation run tests one fold), got "
+                             f"folds={self.folds!r}, fold={self.fold!r}")
+        if self.folds is not None:
+            if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+                raise ValueError(f"folds must be an int >= 2, got {self.folds!r}")
+            if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < self.folds:
+                raise ValueError(f"fold must be an int in [0, {self.folds}), got {self.fold!r}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(self.device)):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name in ("workers", "threads"):
@@ -192,7 +206,8 @@ class Config:
     def run_dir(self) -> str:
         """``out``, or ``runs/<dataset>/<loss slug>/seed<seed>`` when ``out`` is None."""
         name = self.dataset_name or self.dataset
-        return self.out if self.out is not None else f"runs/{name}/{loss_slug(self.loss)}/seed{self.seed}"
+        fold = f"/fold{self.fold}" if self.folds is not None else ""
+        return self.out if self.out is not None else f"runs/{name}/{loss_slug(self.loss)}/seed{self.seed}{fold}"
 
 
 # ---------------------------------------------------------------- named datasets of a sweep

@@ -1,19 +1,29 @@
-"""Is a run's result a finding? Stated rules for "not converged" and "collapsed", early stopping,
-and a step time robust to a busy machine. Pure functions of what a run records.
+"""Is a run's result a finding? Stated rules for "not converged", "degrading", "not learned" and
+"collapsed", early stopping, and a step time robust to a busy machine. Pure functions of what a
+run records.
 
 A ranking of losses is only a finding when the runs behind it finished learning and produced
-real segmentations; these rules let a run say so in ``metrics.json`` and the report say
-"not converged" or "collapsed" instead of "better" or "worse". The rules (also in
-``docs/benchmark.md``):
+real segmentations; these rules let a run say so in ``metrics.json`` and the report say so
+instead of "better" or "worse". The rules (their false-alarm rate and power, measured by
+simulation, are in ``docs/benchmark.md``; ``benchmarks/convergence.py`` reproduces them):
 
-- **not converged**: the best validation score in the last quarter of the budget (steps
-  ``> 3/4 * total_steps``) exceeds the best score before it by more than ``tolerance`` (0.01
-  Dice): the run was still improving when the budget ended. Not assessable (``None``) with
-  fewer than 2 validations in the last quarter or none before it.
+- **trend of the last quarter**: the validation scores at steps ``> 3/4 * total_steps`` are fitted
+  by least squares against the step; with ``b`` the slope, ``se`` its standard error (from the
+  curve's own residuals: its measured noise) and ``t`` the one-sided 95 % quantile of Student's t
+  with ``m - 2`` degrees of freedom (``m`` validations), the change over the quarter is bounded
+  by ``(b ± t·se) · total_steps / 4``. **not converged**: its lower bound exceeds ``tolerance``
+  (0.01 Dice): the run was still rising when the budget ended. **degrading**: its upper bound is
+  below ``-tolerance``: the score fell. Else converged. Not assessable (``None``) with fewer than
+  4 validations in the last quarter (validate at least every ``total_steps / 16`` steps).
+  Unlike a comparison of two maxima, noise alone rarely fires it (a max of noisy values rises
+  with the number of validations; a slope's bound does not).
+- **not learned**: the model predicts no foreground on more than half of the validation cases
+  that have some (a run that predicts nothing scores 1 on empty cases and 0 on every structure:
+  no learning, whatever its mean), or its best validation score stays at most 0.05.
 - **collapsed**: on more than half of the validation cases the prediction is degenerate: one
   class everywhere (where the truth is not that same single class), or a foreground volume more
-  than 10 times the true one (with a floor of 1 % of the case's voxels under the true volume,
-  so an empty or tiny true structure does not make every prediction a collapse).
+  than 10 times the true one (with a floor of 1 % of the case's voxels under the true volume);
+  or foreground on more than half of the cases whose reference has none (at least 2 such cases).
 """
 
 from __future__ import annotations
@@ -23,10 +33,11 @@ import statistics
 
 import numpy as np
 
-__all__ = ["not_converged", "case_volumes", "collapse_reason", "collapsed", "should_stop_early",
+__all__ = ["trend", "not_converged", "case_volumes", "collapse_reason", "degenerate_counts", "not_learned",
+           "collapsed", "should_stop_early",
            "median_seconds_per_step", "diagnose", "STATUSES"]
 
-STATUSES = ("converged", "not converged", "not assessable", "not learned", "collapsed")
+STATUSES = ("converged", "not converged", "degrading", "not assessable", "not learned", "collapsed")
 # a run whose best validation score stays at or below this (mean Dice) has learned nothing usable,
 # plateau or not: a flat curve at Dice 0 is no convergence
 NOT_LEARNED_SCORE = 0.05
@@ -45,38 +56,64 @@ def _history(history) -> list[tuple[int, float]]:
     return sorted(pairs)
 
 
-def convergence_summary(history, total_steps: int, tolerance: float = 0.01) -> dict:
-    """The numbers behind :func:`not_converged`: ``best_before``, ``best_last_quarter`` (None
-    when there is no validation there), ``validations_last_quarter``, ``boundary_step`` (3/4 of
-    the budget) and ``not_converged`` (True, False or None)."""
+MIN_LATE_VALIDATIONS = 4  # a slope and its noise need at least 2 residual degrees of freedom
+
+
+def trend(history, total_steps: int) -> dict:
+    """Least-squares trend of the validation scores in the last quarter of the budget (steps
+    ``> 0.75 * total_steps``): ``{"validations_last_quarter": m, "boundary_step",
+    "change": slope * total_steps / 4, "change_low", "change_high"}`` (the one-sided 95 % bounds
+    of that change, Student's t with ``m - 2`` df); the change fields are None with fewer than
+    :data:`MIN_LATE_VALIDATIONS` validations there."""
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+    boundary = 0.75 * total_steps
+    late = [(step, score) for step, score in _history(history) if step > boundary]
+    result = {"validations_last_quarter": len(late), "boundary_step": boundary, "change": None,
+              "change_low": None, "change_high": None}
+    steps = np.array([step for step, _ in late], dtype=np.float64)
+    if len(late) < MIN_LATE_VALIDATIONS or np.ptp(steps) == 0:
+        return result
+    from scipy.stats import t as student_t
+
+    scores = np.array([score for _, score in late], dtype=np.float64)
+    centred = steps - steps.mean()
+    slope = float((centred * (scores - scores.mean())).sum() / (centred ** 2).sum())
+    residuals = scores - scores.mean() - slope * centred
+    se = math.sqrt(float((residuals ** 2).sum()) / (len(late) - 2) / float((centred ** 2).sum()))
+    quarter, bound = total_steps / 4, float(student_t.ppf(0.95, len(late) - 2))
+    result.update(change=slope * quarter, change_low=(slope - bound * se) * quarter,
+                  change_high=(slope + bound * se) * quarter)
+    return result
+
+
+def convergence_summary(history, total_steps: int, tolerance: float = 0.01) -> dict:
+    """The numbers behind :func:`not_converged`: :func:`trend`'s fields, ``best_before`` and
+    ``best_last_quarter`` (context for readers) and ``not_converged`` / ``degrading`` (True,
+    False or None when not assessable)."""
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    summary = trend(history, total_steps)
     pairs = _history(history)
-    boundary = 0.75 * total_steps
-    before = [score for step, score in pairs if step <= boundary]
-    late = [score for step, score in pairs if step > boundary]
-    verdict = None
-    if len(late) >= 2 and before:
-        verdict = max(late) > max(before) + tolerance
-    return {"best_before": max(before) if before else None, "best_last_quarter": max(late) if late else None,
-            "validations_last_quarter": len(late), "boundary_step": boundary, "not_converged": verdict}
+    before = [score for step, score in pairs if step <= summary["boundary_step"]]
+    late = [score for step, score in pairs if step > summary["boundary_step"]]
+    rising = falling = None
+    if summary["change_low"] is not None:
+        rising = summary["change_low"] > tolerance
+        falling = summary["change_high"] < -tolerance
+    return {**summary, "best_before": max(before) if before else None,
+            "best_last_quarter": max(late) if late else None, "not_converged": rising, "degrading": falling}
 
 
 def not_converged(history, total_steps: int, tolerance: float = 0.01) -> bool | None:
-    """Whether the run was still improving when its budget ended.
+    """Whether the run was still rising when its budget ended: the lower 95 % bound of the
+    last quarter's least-squares change (:func:`trend`) exceeds ``tolerance``. ``None`` (not
+    assessable) with fewer than 4 validations in the last quarter. ``history``: ``(step,
+    validation score)`` pairs, higher is better, NaN ignored; ``total_steps``: the steps the run
+    made.
 
-    Rule: with ``history`` the ``(step, validation score)`` pairs (higher is better, e.g. mean
-    Dice; NaN scores ignored), the *last quarter* holds the validations at steps
-    ``> 0.75 * total_steps``, *before* the others. The run has **not converged** when
-    ``max(last quarter) > max(before) + tolerance``. It is **not assessable** (returns ``None``)
-    when the last quarter holds fewer than 2 validations (one value cannot tell a plateau from a
-    fluctuation: validate at least every ``total_steps / 8`` steps) or nothing was validated before
-    it. ``total_steps`` is the number of steps the run made (an early-stopped run: where it stopped).
-
-    >>> rising = [(s, s / 1000) for s in range(100, 1001, 100)]
-    >>> not_converged(rising, 1000), not_converged([(s, 0.8) for s in range(100, 1001, 100)], 1000)
+    >>> rising = [(s, s / 1000) for s in range(100, 1001, 50)]
+    >>> not_converged(rising, 1000), not_converged([(s, 0.8) for s in range(100, 1001, 50)], 1000)
     (True, False)
     >>> not_converged([(500, 0.5), (1000, 0.9)], 1000) is None
     True
@@ -166,10 +203,45 @@ def collapse_reason(case: dict, volume_ratio: float = 10.0, min_reference_fracti
     return None
 
 
+def degenerate_counts(per_case: list[dict], volume_ratio: float = 10.0,
+                      min_reference_fraction: float = 0.01) -> dict:
+    """The counts behind the degenerate-run rules, over validation cases (:func:`case_volumes`):
+    ``cases``, ``degenerate`` (:func:`collapse_reason`), ``with_foreground`` and ``missed`` (of
+    those, the ones predicted without any foreground), ``empty_reference`` and
+    ``false_positive`` (of those, the ones predicted with foreground)."""
+    counts = {"cases": len(per_case), "degenerate": 0, "with_foreground": 0, "missed": 0,
+              "empty_reference": 0, "false_positive": 0}
+    for case in per_case:
+        multilabel = bool(case.get("multilabel", False))
+        predicted, true = _foreground(case["predicted"], multilabel), _foreground(case["true"], multilabel)
+        counts["degenerate"] += collapse_reason(case, volume_ratio, min_reference_fraction) is not None
+        if true > 0:
+            counts["with_foreground"] += 1
+            counts["missed"] += predicted == 0
+        else:
+            counts["empty_reference"] += 1
+            counts["false_positive"] += predicted > 0
+    return counts
+
+
+def not_learned(per_case: list[dict]) -> bool | None:
+    """Whether the model predicts no foreground on more than half of the cases that have some
+    (None without such a case).
+
+    >>> nothing = case_volumes(np.array([0, 0, 0, 0]), np.array([0, 0, 1, 1]))
+    >>> empty_right = case_volumes(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 0]))
+    >>> not_learned([nothing, empty_right, empty_right, empty_right])  # right on empty cases only
+    True
+    """
+    counts = degenerate_counts(per_case)
+    return counts["missed"] > counts["with_foreground"] / 2 if counts["with_foreground"] else None
+
+
 def collapsed(per_case: list[dict], majority: float = 0.5, volume_ratio: float = 10.0,
               min_reference_fraction: float = 0.01) -> bool | None:
     """Whether the model collapsed: more than ``majority`` (half) of the validation cases have a
-    degenerate prediction (:func:`collapse_reason`). ``None`` for no cases.
+    degenerate prediction (:func:`collapse_reason`), or foreground is predicted on more than half
+    of the (at least 2) cases whose reference has none. ``None`` for no cases.
 
     >>> healthy = case_volumes(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]))
     >>> all_background = case_volumes(np.array([0, 0, 0, 0]), np.array([0, 0, 1, 1]))
@@ -178,8 +250,9 @@ def collapsed(per_case: list[dict], majority: float = 0.5, volume_ratio: float =
     """
     if not per_case:
         return None
-    bad = sum(collapse_reason(case, volume_ratio, min_reference_fraction) is not None for case in per_case)
-    return bad > majority * len(per_case)
+    counts = degenerate_counts(per_case, volume_ratio, min_reference_fraction)
+    spurious = counts["empty_reference"] >= 2 and counts["false_positive"] > counts["empty_reference"] / 2
+    return counts["degenerate"] > majority * len(per_case) or spurious
 
 
 def should_stop_early(history, patience_steps: int, min_delta: float = 0.0) -> bool:
@@ -221,24 +294,29 @@ def median_seconds_per_step(step_times) -> float:
 def diagnose(history, total_steps: int, per_case: list[dict], tolerance: float = 0.01,
              not_learned_score: float = NOT_LEARNED_SCORE) -> dict:
     """The ``"diagnostics"`` record of a run's ``metrics.json``: the convergence numbers, the
-    collapse counts and one ``status`` of :data:`STATUSES` — ``collapsed`` first (the run has
-    no usable segmentation), then ``not learned`` (its best validation score is at most
-    ``not_learned_score``: a curve flat at Dice 0 has not converged to anything), then
-    ``not converged``, ``not assessable``, ``converged``."""
+    degenerate-case counts and one ``status`` of :data:`STATUSES` — ``collapsed`` first (no usable
+    segmentation), then ``not learned`` (no foreground found on most cases that have some, or a
+    best validation score of at most ``not_learned_score``), then ``not assessable``, ``not
+    converged``, ``degrading``, ``converged``."""
     convergence = convergence_summary(history, total_steps, tolerance)
     reasons = [collapse_reason(case) for case in per_case]
     kinds = [reason.split(" (")[0] for reason in reasons if reason is not None]
     is_collapsed = collapsed(per_case)
+    counts = degenerate_counts(per_case)
     scores = [score for _, score in _history(history)]
     if is_collapsed:
         status = "collapsed"
-    elif scores and max(scores) <= not_learned_score:
+    elif not_learned(per_case) or (scores and max(scores) <= not_learned_score):
         status = "not learned"
     elif convergence["not_converged"] is None:
         status = "not assessable"
+    elif convergence["not_converged"]:
+        status = "not converged"
     else:
-        status = "not converged" if convergence["not_converged"] else "converged"
+        status = "degrading" if convergence["degrading"] else "converged"
     return {"status": status, "total_steps": total_steps, "tolerance": tolerance, **convergence,
             "collapsed": is_collapsed, "collapsed_cases": sum(r is not None for r in reasons),
-            "validation_cases": len(per_case),
+            "validation_cases": len(per_case), "missed_cases": counts["missed"],
+            "cases_with_foreground": counts["with_foreground"], "empty_reference_cases": counts["empty_reference"],
+            "false_positive_cases": counts["false_positive"],
             "collapse_kinds": {kind: kinds.count(kind) for kind in sorted(set(kinds))}}

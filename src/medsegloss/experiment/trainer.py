@@ -193,16 +193,37 @@ def make_dataset(config: Config, split: str, split_file=None):
     return data.get_dataset(config.dataset, split=split, **config.dataset_arguments(split_file))
 
 
-def make_datasets(config: Config, split_path, write_split: bool = True) -> dict:
+def make_datasets(config: Config, split_path, write_split: bool = True, split_file=None) -> dict:
     """The train / val / test parts of one split: the run's ``split.json`` when it exists (a
-    resumed run sees the same cases), else the seed's split, saved there."""
+    resumed run sees the same cases), else the config's fold (:func:`fold_split`) or the seed's
+    split, saved there."""
     split_path = Path(split_path)
-    existing = split_path if split_path.exists() else None
+    if not split_path.exists() and config.folds is not None:
+        import tempfile
+
+        from medsegloss.data.splits import save_split
+
+        with tempfile.TemporaryDirectory() as folder:  # the fold's split, read by the loaders like a saved one
+            fold_path = Path(folder) / "split.json"
+            save_split(fold_split(config), fold_path)
+            return make_datasets(config.replace(folds=None, fold=None), split_path, write_split, fold_path)
+    existing = split_path if split_path.exists() else split_file
     train = make_dataset(config, "train", existing)
     if existing is None and write_split:
         train.save_split(split_path)
     parts = {name: make_dataset(config, name, existing) for name in ("val", "test")}
     return {"train": train, **parts}
+
+
+def fold_split(config: Config) -> dict:
+    """The train / val / test parts of cross-validation fold ``config.fold`` of ``config.folds``
+    (``data.splits.make_folds`` over the dataset's units, drawn from the seed: the same for every
+    loss of a seed)."""
+    from medsegloss.data.splits import folds_of
+
+    every = make_dataset(config.replace(folds=None, fold=None), "all")
+    split = folds_of(every.split, config.folds, seed=config.seed, val_fraction=config.val_fraction)[config.fold]
+    return {**split, "units": every.split.get("units", {}), "groups": every.split.get("groups", {})}
 
 
 def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module:
@@ -877,7 +898,8 @@ def finish_run(run: Run, stopped_early: bool = False) -> dict:
 
     barrier(run.world_size)  # best.pt is complete on disk before every rank reads it
     best = read_checkpoint(run.out / "best.pt", run.device)
-    run.model.load_state_dict(best["model"])
+    if run.config.select == "best":  # else the final weights, already in the model (as nnU-Net)
+        run.model.load_state_dict(best["model"])
     evaluate = dict(metrics=run.config.metrics, batch_size=run.config.batch_size, amp_dtype=run.amp_dtype,
                     rank=run.rank, world_size=run.world_size)
     _, per_case = evaluate_model(run.model, run.parts["val"], volumes=True, **{**evaluate, "metrics": ("dice",)})
@@ -898,15 +920,18 @@ def finish_run(run: Run, stopped_early: bool = False) -> dict:
               "schedule": config.schedule, "warmup_steps": config.warmup_steps, "lr": config.lr,
               "patch": config.patch, "foreground_fraction": config.foreground_fraction, "augment": config.augment,
               "until_converged": config.until_converged}
+    tested_step = best["step"] if config.select == "best" else steps
     result = {"config": config.to_dict(), "epochs": run.epoch_at(steps), "steps": steps,
               "best_epoch": best["epoch"], "best_step": best["step"], "budget": budget,
-              "val": best_line["val"], "test_rows": test_rows, "test": summarize(test_rows) if test_rows else [],
+              "selection": {"select": config.select, "step": tested_step},
+              "val": (best_line if config.select == "best" else lines[-1])["val"], "test_rows": test_rows, "test": summarize(test_rows) if test_rows else [],
               "diagnostics": diagnostics,
               "cost": {"seconds_per_step": median_seconds_per_step(step_times) if step_times else train_seconds / steps,
                        "peak_memory_mb": peak_memory_mb(run.device), "train_seconds": train_seconds}}
     _io.write_json(run.out / "metrics.json", result)
-    run.log(f"finished {run.out}: best step {best['step']} (val dice {best_line['val_dice']:.4f}), "
-            f"test dice {mean_dice(test_rows):.4f}, {diagnostics['status']}")
+    run.log(f"finished {run.out}: tested the {config.select} model (step {tested_step}; best validation at step "
+            f"{best['step']}, val dice {best_line['val_dice']:.4f}), test dice {mean_dice(test_rows):.4f}, "
+            f"{diagnostics['status']}")
     return result
 
 
