@@ -19,6 +19,7 @@ from pathlib import Path
 
 from medsegloss import _io
 from medsegloss.experiment.report.analysis import COST_FIELDS, DEFAULT_METRICS, analyse, find_runs
+from medsegloss.experiment.report.answer import answer_lines, design_text
 from medsegloss.experiment.report.figures import write_figures
 from medsegloss.experiment.report.readiness import (banner_lines, budget_text, cell_status, cell_statuses,
                                                      readiness_line)
@@ -117,9 +118,9 @@ def metric_table(results: dict, metrics) -> tuple[list[str], list[list[str]]]:
 
 
 def significance_table(results: dict) -> tuple[list[str], list[list[str]]]:
-    """Per dataset and loss: median paired difference to the baseline, Holm-adjusted p and the
-    verdict, for every metric."""
-    header = ["dataset", "loss"] + [f"{METRIC_LABELS.get(m, m)} Δ (p Holm)" for m in results["metrics"]]
+    """Per dataset and loss: the mean paired difference to the baseline with its 95 % interval and
+    the verdict word, for every metric (the primary one first)."""
+    header = ["dataset", "loss"] + [f"{METRIC_LABELS.get(m, m)} Δ [95 % CI]" for m in results["metrics"]]
     lookup = {(r["dataset"], r["loss"], r["metric"]): r for r in results["tests"]}
     not_ready = cell_statuses(results)
     rows = []
@@ -127,30 +128,52 @@ def significance_table(results: dict) -> tuple[list[str], list[list[str]]]:
         for loss in results["losses"][1:]:
             cells = [dataset, loss]
             status = cell_status(not_ready, results["baseline"], dataset, loss)
-            if status is not None:  # no finding: say why instead of better / worse
+            if status is not None:  # no finding: say why instead of a verdict
                 rows.append(cells + [status] * len(results["metrics"]))
                 continue
             for metric in results["metrics"]:
                 row = lookup.get((dataset, loss, metric))
-                if row is None or row["p_holm"] is None:
+                if row is None or row["mean_difference"] is None:
                     cells.append("–")
                     continue
-                difference = _number(row["median_difference"], metric)
-                mark = {"better": " better", "worse": " worse"}.get(row["verdict"], " n.s.")
-                p_text = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.3f}"
-                cells.append(f"{'+' if row['median_difference'] > 0 else ''}{difference} ({p_text}){mark}")
+                interval = ("no interval (one run per loss)" if row["ci_low"] is None else
+                            f"[{_signed(row['ci_low'], metric)}, {_signed(row['ci_high'], metric)}]")
+                cells.append(f"{_signed(row['mean_difference'], metric)} {interval} {row['verdict']}")
             rows.append(cells)
     return header, rows
 
 
+def _signed(value: float, metric: str) -> str:
+    text = _number(value, metric)
+    return text if text.startswith("-") else "+" + text
+
+
 def rank_table(results: dict) -> tuple[list[str], list[list[str]]]:
-    columns = [f"{d}/{m}" for d in results["datasets"] for m in results["metrics"]]
-    header = ["loss", "mean rank"] + [(d, METRIC_LABELS.get(m, m)) for d in results["datasets"]
-                                      for m in results["metrics"]]
-    rows = [[row["loss"], f"{row['mean_rank']:.2f}"]
-            + [f"{row['ranks'][c]:g}" if c in row["ranks"] else "–" for c in columns]
-            for row in results["ranks"]]
+    """Per loss: the descriptive mean rank on the primary metric, and per dataset the rank with
+    its 95 % bootstrap interval (units, then seeds, resampled)."""
+    primary = results.get("primary_metric")
+    header = ["loss", "mean rank"] + [(d, "rank [95 % interval]") for d in results["datasets"]]
+    rows = []
+    for row in results["ranks"]:
+        cells = [row["loss"], f"{row['mean_rank']:.2f}"]
+        for dataset in results["datasets"]:
+            ranking = (results.get("ranking") or {}).get(dataset) or {}
+            entry = (ranking.get("losses") or {}).get(row["loss"])
+            cells.append(f"{entry['rank']:g} [{entry['low']:g}–{entry['high']:g}]" if entry else
+                         f"{row['ranks'].get(f'{dataset}/{primary}', '–')}")
+        rows.append(cells)
     return header, rows
+
+
+def friedman_text(results: dict) -> str:
+    friedman = results.get("friedman") or {}
+    if not friedman:
+        return ""
+    if not friedman.get("enough"):
+        return (f" With {friedman['datasets']} dataset(s) no test over datasets is made (Friedman needs at least 3).")
+    return (f" Friedman over the {friedman['datasets']} datasets: χ² = {friedman['statistic']:.2f}, p = "
+            f"{friedman['p_value']:.3g}; Nemenyi critical difference of mean ranks {friedman['critical_difference']:.2f} "
+            f"(α = {results['alpha']}).")
 
 
 def cost_table(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -191,9 +214,16 @@ def settings_text(results: dict, name=markdown_escape) -> str:
         cases.setdefault(row["dataset"], {}).setdefault(row["seed"], set()).add(row["case"])
     per_seed = ", ".join(f"{name(dataset)} {'/'.join(sorted({str(len(c)) for c in seeds.values()}))}"
                          for dataset, seeds in cases.items())
+    empty = [row for row in results["summary"] if row["metric"] == results.get("primary_metric")
+             and row.get("n_empty_reference")]
+    empty_text = ""
+    if empty:
+        empty_text = (" Cases whose reference is empty are scored apart, not in the overlap means: "
+                      + ", ".join(f"{name(r['dataset'])}/{name(r['loss'])} {r['n_false_positive']} of "
+                                  f"{r['n_empty_reference']} with false positives" for r in empty) + ".")
     return (f"{len(results['runs'])} runs: {len(results['losses'])} losses × {len(results['datasets'])} "
             f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per seed: {per_seed}. "
-            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold. "
+            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold.{empty_text} "
             f"{budget_text(results)}").strip()
 
 
@@ -201,7 +231,7 @@ def sections(results: dict, name=markdown_escape) -> list[tuple[str, str, tuple]
     """(title, explanation, (header, rows)) of every table, in report order. The titles and
     explanations are Markdown-like text (``*emphasis*``, backticks); the user-chosen names in them
     (the baseline loss) pass through ``name``, which makes them literal in the output format."""
-    alpha, baseline = results["alpha"], name(results["baseline"])
+    baseline = name(results["baseline"])
     sections = [("Results", settings_text(results, name), metric_table(results, MAIN_METRICS))]
     surface = [m for m in results["metrics"] if m not in MAIN_METRICS]
     if surface:
@@ -211,18 +241,14 @@ def sections(results: dict, name=markdown_escape) -> list[tuple[str, str, tuple]
                          "where a structure was missed or predicted where there is none (a structure absent from "
                          "both masks is right, not a failure). Bold marks the best among the losses with the "
                          "fewest failures, and the mean rank puts more failures below fewer.", metric_table(results, surface)))
-    sections.append((f"Paired tests against {baseline}",
-                     f"Median over (seed, case) pairs of loss − {baseline}, two-sided Wilcoxon signed-rank test "
-                     f"on those pairs, p-values Holm-adjusted over the {len(results['losses']) - 1} losses of "
-                     f"each dataset and metric. *better* / *worse*: significant at α = {alpha} in the "
-                     f"metric's direction; *n.s.*: not significant — these data show no difference to "
-                     f"{baseline}, which is not proof that there is none. *not converged* / *collapsed* "
-                     f"/ *not assessable*: a run of the loss (or of the baseline) was still improving when "
-                     f"its budget ended, produced a degenerate segmentation, or was validated too rarely "
-                     f"to tell — no verdict.", significance_table(results)))
-    sections.append(("Mean rank", "Rank of each loss's mean per dataset and metric (1 = best, in the metric's "
-                     "direction; ties share the average rank; more failed cases rank lower), averaged over datasets and metrics.",
-                     rank_table(results)))
+    sections.append((f"Against {baseline}",
+                     f"{design_text(results, name)} *not converged* / *degrading* / *not learned* / *collapsed* / "
+                     f"*not assessable*: the cell (or its baseline) is not ready — no verdict.",
+                     significance_table(results)))
+    sections.append(("Ranking", f"On {METRIC_LABELS.get(results.get('primary_metric'), results.get('primary_metric'))}: "
+                     "the rank of each loss's mean per dataset (1 = best) with its 95 % interval over "
+                     "1,000 bootstrap draws of units and seeds (the blob plot shows the shares); the mean rank "
+                     "over datasets is descriptive, not a test." + friedman_text(results), rank_table(results)))
     sections.append(("Cost", "Mean over seeds of each run's training cost (metrics.json). Peak memory is "
                      "torch.cuda.max_memory_allocated on a GPU; on a CPU it is the peak resident memory of the "
                      "process during that run (on Linux reset at the start of each run, elsewhere the process's "
@@ -239,7 +265,10 @@ def render_markdown(results: dict, figures: dict[str, Path], dest: Path, sources
     lines = ["# Loss benchmark", ""]
     for number, line in enumerate(banner_lines(results, str(sources[0]))):  # the readiness banner, a quote block
         lines += [">"] * (number > 0) + [f"> {line}"]
-    lines += ["", f"Runs read from: {', '.join(markdown_code(s) for s in sources)}.", ""]
+    lines += ["", "## Answer", ""]
+    for line in answer_lines(results, markdown_escape):
+        lines += [line, ""]
+    lines += [f"Runs read from: {', '.join(markdown_code(s) for s in sources)}.", ""]
     for title, text, (header, rows) in sections(results):
         lines += [f"## {title}", "", text, "", markdown_table(header, rows), ""]
     if figures:
@@ -258,7 +287,7 @@ margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}p.note{color:#55
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #ddd;padding:.3em .6em;white-space:nowrap}
 th{background:#f4f6f8;text-align:center}th.group{border-bottom:2px solid #bbb}
-td.better{color:#1a7f37}td.worse{color:#cf222e}td.num{text-align:right}td.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+td.better{color:#1a7f37}td.worse{color:#cf222e}td.equivalent{color:#0550ae}p.answer{font-size:1.05em}td.num{text-align:right}td.text{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .scroll{overflow-x:auto}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%}
 code{background:#f4f6f8;padding:0 .2em}
 .banner{border:2px solid;border-radius:6px;padding:.2em 1em;margin:1em 0}.banner.ready{border-color:#1a7f37;background:#f0fff4}
@@ -304,13 +333,13 @@ def render_html(results: dict, figures: dict[str, Path], sources) -> str:
     def cell(text: str, tag: str) -> str:
         escaped = f"<b>{html.escape(text)}</b>" if isinstance(text, Strong) else html.escape(text)
         kind = "num" if numeric_cell(text) else "text"
-        kind += " better" if text.endswith(" better") else " worse" if text.endswith(" worse") else ""
+        kind += (" better" if text.endswith(" better") else " worse" if text.endswith(" worse") else
+                 " equivalent" if text.endswith(" equivalent") else "")
         return f"<{tag} class='{kind}'>{escaped}</{tag}>"
 
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<title>Loss benchmark</title>", f"<style>{_CSS}</style></head><body>", "<h1>Loss benchmark</h1>",
-             _html_banner(results, sources),
-             f"<p class='note'>Runs read from: {', '.join('<code>' + html.escape(str(s)) + '</code>' for s in sources)}</p>"]
+             _html_banner(results, sources), "<h2>Answer</h2>"]
     names: list[str] = []  # user-chosen names in the texts: placeholders through the markup, then escaped
 
     def name(value) -> str:
@@ -320,6 +349,10 @@ def render_html(results: dict, figures: dict[str, Path], sources) -> str:
     def literal(text: str) -> str:
         return re.sub(r"\x00(\d+)\x00", lambda match: html.escape(names[int(match[1])]), text)
 
+    for line in answer_lines(results, name):
+        bold = re.sub(r"[*](.+?)[*]", r"<b>\1</b>", html.escape(line))
+        parts.append(f"<p class='answer'>{literal(bold)}</p>")
+    parts += [f"<p class='note'>Runs read from: {', '.join('<code>' + html.escape(str(s)) + '</code>' for s in sources)}</p>"]
     for title, text, (header, rows) in sections(results, name):
         text = re.sub(r"\*(.+?)\*", r"<i>\1</i>", html.escape(text))
         text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
@@ -351,8 +384,8 @@ def render_csv(results: dict) -> str:
     costs = {(r["dataset"], r["loss"]): r for r in results["cost"]}
     header = ["dataset", "loss", "n_seeds", "n_cases"]
     for metric in results["metrics"]:
-        header += [f"{metric}_mean", f"{metric}_std_seeds", f"{metric}_std_cases", f"{metric}_p_holm",
-                   f"{metric}_verdict"]
+        header += [f"{metric}_mean", f"{metric}_std_seeds", f"{metric}_std_cases", f"{metric}_difference",
+                   f"{metric}_ci_low", f"{metric}_ci_high", f"{metric}_p_holm", f"{metric}_verdict"]
     header += list(COST_FIELDS)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -365,7 +398,8 @@ def render_csv(results: dict) -> str:
             row = [dataset, loss, first["n_seeds"], first["n_cases"]]
             for metric in results["metrics"]:
                 s, t = summary[(dataset, loss, metric)], tests.get((dataset, loss, metric), {})
-                row += [s["mean"], s["std_seeds"], s["std_cases"], t.get("p_holm"),
+                row += [s["mean"], s["std_seeds"], s["std_cases"], t.get("mean_difference"), t.get("ci_low"),
+                        t.get("ci_high"), t.get("p_holm"),
                         t.get("verdict", "baseline" if loss == results["baseline"] else "")]
             row += [costs.get((dataset, loss), {}).get(name) for name in COST_FIELDS]
             writer.writerow(["" if value is None else value for value in row])
@@ -374,13 +408,13 @@ def render_csv(results: dict) -> str:
 
 # ---------------------------------------------------------------- writing the report
 def write_report(out_dirs, dest=None, baseline: str | None = None, metrics=DEFAULT_METRICS,
-                 alpha: float = 0.05, figures: bool = True, overlays: bool = True) -> Path:
+                 alpha: float = 0.05, figures: bool = True, overlays: bool = True, margins: dict | None = None) -> Path:
     """Analyse the runs under ``out_dirs`` and write results.json, results.csv, REPORT.md, the
     figures and report.html into ``dest`` (default: the first of ``out_dirs``). Returns the
     path of REPORT.md."""
     benchmark = find_runs(out_dirs)
     dest = Path(dest) if dest is not None else benchmark.out_dirs[0]
-    results = analyse(benchmark, baseline=baseline, metrics=metrics, alpha=alpha)
+    results = analyse(benchmark, baseline=baseline, metrics=metrics, alpha=alpha, margins=margins)
     drawn = write_figures(results, benchmark.runs, dest, overlays=overlays) if figures else {}
     _io.write_json(dest / "results.json", results)
     _io.write_text(dest / "results.csv", render_csv(results))
@@ -415,6 +449,27 @@ def parse_metric(text: str) -> str:
     return text
 
 
+def parse_margin(text: str) -> tuple[str, float]:
+    """argparse type of ``--margin``: ``METRIC=VALUE`` with a registered metric and a finite value > 0."""
+    import math
+
+    from medsegloss import metrics
+
+    name, separator, value = text.partition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError(f"--margin takes METRIC=VALUE (e.g. dice=0.02), got {text!r}")
+    if name not in metrics.available():
+        raise argparse.ArgumentTypeError(f"--margin {text!r}: unknown metric {name!r}; registered: "
+                                         f"{', '.join(metrics.available())}")
+    try:
+        margin = float(value)
+    except ValueError:
+        margin = math.nan
+    if not (math.isfinite(margin) and margin > 0):
+        raise argparse.ArgumentTypeError(f"--margin {text!r}: the margin must be a finite number > 0")
+    return name, margin
+
+
 def check_dest(dest) -> None:
     """``--dest`` must be a folder (it is created when missing), not a file."""
     if dest is not None and Path(dest).exists() and not Path(dest).is_dir():
@@ -431,13 +486,17 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics", nargs="+", type=parse_metric, default=list(DEFAULT_METRICS),
                         help="registered metrics to report (`medsegloss metrics` lists them)")
     parser.add_argument("--alpha", type=parse_alpha, default=0.05, help="significance level after Holm, in (0, 1) (default 0.05)")
+    parser.add_argument("--margin", action="append", type=parse_margin, metavar="METRIC=VALUE",
+                        help="practical-equivalence margin of a metric (repeatable), e.g. dice=0.02 or "
+                             "pixel_error=0.002 (a fraction); default: the metric registry's (`medsegloss metrics`)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument("--no-overlays", action="store_true", help="skip the prediction overlays (no checkpoints read)")
     args = parser.parse_args(argv)
     try:
         check_dest(args.dest)
         path = write_report(args.out_dirs, args.dest, baseline=args.baseline, metrics=args.metrics,
-                            alpha=args.alpha, figures=not args.no_figures, overlays=not args.no_overlays)
+                            alpha=args.alpha, figures=not args.no_figures, overlays=not args.no_overlays,
+                            margins=dict(args.margin or []))
     except (ValueError, OSError) as error:
         print(f"medsegloss report: error: {error}", file=sys.stderr)
         return 2

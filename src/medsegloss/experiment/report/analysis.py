@@ -8,17 +8,23 @@ The statistics work on plain rows, so they are testable without training anythin
   each run's ``metrics.json["test_rows"]`` by :func:`case_table` (classes averaged per case);
 - a *run list*: one dict per run with ``dataset, loss, seed`` and the run's ``cost``.
 
-Conventions (stated once, used by the report):
+Conventions (stated once, used by the report; the statistics are in
+:mod:`~medsegloss.experiment.report.statistics` and docs/benchmark.md):
 
-- **over seeds**: each seed's mean over its test cases, then the mean and (sample, ``ddof=1``)
-  standard deviation of those per-seed means;
-- **over cases**: the mean and standard deviation of all (seed, case) values pooled — the spread
-  a user sees case by case;
-- **paired test**: loss and baseline are paired on (seed, case) — the same seed gives the same
-  split, so the same test cases — and compared with the two-sided Wilcoxon signed-rank test
-  (Wilcoxon, 1945; ``scipy.stats.wilcoxon``); the p-values of one dataset and metric (one per
-  loss) form a family adjusted with Holm's step-down method (Holm, 1979);
-- **ranks**: per (dataset, metric), ties share their average rank (``scipy.stats.rankdata``).
+- **cases and units**: a case's value is its metric averaged over the classes present in its
+  reference (a class absent from the reference — empty, or predicted where there is none — is
+  counted apart as an empty-reference / false-positive case, never averaged in: an empty case
+  predicted empty must not lift a mean Dice); pixel error and specificity keep every class. The
+  *unit* of the statistics is the independent case: a patient, a slab, a declared group
+  (``split.json``'s ``units``), else the case;
+- **over seeds**: each seed's mean over its test cases (with cross-validation: all the cases of
+  the dataset), then the mean and (sample, ``ddof=1``) standard deviation of those means;
+- **paired comparison**: loss and baseline paired on (seed, fold, case); the mean difference
+  with a two-way cluster-robust 95 % interval over units and run pairs, its t-test p-value,
+  Holm-adjusted over the losses of one (dataset, metric), and the verdict word against the
+  metric's practical margin (better / worse / equivalent / inconclusive);
+- **ranks**: per dataset on the primary metric (the first one, Dice by default), with a
+  hierarchical bootstrap of units and seeds; the mean-rank table is descriptive.
 """
 
 from __future__ import annotations
@@ -52,6 +58,28 @@ class Run:
     @property
     def config(self) -> dict:
         return self.result.get("config", {})
+
+    @property
+    def fold(self) -> int | None:
+        return self.config.get("fold")
+
+    def units(self) -> dict[str, str]:
+        """case -> unit of this run's data (its ``split.json``'s ``units``; empty: each case is one)."""
+        path = self.path / "split.json"
+        try:
+            units = _io.read_json(path).get("units") if path.exists() else None
+        except (OSError, ValueError, AttributeError):
+            units = None
+        return dict(units) if isinstance(units, dict) else {}
+
+    def history(self) -> list[list[float]]:
+        """``[step, validation mean Dice]`` of every validation (``metrics.jsonl``)."""
+        from medsegloss.experiment.rundir import read_metrics_log
+
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [[line["step"], line.get("val_dice")] for line in read_metrics_log(path) if "step" in line]
 
 
 @dataclass
@@ -95,9 +123,10 @@ def find_runs(out_dirs) -> Benchmark:
             config = result.get("config") or _io.read_json(config_path)
             label = loss_label(config)
             dataset = config.get("dataset_name") or config["dataset"]  # a sweep's own name (bench --dataset)
-            key = (dataset, label, int(config["seed"]))
-            run = Run(dataset, label, int(config["seed"]), f"{dataset}/{loss_slug(label)}/seed{config['seed']}",
-                      run_dir, result)
+            fold = config.get("fold")
+            key = (dataset, label, int(config["seed"]), fold)
+            run_id = f"{dataset}/{loss_slug(label)}/seed{config['seed']}" + (f"/fold{fold}" if fold is not None else "")
+            run = Run(dataset, label, int(config["seed"]), run_id, run_dir, result)
             if key in runs:
                 raise ValueError(f"the run {run.run_id} was found twice: {runs[key].path} and {run_dir}; "
                                  f"pass each shard's folder once (or only the merged folder)")
@@ -133,9 +162,9 @@ def json_safe(value):
     return value
 
 
-def check_report_arguments(losses, baseline, metrics, alpha) -> None:
+def check_report_arguments(losses, baseline, metrics, alpha, margins=None) -> None:
     """Fail naming the argument: a ``baseline`` that is not one of ``losses``, a metric that is
-    not registered, an ``alpha`` outside (0, 1)."""
+    not registered, an ``alpha`` outside (0, 1), a margin that is not a positive number."""
     from medsegloss.metrics import check_names
 
     if baseline is not None and baseline not in losses:
@@ -144,15 +173,28 @@ def check_report_arguments(losses, baseline, metrics, alpha) -> None:
     check_names(list(metrics), "metrics")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    for metric, margin in (margins or {}).items():
+        check_names([metric], "--margin")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (margin > 0 and math.isfinite(margin)):
+            raise ValueError(f"--margin {metric}={margin!r}: a margin must be a finite number > 0")
+
+
+def margin_of(metric: str, margins=None) -> float:
+    """The practical-equivalence margin of ``metric``: ``margins[metric]`` or the registry's."""
+    from medsegloss import metrics
+
+    return float((margins or {}).get(metric, metrics.info(metric).margin))
 
 
 def analyse(benchmark: Benchmark, baseline: str | None = None, metrics=DEFAULT_METRICS,
-            alpha: float = 0.05) -> dict:
+            alpha: float = 0.05, margins: dict | None = None) -> dict:
     """Everything the report shows, as one JSON-ready dict (the content of ``results.json``).
 
     ``baseline``: the loss the others are tested against (``None``: ``ce`` when the runs have
-    it, else the first loss); one the runs lack is an error, as are unregistered ``metrics`` and
-    an ``alpha`` outside (0, 1). Registered metrics missing from every run's test rows are left out.
+    it, else the first loss); one the runs lack is an error, as are unregistered ``metrics``, an
+    ``alpha`` outside (0, 1) and a bad ``margins`` entry (metric -> practical margin; default the
+    registry's). Registered metrics missing from every run's test rows are left out. The first
+    metric is the primary one: its verdicts answer the question, the others are secondary.
     """
     runs, unfinished = benchmark.runs, benchmark.unfinished
     if not runs:
@@ -161,33 +203,49 @@ def analyse(benchmark: Benchmark, baseline: str | None = None, metrics=DEFAULT_M
     datasets, losses = benchmark.datasets, list(benchmark.losses)
     present = {key for run in runs for row in run.result.get("test_rows", []) for key in row}
     metrics = [metric for metric in metrics if metric in present]
-    check_report_arguments(losses, baseline, metrics, alpha)
+    check_report_arguments(losses, baseline, metrics, alpha, margins)
     if baseline is None:
         baseline = "ce" if "ce" in losses else losses[0]
     losses = [baseline] + [loss for loss in losses if loss != baseline]
-    table = []
+    table, designs = [], {}
     for run in runs:
-        table += case_table(run.dataset, run.loss, run.seed, run.result.get("test_rows", []), metrics)
+        units = run.units()
+        table += case_table(run.dataset, run.loss, run.seed, run.result.get("test_rows", []), metrics,
+                            fold=run.fold, units=units)
+        design = designs.setdefault(run.dataset, {"folds": run.config.get("folds"), "grouped": False,
+                                                  "select": run.config.get("select", "best")})
+        design["grouped"] |= bool(units)
     run_records = sorted(
-        ({"dataset": run.dataset, "loss": run.loss, "seed": run.seed, "run": run.run_id,
+        ({"dataset": run.dataset, "loss": run.loss, "seed": run.seed, "fold": run.fold, "run": run.run_id,
           "epochs": run.result.get("epochs"), "best_epoch": run.result.get("best_epoch"),
           "steps": run.result.get("steps"), "step_budget": run.config.get("steps") is not None,
           "budget": run.result.get("budget"), "diagnostics": run.result.get("diagnostics"),
-          "cost": run.result.get("cost", {})} for run in runs),
-        key=lambda r: (datasets.index(r["dataset"]), losses.index(r["loss"]), r["seed"]))
+          "selection": run.result.get("selection", {"select": "best", "step": run.result.get("best_step")}),
+          "history": run.history(), "cost": run.result.get("cost", {})} for run in runs),
+        key=lambda r: (datasets.index(r["dataset"]), losses.index(r["loss"]), r["seed"], r["fold"] or 0))
     summary = summarize_per_loss(table, metrics)
     order = {(d, loss): (datasets.index(d), losses.index(loss)) for d in datasets for loss in losses}
     summary.sort(key=lambda row: (order[(row["dataset"], row["loss"])], metrics.index(row["metric"])))
-    tests = compare_to_baseline(table, metrics, baseline, alpha=alpha)
+    tests = compare_to_baseline(table, metrics, baseline, alpha=alpha, margins=margins)
     tests.sort(key=lambda row: (order[(row["dataset"], row["loss"])], metrics.index(row["metric"])))
     costs = mean_costs(run_records)
     costs.sort(key=lambda row: order[(row["dataset"], row["loss"])])
+    for dataset, design in designs.items():
+        rows = [row for row in table if row["dataset"] == dataset]
+        design.update(units=len({row["unit"] for row in rows}), cases=len({row["case"] for row in rows}),
+                      seeds=sorted({row["seed"] for row in rows}),
+                      runs_per_loss=len({(row["seed"], row["fold"]) for row in rows if row["loss"] == baseline}))
+    primary = metrics[0] if metrics else None
+    ranking = {dataset: ranking_uncertainty(table, dataset, losses, primary) for dataset in datasets} if primary else {}
     return json_safe({
         "datasets": datasets, "losses": losses, "seeds": sorted({run.seed for run in runs}),
-        "metrics": metrics, "higher_is_better": {m: higher_is_better(m) for m in metrics},
+        "metrics": metrics, "primary_metric": primary, "higher_is_better": {m: higher_is_better(m) for m in metrics},
+        "margins": {m: margin_of(m, margins) for m in metrics}, "design": designs,
         "baseline": baseline, "alpha": alpha, "runs": run_records, "summary": summary,
-        "tests": tests, "ranks": mean_ranks(summary), "cost": costs,
-        "cases": sorted(table, key=lambda r: (order[(r["dataset"], r["loss"])], r["seed"], r["case"])),
+        "tests": tests, "ranks": mean_ranks(summary, [primary] if primary else None), "ranking": ranking,
+        "friedman": friedman_over_datasets(summary, datasets, losses, primary) if primary else None,
+        "cost": costs,
+        "cases": sorted(table, key=lambda r: (order[(r["dataset"], r["loss"])], r["seed"], r["fold"] or 0, r["case"])),
         "unfinished": sorted(str(path) for path in unfinished),
     })
 
@@ -201,87 +259,44 @@ def higher_is_better(metric: str) -> bool:
     return bool(metrics.info(metric).higher_is_better)
 
 
-def holm(p_values) -> list[float]:
-    """Holm's step-down adjusted p-values (Holm, 1979), in the input order.
-
-    With the ``m`` p-values sorted ascending, ``p_(1) <= ... <= p_(m)``:
-    ``adjusted_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j))``. Rejecting where the adjusted
-    value is below ``alpha`` controls the family-wise error rate at ``alpha``. NaN entries (no
-    test possible) stay NaN and do not count in ``m``.
-
-    >>> holm([0.01, 0.04, 0.03])
-    [0.03, 0.06, 0.06]
-    """
-    values = [float(p) for p in p_values]
-    for p in values:
-        if not math.isnan(p) and not 0.0 <= p <= 1.0:
-            raise ValueError(f"p-values must lie in [0, 1], got {p}")
-    order = sorted((i for i, p in enumerate(values) if not math.isnan(p)), key=lambda i: values[i])
-    adjusted = [math.nan] * len(values)
-    running_max = 0.0
-    for rank, index in enumerate(order):
-        running_max = max(running_max, min(1.0, (len(order) - rank) * values[index]))
-        adjusted[index] = round(running_max, 15)  # keep 3 * 0.01 == 0.03 readable
-    return adjusted
+ALL_CLASS_METRICS = ("pixel_error", "specificity")  # defined over the background too: every class counts
 
 
-def wilcoxon_paired(values, baseline_values) -> dict:
-    """Two-sided Wilcoxon signed-rank test of paired samples (``scipy.stats.wilcoxon``).
-
-    Pairs where either value is NaN are dropped. Zero differences are discarded (the test's
-    ``"wilcox"`` convention); when every difference is zero the samples are identical and
-    ``p_value`` is 1. With no pair left, ``p_value`` is NaN.
-
-    Returns ``{"n": pairs used, "statistic": W, "p_value": p, "median_difference": median of
-    values - baseline_values, "mean_difference": ...}``.
-
-    >>> wilcoxon_paired([1, 2, 3, 4, 5], [0, 0, 0, 0, 0])["p_value"]  # exact: 2 / 2**5
-    0.0625
-    """
-    values = np.asarray(values, dtype=np.float64)
-    baseline_values = np.asarray(baseline_values, dtype=np.float64)
-    if values.shape != baseline_values.shape or values.ndim != 1:
-        raise ValueError(f"paired samples must be 1-D of equal length, got shapes {values.shape} and "
-                         f"{baseline_values.shape}")
-    keep = ~(np.isnan(values) | np.isnan(baseline_values))
-    differences = values[keep] - baseline_values[keep]
-    result = {"n": int(differences.size), "statistic": math.nan, "p_value": math.nan,
-              "median_difference": math.nan, "mean_difference": math.nan}
-    if differences.size == 0:
-        return result
-    result["median_difference"] = float(np.median(differences))
-    result["mean_difference"] = float(np.mean(differences))
-    if not np.any(differences != 0):
-        result.update(statistic=0.0, p_value=1.0)
-        return result
-    from scipy.stats import wilcoxon
-
-    test = wilcoxon(differences)
-    result.update(statistic=float(test.statistic), p_value=float(test.pvalue))
-    return result
-
-
-def case_table(dataset: str, loss: str, seed: int, test_rows: list[dict], metrics) -> list[dict]:
+def case_table(dataset: str, loss: str, seed: int, test_rows: list[dict], metrics, fold=None,
+               units: dict | None = None) -> list[dict]:
     """One row per case from ``evaluate`` rows (one per case and class): each metric averaged over
-    the case's classes, ignoring NaN, and ``"failed"``: the metrics left undefined (NaN) for a
-    class that is not empty in both masks — a structure missed, or one predicted where there is
-    none. A class empty in both masks (``"empty": "both"``) is right, not failed."""
+    the classes present in the case's reference (NaN ignored; every class for
+    :data:`ALL_CLASS_METRICS`), the case's ``unit`` (``units``: case -> unit, default the case),
+    ``fold``, ``"empty_reference"`` (no class present in the reference: the overlap metrics are
+    NaN, the case is counted apart), ``"false_positive"`` (a class predicted where the reference
+    has none) and ``"failed"``: the metrics left undefined (NaN) for a class present in the
+    reference — a structure missed."""
     by_case: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     failed: dict[str, set] = defaultdict(set)
+    present: dict[str, bool] = defaultdict(bool)
+    spurious: dict[str, bool] = defaultdict(bool)
     for row in test_rows:
+        case, empty = str(row["case"]), row.get("empty", "none")
+        in_reference = empty not in ("both", "ref")
+        present[case] |= in_reference
+        spurious[case] |= empty == "ref"
         for metric in metrics:
             value = row.get(metric)
             value = math.nan if value is None else float(value)
-            by_case[str(row["case"])][metric].append(value)
-            if math.isnan(value) and row.get("empty") != "both":
-                failed[str(row["case"])].add(metric)
+            if in_reference or metric in ALL_CLASS_METRICS:
+                by_case[case][metric].append(value)
+            if math.isnan(value) and in_reference:
+                failed[case].add(metric)
     rows = []
     for case, values in by_case.items():
-        row = {"dataset": dataset, "loss": loss, "seed": int(seed), "case": case}
+        row = {"dataset": dataset, "loss": loss, "seed": int(seed), "fold": fold, "case": case,
+               "unit": str((units or {}).get(case, case))}
         for metric in metrics:
-            finite = [v for v in values[metric] if not math.isnan(v)]
+            finite = [v for v in values.get(metric, []) if not math.isnan(v)]
             row[metric] = sum(finite) / len(finite) if finite else math.nan
         row["failed"] = sorted(failed[case])
+        row["empty_reference"] = not present[case]
+        row["false_positive"] = spurious[case]
         rows.append(row)
     return rows
 
@@ -306,10 +321,12 @@ def summarize_per_loss(table: list[dict], metrics) -> list[dict]:
     """Per dataset, loss and metric: the mean, its std over seeds and its std over cases.
 
     Returns rows ``{"dataset", "loss", "metric", "mean", "std_seeds", "std_cases", "median",
-    "n_seeds", "n_cases", "n_nan", "n_failed"}``; ``mean`` is the mean of the per-seed means
-    (equal to the pooled mean when every seed has the same cases), ``n_cases`` counts the defined
-    (seed, case) values, ``n_failed`` the cases where the metric is undefined because of a
-    segmentation error (see :func:`case_table`).
+    "n_seeds", "n_cases", "n_nan", "n_failed", "n_empty_reference", "n_false_positive"}``;
+    ``mean`` is the mean of the per-seed means (equal to the pooled mean when every seed has the
+    same cases), ``n_cases`` counts the defined (seed, case) values, ``n_failed`` the cases where
+    the metric is undefined because of a segmentation error (see :func:`case_table`),
+    ``n_empty_reference`` the (seed, case) values whose reference is empty and
+    ``n_false_positive`` those with a class predicted where the reference has none.
     """
     summary = []
     for (dataset, loss), rows in _groups(table).items():
@@ -325,52 +342,114 @@ def summarize_per_loss(table: list[dict], metrics) -> list[dict]:
                 "median": float(np.median(finite)) if finite else math.nan,
                 "n_seeds": len(seeds), "n_cases": len(finite), "n_nan": len(pooled) - len(finite),
                 "n_failed": sum(metric in row.get("failed", ()) for row in rows),
+                "n_empty_reference": sum(bool(row.get("empty_reference")) for row in rows),
+                "n_false_positive": sum(bool(row.get("false_positive")) for row in rows),
             })
     return summary
 
 
-def compare_to_baseline(table: list[dict], metrics, baseline: str, alpha: float = 0.05) -> list[dict]:
-    """Paired Wilcoxon tests of every loss against ``baseline`` per dataset and metric, Holm-adjusted
-    over the losses of each (dataset, metric).
+def _run_key(row: dict) -> str:
+    return f"seed{row['seed']}" + (f"/fold{row['fold']}" if row.get("fold") is not None else "")
 
-    Returns rows ``{"dataset", "loss", "baseline", "metric", "n", "statistic", "p_value",
-    "p_holm", "median_difference", "mean_difference", "significant", "verdict"}`` where the
-    differences are loss − baseline and ``verdict`` is ``"better"``, ``"worse"`` (significant at
-    ``alpha`` after Holm, in the metric's direction) or ``"not significant"``.
+
+def compare_to_baseline(table: list[dict], metrics, baseline: str, alpha: float = 0.05,
+                        margins: dict | None = None) -> list[dict]:
+    """Every loss against ``baseline`` per dataset and metric (the design in the module docstring).
+
+    Returns rows ``{"dataset", "loss", "baseline", "metric", "n", "n_units", "n_runs",
+    "mean_difference", "se", "df", "ci_low", "ci_high", "p_value", "p_holm", "wilcoxon_p",
+    "margin", "detectable", "significant", "verdict"}``: differences are loss − baseline (in the
+    metric's unit), ``ci_*`` the (1 − alpha) interval, ``p_holm`` Holm over the losses of the
+    (dataset, metric), ``wilcoxon_p`` the signed-rank p of the unit means (reference only: it
+    ignores that the cases of a fold share one model), ``detectable`` the smallest difference with
+    80 % power, ``verdict`` one of :data:`~medsegloss.experiment.report.statistics.VERDICTS`.
     """
+    from medsegloss.experiment.report.statistics import (detectable_difference, holm, paired_difference,
+                                                         verdict_word, wilcoxon_p)
+
     groups = _groups(table)
     results = []
     for dataset in sorted({dataset for dataset, _ in groups}):
         if (dataset, baseline) not in groups:
             continue
-        reference = {(r["seed"], r["case"]): r for r in groups[(dataset, baseline)]}
+        reference = {(r["seed"], r.get("fold"), r["case"]): r for r in groups[(dataset, baseline)]}
         losses = [loss for d, loss in groups if d == dataset and loss != baseline]
         for metric in metrics:
-            family = []
+            family, sign, margin = [], 1.0 if higher_is_better(metric) else -1.0, margin_of(metric, margins)
             for loss in losses:
-                pairs = [(row[metric], reference[(row["seed"], row["case"])][metric])
-                         for row in groups[(dataset, loss)] if (row["seed"], row["case"]) in reference]
-                test = wilcoxon_paired([a for a, _ in pairs], [b for _, b in pairs])
-                family.append({"dataset": dataset, "loss": loss, "baseline": baseline,
-                               "metric": metric, **test})
+                pairs = [(row[metric] - reference[key][metric], row["unit"], _run_key(row))
+                         for row in groups[(dataset, loss)]
+                         if (key := (row["seed"], row.get("fold"), row["case"])) in reference]
+                test = paired_difference([d for d, _, _ in pairs], [u for _, u, _ in pairs],
+                                         [r for _, _, r in pairs], alpha=alpha)
+                per_unit: dict[str, list[float]] = defaultdict(list)
+                for difference, unit, _ in pairs:
+                    if not math.isnan(difference):
+                        per_unit[unit].append(difference)
+                family.append({"dataset": dataset, "loss": loss, "baseline": baseline, "metric": metric,
+                               "n": test["n"], "n_units": test["n_units"], "n_runs": test["n_runs"],
+                               "mean_difference": test["mean"], "se": test["se"], "df": test["df"],
+                               "ci_low": test["ci_low"], "ci_high": test["ci_high"], "p_value": test["p_value"],
+                               "wilcoxon_p": wilcoxon_p([float(np.mean(v)) for v in per_unit.values()]),
+                               "margin": margin, "detectable": detectable_difference(test["se"], test["df"], alpha)})
             for row, adjusted in zip(family, holm([row["p_value"] for row in family])):
                 row["p_holm"] = adjusted
                 row["significant"] = bool(not math.isnan(adjusted) and adjusted < alpha)
-                row["verdict"] = _verdict(row, higher_is_better(metric))
+                low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+                row["verdict"] = verdict_word(sign * row["mean_difference"], low, high, adjusted, margin, alpha)
             results += family
     return results
 
 
-def _verdict(row: dict, larger_is_better: bool) -> str:
-    if not row["significant"]:
-        return "not significant"
-    difference = row["median_difference"] if row["median_difference"] != 0 else row["mean_difference"]
-    return "better" if (difference > 0) == larger_is_better else "worse"
+def unit_values(table: list[dict], dataset: str, losses, metric: str) -> np.ndarray:
+    """``(losses, units, seeds)`` array of the mean ``metric`` of every test unit under every seed
+    (NaN where a unit was not tested in a seed), the input of the ranking bootstrap."""
+    rows = [row for row in table if row["dataset"] == dataset]
+    units = sorted({row["unit"] for row in rows})
+    seeds = sorted({row["seed"] for row in rows})
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    for row in rows:
+        if not math.isnan(row[metric]):
+            cells[(row["loss"], row["unit"], row["seed"])].append(row[metric])
+    values = np.full((len(losses), len(units), len(seeds)), np.nan)
+    for (loss, unit, seed), found in cells.items():
+        if loss in losses:
+            values[losses.index(loss), units.index(unit), seeds.index(seed)] = np.mean(found)
+    return values
+
+
+def ranking_uncertainty(table: list[dict], dataset: str, losses, metric: str, draws: int = 1000) -> dict:
+    """The bootstrap ranking of ``losses`` on ``dataset``'s ``metric`` (statistics.bootstrap_ranks),
+    keyed by loss: ``{"metric", "kendall_tau", "draws", "losses": {loss: {"rank", "shares",
+    "low", "high"}}}``; empty when the dataset has no value."""
+    from medsegloss.experiment.report.statistics import bootstrap_ranks
+
+    present = [loss for loss in losses if any(r["dataset"] == dataset and r["loss"] == loss for r in table)]
+    values = unit_values(table, dataset, present, metric)
+    if values.size == 0 or np.isnan(values).all():
+        return {}
+    ranks = bootstrap_ranks(values, higher_is_better(metric), draws=draws)
+    return {"metric": metric, "kendall_tau": ranks["kendall_tau"], "draws": ranks["draws"],
+            "losses": {loss: {"rank": ranks["rank"][i], "shares": ranks["shares"][i], "low": ranks["low"][i],
+                              "high": ranks["high"][i]} for i, loss in enumerate(present)}}
+
+
+def friedman_over_datasets(summary: list[dict], datasets, losses, metric: str) -> dict:
+    """Friedman's test and the Nemenyi critical difference over the datasets on ``metric``
+    (statistics.friedman), over the losses every dataset has; ``"enough": False`` under 3."""
+    from medsegloss.experiment.report.statistics import friedman
+
+    means = {(row["dataset"], row["loss"]): row["mean"] for row in summary if row["metric"] == metric}
+    common = [loss for loss in losses if all(not math.isnan(means.get((d, loss), math.nan)) for d in datasets)]
+    matrix = np.array([[means[(d, loss)] for loss in common] for d in datasets]) if common else np.zeros((0, 0))
+    result = friedman(matrix.reshape(len(datasets), len(common)), higher_is_better(metric))
+    return {**result, "metric": metric, "loss_names": common}
 
 
 def mean_ranks(summary: list[dict], metrics=None) -> list[dict]:
     """Rank the losses per (dataset, metric) by their mean (1 = best, in the metric's direction;
-    ties share the average rank), then average each loss's ranks over datasets and metrics.
+    ties share the average rank), then average each loss's ranks over the columns: descriptive
+    only (no uncertainty; ``ranking`` in results.json has the bootstrap).
 
     A loss with more failed cases (``n_failed``: e.g. no HD95 because it found nothing) ranks
     below the losses with fewer, whatever its mean over the cases it has: such an undefined value

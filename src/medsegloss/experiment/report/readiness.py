@@ -12,23 +12,70 @@ retrained); with a schedule tied to the budget (poly, cosine) or an epoch budget
 from __future__ import annotations
 
 # statuses that make a cell's comparison no finding, worst first (diagnostics.STATUSES)
-NOT_READY_STATUSES = ("collapsed", "not learned", "not converged", "not assessable")
+NOT_READY_STATUSES = ("collapsed", "not learned", "not converged", "degrading", "not assessable")
+DEGENERATE = ("collapsed", "not learned")  # a cell is degenerate when most of its runs are
+
+
+def _run_label(run: dict) -> str:
+    return f"{run['seed']}" + (f"/fold{run['fold']}" if run.get("fold") is not None else "")
+
+
+def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
+    """The mean validation curve of a cell's runs: at every step all of them validated with a
+    defined score, the mean score."""
+    import math
+
+    curves = [{int(step): score for step, score in run.get("history") or []
+               if score is not None and not math.isnan(score)} for run in runs]
+    if not curves:
+        return []
+    steps = sorted(set.intersection(*(set(curve) for curve in curves)))
+    return [(step, sum(curve[step] for curve in curves) / len(curves)) for step in steps]
+
+
+def cell_readiness(runs: list[dict]) -> dict:
+    """The readiness of one (dataset, loss) cell from its runs (results.json ``runs``): ``status``
+    None (ready) or one of :data:`NOT_READY_STATUSES`; ``seeds``: ``{status: [run labels]}`` of the
+    runs' own statuses that are not converged; ``trend``: the convergence numbers of the cell's
+    mean validation curve.
+
+    Rules (docs/benchmark.md): *collapsed* / *not learned* when more than half of the cell's runs
+    are (a minority of degenerate runs is a finding about the loss: its metric counts them); else
+    the trend rule (``diagnostics.convergence_summary``) on the **mean** curve of the runs, whose
+    noise is the runs' noise over ``sqrt(runs)``: *not converged*, *degrading* or *not assessable*.
+    """
+    from medsegloss.experiment.diagnostics import convergence_summary
+
+    labels: dict[str, list[str]] = {}
+    for run in runs:
+        status = (run.get("diagnostics") or {}).get("status")
+        if status in NOT_READY_STATUSES:
+            labels.setdefault(status, []).append(_run_label(run))
+    status = next((s for s in DEGENERATE if len(labels.get(s, [])) > len(runs) / 2), None)
+    totals = [(run.get("diagnostics") or {}).get("total_steps") or run.get("steps") for run in runs]
+    totals = [int(t) for t in totals if t]
+    tolerance = next(((run.get("diagnostics") or {}).get("tolerance") for run in runs
+                      if (run.get("diagnostics") or {}).get("tolerance") is not None), 0.01)
+    trend = convergence_summary(mean_curve(runs), min(totals), tolerance) if totals else {}
+    if status is None and trend:
+        if trend["not_converged"] is None:
+            status = "not assessable"
+        elif trend["not_converged"]:
+            status = "not converged"
+        elif trend["degrading"]:
+            status = "degrading"
+    return {"status": status, "seeds": labels, "runs": len(runs),
+            "trend": {key: trend.get(key) for key in ("change", "change_low", "change_high",
+                                                      "validations_last_quarter")}}
 
 
 def cell_statuses(results: dict) -> dict[tuple[str, str], dict]:
-    """``{(dataset, loss): {"status", "seeds": {status: [seed, ...]}}}`` for the cells with a run
-    that is collapsed, not learned, not converged or not assessable; the cell's status is its
-    worst run's."""
-    cells: dict[tuple[str, str], dict] = {}
+    """``{(dataset, loss): cell_readiness(...)}`` for the cells that are not ready."""
+    by_cell: dict[tuple[str, str], list[dict]] = {}
     for run in results["runs"]:
-        status = (run.get("diagnostics") or {}).get("status")
-        if status not in NOT_READY_STATUSES:
-            continue
-        cell = cells.setdefault((run["dataset"], run["loss"]), {"status": status, "seeds": {}})
-        cell["seeds"].setdefault(status, []).append(run["seed"])
-        if NOT_READY_STATUSES.index(status) < NOT_READY_STATUSES.index(cell["status"]):
-            cell["status"] = status
-    return cells
+        by_cell.setdefault((run["dataset"], run["loss"]), []).append(run)
+    cells = {key: cell_readiness(runs) for key, runs in by_cell.items()}
+    return {key: cell for key, cell in cells.items() if cell["status"] is not None}
 
 
 def cell_status(cells: dict, baseline: str, dataset: str, loss: str) -> str | None:
@@ -138,11 +185,18 @@ def readiness(results: dict, out: str) -> dict:
 
 
 def _cell_text(cell: dict) -> str:
-    seeds = "; ".join(f"{status}: seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
-                      for status, seeds in cell["seeds"].items())
     from medsegloss.experiment.report import markdown_code  # names are user text: code spans
 
-    return f"{markdown_code(cell['dataset'])} / {markdown_code(cell['loss'])} ({seeds})"
+    trend = cell["trend"]
+    if cell["status"] in DEGENERATE:
+        runs = cell["seeds"][cell["status"]]
+        why = f"{cell['status']} in {len(runs)} of {cell['runs']} runs (seed {', '.join(runs)})"
+    elif trend.get("change") is not None:
+        why = (f"{cell['status']}: its mean validation Dice moved {trend['change']:+.3f} over the last quarter "
+               f"(95 % bounds {trend['change_low']:+.3f} to {trend['change_high']:+.3f})")
+    else:
+        why = f"{cell['status']}: {trend.get('validations_last_quarter') or 0} validations in the last quarter (4 needed)"
+    return f"{markdown_code(cell['dataset'])} / {markdown_code(cell['loss'])} ({why})"
 
 
 def banner_lines(results: dict, out: str) -> list[str]:
@@ -151,12 +205,12 @@ def banner_lines(results: dict, out: str) -> list[str]:
     cells, more = state["cells"], state["more_budget"]
     total = len(results["datasets"]) * len(results["losses"])
     if not cells:
-        return ["**Verdict ready**: every run converged and none collapsed (the rules in docs/benchmark.md).",
+        return ["**Verdict ready**: every cell converged (its mean validation curve flat in the last quarter) and "
+                "none is degenerate (the rules in docs/benchmark.md).",
                 budget_text(results)]
-    return [f"**Verdict not ready**: {len(cells)} of {total} (dataset, loss) cells have runs that are not "
-            "converged (still improving in the last quarter of the budget), not learned (best validation "
-            "Dice at most 0.05), collapsed (a degenerate segmentation on most validation cases) or not "
-            "assessable: "
+    return [f"**Verdict not ready**: {len(cells)} of {total} (dataset, loss) cells are not converged (their mean "
+            "validation curve still rising in the last quarter of the budget), degrading (falling), not learned "
+            "or collapsed (most runs predict no foreground, or a degenerate segmentation) or not assessable: "
             + "; ".join(_cell_text(cell) for cell in cells) + ". Their paired tests show that status "
             "instead of better / worse: a ranking of such runs is no finding.",
             f"Give every run more budget (the whole sweep, so the comparison stays fair): `{more['command']}` "
