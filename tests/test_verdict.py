@@ -125,10 +125,10 @@ def test_collapsed_sweep_is_flagged_and_bench_exits_3(tmp_path, capsys):
     assert set(result["diagnostics"]["collapse_kinds"]) <= {"one class everywhere", "oversized foreground"}
     assert result["budget"]["schedule"] == "poly" and result["budget"]["augment"] is False
     text = (out / "REPORT.md").read_text()
-    assert "`phantom-lesion` / `dice` (collapsed in 1 of 1 runs (seed 0))" in text
+    assert "`phantom-lesion` / `dice` (collapsed in 1 of 1 runs: seed 0)" in text
     ce = json.loads((out / "phantom-lesion" / "ce" / "seed0" / "metrics.json").read_text())["diagnostics"]["status"]
     assert ce in ("collapsed", "not learned")  # lr 50: nothing usable either way
-    assert f"`phantom-lesion` / `ce` ({ce} in 1 of 1 runs (seed 0))" in text
+    assert f"`phantom-lesion` / `ce` ({ce} in 1 of 1 runs: seed 0)" in text
     assert "| phantom-lesion | dice | collapsed |" in text
     assert f"--steps 12 --out {out}-steps12`" in text and "the runs restart" in text
 

@@ -31,12 +31,12 @@ DEFAULT_DATASETS = ("phantom-lesion", "phantom-cardiac", "mni152-tissue")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_STEPS = 500
 DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "steps": DEFAULT_STEPS, "val_every": 25,
-                    "schedule": "poly", "patch": 48, "augment": True, "batch_size": 8, "lr": 0.01,
+                    "schedule": "poly", "patch": 48, "augment": True, "batch_size": 8, "lr": 0.01, "folds": 5,
                     "metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}
 # Per-dataset options used when --dataset-options is not given: 20 phantom cases (12 train, 4
 # validation, 4 test) and the MNI152 brain in 20 slabs, so each test split has 4 cases per seed.
-DATASET_OPTIONS = {"phantom-lesion": {"num_cases": 20}, "phantom-cardiac": {"num_cases": 20},
-                   "mni152-tissue": {"num_slabs": 20}}
+DATASET_OPTIONS = {"phantom-lesion": {"num_cases": 25}, "phantom-cardiac": {"num_cases": 25},
+                   "mni152-tissue": {"num_slabs": 25}}
 # The seed paper's experiment (Config.preset("paper")): CE against CE + 1 * Dice on real data.
 PAPER = {"losses": ("ce", "ce + 1.0*dice"), "datasets": ("covid-ct", "acdc"), "seeds": (0, 1, 2),
          "settings": {"metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}}
@@ -47,30 +47,81 @@ MODEL_FIELDS = ("dataset", "seed", "base_width", "depth", "dims", "deep_supervis
 
 @dataclass(frozen=True)
 class Job:
-    """One run of the sweep."""
+    """One run of the sweep: a loss on a dataset, with a seed and (cross-validation) a fold."""
 
     dataset: str
     loss: str
     seed: int
+    fold: int | None = None
+    folds: int | None = None
 
     def run_dir(self, out: Path) -> Path:
         from medsegloss.experiment.config import loss_slug
 
-        return out / self.dataset / loss_slug(self.loss) / f"seed{self.seed}"
+        run = out / self.dataset / loss_slug(self.loss) / f"seed{self.seed}"
+        return run / f"fold{self.fold}" if self.fold is not None else run
 
 
-def plan(datasets, losses, seeds, shard: tuple[int, int] = (1, 1)) -> list[Job]:
-    """The sweep in a fixed order (dataset, seed, loss), then every ``n``-th job from the ``i``-th
-    for ``shard = (i, n)``: shards are disjoint, cover the sweep, and are balanced over losses.
+def plan(datasets, losses, seeds, shard: tuple[int, int] = (1, 1), folds: dict | None = None) -> list[Job]:
+    """The sweep in a fixed order (dataset, seed, fold, loss), then every ``n``-th job from the
+    ``i``-th for ``shard = (i, n)``: shards are disjoint, cover the sweep, and are balanced over
+    losses. ``folds``: dataset -> number of cross-validation folds (None or absent: one split).
 
     >>> [(j.loss, j.seed) for j in plan(["d"], ["ce", "dice"], [0, 1], shard=(2, 2))]
     [('dice', 0), ('dice', 1)]
+    >>> [(j.seed, j.fold, j.loss) for j in plan(["d"], ["ce"], [0], folds={"d": 2})]
+    [(0, 0, 'ce'), (0, 1, 'ce')]
     """
     index, count = shard
     if not (isinstance(count, int) and count >= 1 and 1 <= index <= count):
         raise ValueError(f"shard must be i/n with 1 <= i <= n, got {index}/{count}")
-    jobs = [Job(dataset, loss, int(seed)) for dataset in datasets for seed in seeds for loss in losses]
+    folds = folds or {}
+    jobs = [Job(dataset, loss, int(seed), fold, folds.get(dataset))
+            for dataset in datasets for seed in seeds
+            for fold in (range(folds[dataset]) if folds.get(dataset) else [None]) for loss in losses]
     return jobs[index - 1::count]
+
+
+MIN_UNITS_PER_FOLD = 2  # fewer test units per fold than this: leave-one-out instead
+
+
+def fold_count(config, say=None) -> int | None:
+    """The cross-validation folds of ``config``'s dataset: ``config.folds`` (None: one split) when
+    the dataset has at least 2 units per fold; else leave-one-out over its units (said once);
+    fewer than 3 units: a ValueError (no fold could train on 2 units and test on another)."""
+    if config.folds is None:
+        return None
+    from medsegloss.data.splits import count_units
+    from medsegloss.experiment.trainer import make_dataset
+
+    units = count_units(make_dataset(config.replace(folds=None, fold=None), "all").split)
+    if units >= MIN_UNITS_PER_FOLD * config.folds:
+        return config.folds
+    name = config.dataset_name or config.dataset
+    if units < 3:
+        raise ValueError(f"{name} has {units} independent unit(s) (cases or declared groups): cross-validation needs "
+                         f"at least 3 (one to test, one to validate, one to train); add data or use --folds 0 for "
+                         f"one train/val/test split")
+    if say is not None:
+        say(f"bench: {name} has {units} units, too few for {config.folds} folds of {MIN_UNITS_PER_FOLD}: "
+            f"leave-one-out cross-validation ({units} folds) instead")
+    return units
+
+
+def write_fold_files(config, out: Path, dataset: str, seeds, folds: int) -> None:
+    """``OUT/<dataset>/folds/seed<k>.json``: every fold's train / val / test cases of each seed
+    (like nnU-Net's ``splits_final.json``), for the record; the runs draw the same folds."""
+    from medsegloss import _io
+    from medsegloss.data.splits import folds_of
+    from medsegloss.experiment.trainer import make_dataset
+
+    every = make_dataset(config.replace(folds=None, fold=None), "all")
+    for seed in seeds:
+        path = out / dataset / "folds" / f"seed{seed}.json"
+        if not path.exists():
+            splits = folds_of(every.split, folds, seed=int(seed), val_fraction=config.val_fraction)
+            _io.write_json(path, {"dataset": dataset, "seed": int(seed), "folds": folds,
+                                  "units": every.split.get("units", {}), "splits": splits}, indent=1)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -169,8 +220,8 @@ def named_datasets(specs, option_items, datasets) -> tuple[dict, dict]:
 def configs(base, jobs: list[Job], out: Path, roots: dict[str, str], named=None) -> dict[Job, object]:
     """The config of every job (``init_weights`` pointing at its dataset and seed's init file)."""
     return {job: for_dataset(base, job.dataset, roots, named).replace(
-                loss=job.loss, seed=job.seed, init_weights=str(init_path(out, job).resolve()),
-                out=str(job.run_dir(out)))
+                loss=job.loss, seed=job.seed, folds=job.folds, fold=job.fold,
+                init_weights=str(init_path(out, job).resolve()), out=str(job.run_dir(out)))
             for job in jobs}
 
 
@@ -208,7 +259,8 @@ def check_sweep(base, datasets, losses, roots: dict[str, str], named=None) -> No
 
     for dataset in datasets:
         for loss in losses:
-            check_config(for_dataset(base, dataset, roots, named).replace(loss=loss, init_weights=None))
+            check_config(for_dataset(base, dataset, roots, named).replace(
+                loss=loss, init_weights=None, fold=0 if base.folds else None))
 
 
 def finished(config, run_dir: Path) -> bool:
@@ -301,13 +353,17 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     check_sweep(base, datasets, losses, roots, named)
-    planned = plan(datasets, losses, seeds, shard)
+    say = (lambda message: None) if quiet else tqdm.write
+    folds = {dataset: fold_count(for_dataset(base, dataset, roots, named), say) for dataset in datasets}
+    planned = plan(datasets, losses, seeds, shard, folds)
     job_configs = configs(base, planned, out, roots, named)
+    for dataset, count in folds.items():
+        if count:
+            write_fold_files(for_dataset(base, dataset, roots, named), out, dataset, seeds, count)
     _io.write_json(out / "bench.json", {"datasets": list(datasets), "losses": list(losses),
-                                        "seeds": [int(s) for s in seeds], "settings": base.to_dict(),
+                                        "seeds": [int(s) for s in seeds], "folds": folds, "settings": base.to_dict(),
                                         "command": command})  # the bench arguments, for the report
     todo = [job for job in planned if not finished(job_configs[job], job.run_dir(out))]
-    say = (lambda message: None) if quiet else tqdm.write
     jobs = min(jobs, max(1, len(todo)))
     say(f"bench: {len(planned)} runs" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
         + f" ({len(planned) - len(todo)} finished already, {len(todo)} to train"
@@ -328,7 +384,8 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
             text = f"FAILED ({outcome['error']})"
         else:
             text = f"test Dice {outcome['dice']:.3f}" + (f"  {outcome['status']}" if outcome.get("status") else "")
-        say(f"[{number:>{len(str(len(todo)))}}/{len(todo)}] {job.dataset:<16} {job.loss:<{width}} seed {job.seed}"
+        fold = f" fold {job.fold}" if job.fold is not None else ""
+        say(f"[{number:>{len(str(len(todo)))}}/{len(todo)}] {job.dataset:<16} {job.loss:<{width}} seed {job.seed}{fold}"
             f"  {text}  {outcome['seconds']:.1f} s")
 
     with tqdm(total=len(todo), unit="run", desc="bench", disable=quiet, dynamic_ncols=True) as bar:
@@ -383,11 +440,14 @@ def _train_in_workers(todo, job_configs, out: Path, jobs: int, threads: int, bar
 
 
 def _sweep_finished(out: Path, datasets, losses, seeds) -> bool:
-    return all((job.run_dir(out) / "metrics.json").exists() for job in plan(datasets, losses, seeds))
+    from medsegloss import _io
+
+    folds = _io.read_json(out / "bench.json").get("folds") if (out / "bench.json").exists() else None
+    return all((job.run_dir(out) / "metrics.json").exists() for job in plan(datasets, losses, seeds, folds=folds))
 
 
 # ---------------------------------------------------------------- command line
-SWEEP_FIELDS = ("dataset", "loss", "seed", "out", "init_weights", "data_root", "dataset_name",
+SWEEP_FIELDS = ("dataset", "loss", "seed", "fold", "out", "init_weights", "data_root", "dataset_name",
                 "dataset_options")  # set per run by the sweep
 
 

@@ -38,7 +38,7 @@ class Config:
     val_fraction: float = 0.2  # share of the cases held out for validation (model selection)
     test_fraction: float = 0.2  # share of the cases held out for the final test (without folds)
     folds: int | None = None  # k-fold cross-validation over the units (cases, patients, slabs): None for one random split
-    fold: int | None = None  # the fold this run tests (0 .. folds-1); its validation part comes from the other folds
+    fold: int | None = None  # the fold a training run tests (0 .. folds-1; bench runs every fold); its validation part comes from the other folds
     select: str = "last"  # the model tested: last (the final weights, as nnU-Net) or best (best validation Dice)
     loss: str = "ce"  # a registered loss name or a build() string such as "ce + 1.0*dice"
     loss_options: dict = field(default_factory=dict)  # the loss's options as JSON, e.g. '{"alpha": 0.3}'
@@ -124,13 +124,15 @@ class Config:
                 or self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum < 1, "
                              f"got {self.val_fraction!r} and {self.test_fraction!r}")
-        if (self.folds is None) != (self.fold is None):
-            raise ValueError(f"folds and fold go together (a cross-validation run tests one fold), got "
-                             f"folds={self.folds!r}, fold={self.fold!r}")
+        if self.folds == 0:
+            object.__setattr__(self, "folds", None)  # --folds 0: one train/val/test split
+        if self.fold is not None and self.folds is None:
+            raise ValueError(f"fold={self.fold!r} needs folds (the number of cross-validation folds)")
         if self.folds is not None:
             if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-                raise ValueError(f"folds must be an int >= 2, got {self.folds!r}")
-            if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < self.folds:
+                raise ValueError(f"folds must be an int >= 2 (0: no cross-validation), got {self.folds!r}")
+            if self.fold is not None and (isinstance(self.fold, bool) or not isinstance(self.fold, int)
+                                          or not 0 <= self.fold < self.folds):
                 raise ValueError(f"fold must be an int in [0, {self.folds}), got {self.fold!r}")
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")

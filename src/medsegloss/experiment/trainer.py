@@ -147,6 +147,9 @@ def check_config(config: Config) -> nn.Module:
 
     Returns the loss it built to check it, so a run builds its loss once.
     """
+    if config.folds is not None and config.fold is None:
+        raise ValueError(f"folds={config.folds} needs fold (0..{config.folds - 1}): a training run tests one fold "
+                         f"(--fold i); `medsegloss bench --folds {config.folds}` runs every fold")
     import inspect
 
     from medsegloss import data, metrics

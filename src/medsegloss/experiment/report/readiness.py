@@ -17,7 +17,7 @@ DEGENERATE = ("collapsed", "not learned")  # a cell is degenerate when most of i
 
 
 def _run_label(run: dict) -> str:
-    return f"{run['seed']}" + (f"/fold{run['fold']}" if run.get("fold") is not None else "")
+    return f"seed {run['seed']}" + (f" fold {run['fold']}" if run.get("fold") is not None else "")
 
 
 def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
@@ -190,7 +190,7 @@ def _cell_text(cell: dict) -> str:
     trend = cell["trend"]
     if cell["status"] in DEGENERATE:
         runs = cell["seeds"][cell["status"]]
-        why = f"{cell['status']} in {len(runs)} of {cell['runs']} runs (seed {', '.join(runs)})"
+        why = f"{cell['status']} in {len(runs)} of {cell['runs']} runs: {', '.join(runs)}"
     elif trend.get("change") is not None:
         why = (f"{cell['status']}: its mean validation Dice moved {trend['change']:+.3f} over the last quarter "
                f"(95 % bounds {trend['change_low']:+.3f} to {trend['change_high']:+.3f})")
