@@ -183,17 +183,19 @@ def test_median_step_time_ignores_a_slow_first_step_and_pauses():
         median_seconds_per_step([0.1, float("nan")])
 
 
-def test_diagnose_puts_collapse_before_convergence():
+def test_diagnose_puts_degenerate_runs_before_convergence():
     target = _labels()
     healthy, dead = case_volumes(target, target), case_volumes(np.zeros_like(target), target)
+    flooded = case_volumes(np.ones_like(target), target)  # foreground everywhere
     plateau = curve(lambda step: 0.8)
     rising = curve(lambda step: step / TOTAL)
     assert diagnose(plateau, TOTAL, [healthy, healthy])["status"] == "converged"
     assert diagnose(rising, TOTAL, [healthy, healthy])["status"] == "not converged"
     assert diagnose(rising[:2], TOTAL, [healthy])["status"] == "not assessable"
-    record = diagnose(rising, TOTAL, [dead, dead, healthy])
-    assert record["status"] == "collapsed" and record["collapsed_cases"] == 2
-    assert record["collapse_kinds"] == {"one class everywhere": 2}
+    record = diagnose(rising, TOTAL, [dead, dead, healthy])  # background everywhere: nothing found
+    assert record["status"] == "not learned" and record["collapsed_cases"] == 2 and record["missed_cases"] == 2
+    record = diagnose(rising, TOTAL, [flooded, flooded, healthy])
+    assert record["status"] == "collapsed" and record["collapse_kinds"] == {"one class everywhere": 2}
 
 
 def test_a_run_flat_at_dice_zero_is_not_learned_not_converged():

@@ -294,9 +294,9 @@ def median_seconds_per_step(step_times) -> float:
 def diagnose(history, total_steps: int, per_case: list[dict], tolerance: float = 0.01,
              not_learned_score: float = NOT_LEARNED_SCORE) -> dict:
     """The ``"diagnostics"`` record of a run's ``metrics.json``: the convergence numbers, the
-    degenerate-case counts and one ``status`` of :data:`STATUSES` — ``collapsed`` first (no usable
-    segmentation), then ``not learned`` (no foreground found on most cases that have some, or a
-    best validation score of at most ``not_learned_score``), then ``not assessable``, ``not
+    degenerate-case counts and one ``status`` of :data:`STATUSES` — ``not learned`` first (no
+    foreground found on most cases that have some, or a best validation score of at most
+    ``not_learned_score``), then ``collapsed`` (another degenerate segmentation), then ``not assessable``, ``not
     converged``, ``degrading``, ``converged``."""
     convergence = convergence_summary(history, total_steps, tolerance)
     reasons = [collapse_reason(case) for case in per_case]
@@ -304,10 +304,10 @@ def diagnose(history, total_steps: int, per_case: list[dict], tolerance: float =
     is_collapsed = collapsed(per_case)
     counts = degenerate_counts(per_case)
     scores = [score for _, score in _history(history)]
-    if is_collapsed:
+    if not_learned(per_case) or (scores and max(scores) <= not_learned_score):
+        status = "not learned"  # first: background everywhere is also a "one class everywhere" collapse
+    elif is_collapsed:
         status = "collapsed"
-    elif not_learned(per_case) or (scores and max(scores) <= not_learned_score):
-        status = "not learned"
     elif convergence["not_converged"] is None:
         status = "not assessable"
     elif convergence["not_converged"]:

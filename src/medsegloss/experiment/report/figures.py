@@ -130,6 +130,70 @@ def plot_dice_boxes(values: dict, datasets, losses, path, metric_label: str = "t
     return _save(figure, path)
 
 
+@plain_text
+def plot_differences(results: dict, path) -> Path:
+    """Per dataset, the primary metric's mean difference of each loss to the baseline with its 95 %
+    interval, against the grey ±margin band of practical equivalence (the verdict drawn)."""
+    metric, baseline = results["primary_metric"], results["baseline"]
+    datasets = results["datasets"]
+    tests = [t for t in results["tests"] if t["metric"] == metric]
+    losses = [loss for loss in results["losses"] if loss != baseline]
+    figure, axes = _panels(len(datasets), 4.2, 0.45 * len(losses) + 1.4)
+    colors = {"better": "#1a7f37", "worse": "#cf222e", "equivalent": "#0550ae", "inconclusive": "#6e7781"}
+    margin = results["margins"][metric]
+    for axis, dataset in zip(axes, datasets):
+        rows = {t["loss"]: t for t in tests if t["dataset"] == dataset}
+        axis.axvspan(-margin, margin, color="#d0d7de", alpha=0.6, linewidth=0)
+        axis.axvline(0, color="black", linewidth=0.8)
+        for y, loss in enumerate(losses):
+            row = rows.get(loss)
+            if row is None or row["mean_difference"] is None:
+                continue
+            color = colors.get(row["verdict"], "#6e7781")
+            if row["ci_low"] is not None:
+                axis.plot([row["ci_low"], row["ci_high"]], [y, y], color=color, linewidth=2)
+            axis.plot([row["mean_difference"]], [y], "o", color=color)
+            axis.annotate(row["verdict"], (row["mean_difference"], y), textcoords="offset points", xytext=(0, 6),
+                          ha="center", fontsize=7, color=color)
+        axis.set_yticks(range(len(losses)))
+        axis.set_yticklabels(losses)
+        axis.set_ylim(-0.7, len(losses) - 0.3)
+        axis.invert_yaxis()
+        axis.set_title(dataset)
+        axis.set_xlabel(f"{metric}: loss − {baseline}")
+        axis.grid(axis="x", alpha=0.3)
+    figure.suptitle(f"mean difference with 95 % interval; grey: ±{margin:g}, practically equivalent", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+@plain_text
+def plot_rank_blobs(ranking: dict, datasets, losses, path) -> Path:
+    """challengeR's blob plot: per dataset, a disc for each (loss, rank) whose area is the share
+    of bootstrap draws that put the loss at that rank; the cross marks the rank on all the data."""
+    shown = [d for d in datasets if ranking.get(d)]
+    figure, axes = _panels(len(shown), max(3.2, 0.6 * len(losses) + 1.4), 3.4)
+    colors = loss_colors(losses)
+    for axis, dataset in zip(axes, shown):
+        entries = ranking[dataset]["losses"]
+        present = [loss for loss in losses if loss in entries]
+        for x, loss in enumerate(present):
+            shares = entries[loss]["shares"]
+            ranks = np.arange(1, len(shares) + 1)
+            axis.scatter(np.full(len(shares), x), ranks, s=400 * np.asarray(shares), color=colors[loss], alpha=0.6)
+            axis.plot([x], [entries[loss]["rank"]], "kx")
+        axis.set_xticks(range(len(present)))
+        axis.set_xticklabels(present, rotation=30, ha="right")
+        axis.set_yticks(range(1, len(present) + 1))
+        axis.set_ylim(len(present) + 0.6, 0.4)
+        axis.set_ylabel("rank")
+        axis.set_title(f"{dataset} (τ {ranking[dataset]['kendall_tau']:.2f})")
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"bootstrap rank shares on {ranking[shown[0]]['metric']} (units, then seeds, resampled); τ: median Kendall τ to the full ranking", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def _label_rgba(labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """An RGBA image colouring each foreground label; background transparent."""
     from matplotlib.colors import to_rgba
@@ -208,7 +272,12 @@ def overlay_panels(runs: list, losses, count: int = 4) -> tuple[list[dict], dict
     from medsegloss.experiment.inference import labels_from_logits, load_checkpoint, predict_logits
 
     seed = min(run.seed for run in runs)
-    by_loss = {run.loss: run for run in runs if run.seed == seed and (run.path / "best.pt").exists()}
+    fold = min((run.fold for run in runs if run.seed == seed and run.fold is not None), default=None)
+
+    def tested(run):  # the checkpoint the run's test metrics come from
+        return run.path / ("last.pt" if run.config.get("select") == "last" else "best.pt")
+
+    by_loss = {run.loss: run for run in runs if run.seed == seed and run.fold == fold and tested(run).exists()}
     losses = [loss for loss in losses if loss in by_loss]
     if not losses:
         return [], {}, []
@@ -222,7 +291,7 @@ def overlay_panels(runs: list, losses, count: int = 4) -> tuple[list[dict], dict
     labels = [item["label"].numpy() for item in items]
     predictions, dice = {}, {}
     for loss in losses:
-        model, _ = load_checkpoint(by_loss[loss].path / "best.pt")
+        model, _ = load_checkpoint(tested(by_loss[loss]))
         predictions[loss] = torch.cat([labels_from_logits(predict_logits(model, images[i:i + 32]))
                                        for i in range(0, len(items), 32)]).cpu().numpy()
         dice[loss] = _dice_on_present_classes(predictions[loss], labels, dataset.num_classes)
@@ -232,7 +301,7 @@ def overlay_panels(runs: list, losses, count: int = 4) -> tuple[list[dict], dict
                "dice": {loss: float(dice[loss][i]) for loss in losses},
                "name": f"{items[i]['case']}" + (f" slice {items[i]['slice']}" if items[i].get("slice", -1) >= 0 else "")}
               for i in chosen]
-    return panels, {"seed": seed}, list(getattr(dataset, "class_names", []))
+    return panels, {"seed": seed, "fold": fold}, list(getattr(dataset, "class_names", []))
 
 
 def _dice_on_present_classes(predictions, labels: list, num_classes: int) -> np.ndarray:
@@ -311,6 +380,12 @@ def write_figures(results: dict, runs: list, dest: Path, overlays: bool = True) 
                 math.nan if row["dice"] is None else row["dice"])
         _draw(figures, "Test Dice per case",
               lambda: plot_dice_boxes(values, datasets, losses, dest / "figures" / "dice_boxes.png"))
+    if results.get("tests"):
+        _draw(figures, "Differences to the baseline", lambda: plot_differences(
+            results, dest / "figures" / "differences.png"))
+    if any(results.get("ranking", {}).values()):
+        _draw(figures, "Ranking uncertainty", lambda: plot_rank_blobs(
+            results["ranking"], datasets, losses, dest / "figures" / "rank_blobs.png"))
     for dataset in datasets if overlays else []:
         try:
             panels, info, class_names = overlay_panels([r for r in runs if r.dataset == dataset], losses)
@@ -321,5 +396,6 @@ def write_figures(results: dict, runs: list, dest: Path, overlays: bool = True) 
             _draw(figures, f"Predictions on {dataset}", lambda: plot_overlays(
                 panels, [loss for loss in losses if loss in panels[0]["predictions"]],
                 dest / "figures" / figure_file_name("overlays", dataset), class_names=class_names,
-                title=f"{dataset}, seed {info['seed']}: test slices where the losses disagree most"))
+                title=f"{dataset}, seed {info['seed']}" + (f" fold {info['fold']}" if info.get("fold") is not None else "")
+                      + ": test slices where the losses disagree most"))
     return figures
