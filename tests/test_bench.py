@@ -131,7 +131,7 @@ def test_report_of_real_runs_with_overlays(sweep, tmp_path):
     path = report.write_report([tmp_path / "copy"], baseline="ce")
     assert (tmp_path / "copy" / "figures" / "overlays_phantom-lesion.png").exists()
     assert "![Predictions on phantom-lesion](figures/overlays_phantom-lesion.png)" in path.read_text()
-    assert (tmp_path / "copy" / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert (tmp_path / "copy" / "report.html").read_text().count("data:image/png;base64,") == 5  # curves, boxes, differences, ranks, overlays
 
 
 def test_plan_shards_partition_the_sweep():

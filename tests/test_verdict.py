@@ -116,20 +116,21 @@ def test_collapsed_sweep_is_flagged_and_bench_exits_3(tmp_path, capsys):
                          "--image-size", "32", "--base-width", "4", "--depth", "2", "--steps", "6", "--val-every", "2",
                          "--lr", "50", "--patch", "0", "--metrics", "dice", "--threads", "1", "--jobs", "1",
                          "--dataset-options", '{"num_cases": 6, "slices_per_case": 4}', "--val-fraction", "0.2",
-                         "--test-fraction", "0.34", "--quiet", "--no-augment"])
+                         "--test-fraction", "0.34", "--quiet", "--no-augment", "--folds", "0"])
     assert status == bench.NOT_READY == 3
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("bench: verdict NOT READY: 2 (dataset, loss)")
     result = json.loads((out / "phantom-lesion" / "dice" / "seed0" / "metrics.json").read_text())
-    assert result["diagnostics"]["status"] == "collapsed"
+    dice = result["diagnostics"]["status"]
+    assert dice in ("collapsed", "not learned")  # lr 50: background everywhere or a flood
     assert result["diagnostics"]["collapsed_cases"] == result["diagnostics"]["validation_cases"] == 1
     assert set(result["diagnostics"]["collapse_kinds"]) <= {"one class everywhere", "oversized foreground"}
     assert result["budget"]["schedule"] == "poly" and result["budget"]["augment"] is False
     text = (out / "REPORT.md").read_text()
-    assert "`phantom-lesion` / `dice` (collapsed in 1 of 1 runs: seed 0)" in text
+    assert f"`phantom-lesion` / `dice` ({dice} in 1 of 1 runs: seed 0)" in text
     ce = json.loads((out / "phantom-lesion" / "ce" / "seed0" / "metrics.json").read_text())["diagnostics"]["status"]
     assert ce in ("collapsed", "not learned")  # lr 50: nothing usable either way
     assert f"`phantom-lesion` / `ce` ({ce} in 1 of 1 runs: seed 0)" in text
-    assert "| phantom-lesion | dice | collapsed |" in text
+    assert f"| phantom-lesion | dice | {dice} |" in text
     assert f"--steps 12 --out {out}-steps12`" in text and "the runs restart" in text
 
 
