@@ -243,7 +243,8 @@ def analyse(benchmark: Benchmark, baseline: str | None = None, metrics=DEFAULT_M
         "margins": {m: margin_of(m, margins) for m in metrics}, "design": designs,
         "baseline": baseline, "alpha": alpha, "runs": run_records, "summary": summary,
         "tests": tests, "ranks": mean_ranks(summary, [primary] if primary else None), "ranking": ranking,
-        "friedman": friedman_over_datasets(summary, datasets, losses, primary) if primary else None,
+        "friedman": friedman_over_datasets(summary, ready_datasets(run_records, datasets), losses, primary)
+        if primary else None,
         "cost": costs,
         "cases": sorted(table, key=lambda r: (order[(r["dataset"], r["loss"])], r["seed"], r["fold"] or 0, r["case"])),
         "unfinished": sorted(str(path) for path in unfinished),
@@ -432,6 +433,15 @@ def ranking_uncertainty(table: list[dict], dataset: str, losses, metric: str, dr
     return {"metric": metric, "kendall_tau": ranks["kendall_tau"], "draws": ranks["draws"],
             "losses": {loss: {"rank": ranks["rank"][i], "shares": ranks["shares"][i], "low": ranks["low"][i],
                               "high": ranks["high"][i]} for i, loss in enumerate(present)}}
+
+
+def ready_datasets(run_records: list[dict], datasets) -> list[str]:
+    """The datasets without a not-ready cell (readiness.cell_statuses): the only ones a test over
+    datasets may count."""
+    from medsegloss.experiment.report.readiness import cell_statuses
+
+    blocked = {dataset for dataset, _ in cell_statuses({"runs": run_records})}
+    return [dataset for dataset in datasets if dataset not in blocked]
 
 
 def friedman_over_datasets(summary: list[dict], datasets, losses, metric: str) -> dict:
