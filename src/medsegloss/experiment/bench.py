@@ -372,7 +372,9 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
         ensure_initial_weights(job_configs[job].replace(init_weights=None), init_path(out, job))
     if todo and (estimate if estimate is not None else not quiet):
         expected = estimate_seconds(job_configs[todo[0]], len(todo), jobs)
-        say(f"bench: expected about {expected['seconds'] / 60:.1f} min ({expected['steps']} steps per run at "
+        cap = "at most " if base.until_converged else ""  # early stopping ends runs before their cap
+        say(f"bench: expected {cap}about {expected['seconds'] / 60:.1f} min ({expected['steps']} steps per run"
+            + (" (the --until-converged cap)" if base.until_converged else "") + " at "
             f"{1000 * expected['step_seconds']:.0f} ms/step, {expected['validation_seconds']:.2f} s per "
             f"validation, timed on {todo[0].dataset}; a busy machine takes longer)")
     failed = []
@@ -487,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, metavar="N",
                         help="runs trained at once in worker processes (default: the cores / --threads, "
                              "1 thread per run when N > 1); results equal a sequential sweep's")
+    from medsegloss.experiment.report import parse_margin
+
+    parser.add_argument("--margin", action="append", type=parse_margin, metavar="METRIC=VALUE",
+                        help="practical-equivalence margin of a metric for the verdicts (repeatable), e.g. dice=0.02; "
+                             "default: the metric registry's (`medsegloss metrics`)")
     parser.add_argument("--no-report", action="store_true", help="train only; write no report")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     group = parser.add_argument_group("experiment settings (config fields; default: the preset's)")
@@ -499,7 +506,7 @@ def sweep_from_args(args) -> tuple:
     from medsegloss.experiment.config import Config
 
     own = {"preset", "losses", "datasets", "seeds", "data_root", "out", "shard", "baseline", "no_report", "quiet",
-           "jobs", "dataset", "dataset_options"}
+           "jobs", "dataset", "dataset_options", "margin"}
     given = {key: value for key, value in vars(args).items() if key not in own}
     if "epochs" in given and "steps" not in given:  # --epochs: a budget in epochs instead of steps
         given = {"steps": None, "val_every": None, **given}
@@ -559,7 +566,7 @@ def main(argv=None) -> int:
         from medsegloss.experiment.report import main_table, readiness_line, write_report
 
         try:
-            path = write_report([out], out, baseline=args.baseline)
+            path = write_report([out], out, baseline=args.baseline, margins=dict(args.margin or []))
         except ValueError as error:  # e.g. every run failed
             print(f"medsegloss bench: no report: {error}", file=sys.stderr)
             return 1

@@ -15,10 +15,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from medsegloss.cli import print_table
 
-    header = ("name", "kind", "better", "unit", "empty masks (NaN or x: empty='nan' or 'worst')")
+    header = ("name", "kind", "better", "unit", "margin", "empty masks (NaN or x: empty='nan' or 'worst')")
     infos = [metrics.info(name) for name in metrics.available(args.kind)]
-    rows = [(info.name, info.kind, "higher" if info.higher_is_better else "lower", info.unit, info.empty_rule)
-            for info in infos]
+    rows = [(info.name, info.kind, "higher" if info.higher_is_better else "lower", info.unit, f"{info.margin:g}",
+             info.empty_rule) for info in infos]
     details = [", ".join(f"{k}={v!r}" for k, v in info.options.items()) for info in infos] if args.options else None
     print_table(header, rows, details)
     return 0
