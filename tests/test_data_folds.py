@@ -111,3 +111,30 @@ def test_a_training_run_tests_its_fold_and_the_last_model(tmp_path):
     assert result["selection"] == {"select": "last", "step": 4}
     with pytest.raises(ValueError, match="needs fold"):
         trainer.check_config(config.replace(fold=None))
+
+
+def test_folds_from_nnunets_splits_final_and_their_errors(tmp_path):
+    from medsegloss.data.base import DatasetError
+    from medsegloss.data.splits import read_folds_file
+    from medsegloss.experiment import trainer
+    from medsegloss.experiment.config import Config
+
+    cases = [f"lesion{i:03d}" for i in range(6)]
+    splits_final = [{"train": cases[2:], "val": cases[:2]}, {"train": cases[:2] + cases[4:], "val": cases[2:4]},
+                    {"train": cases[:4], "val": cases[4:]}]
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps(splits_final))
+    folds = read_folds_file(path, cases)
+    assert [fold["test"] for fold in folds] == [entry["val"] for entry in splits_final]  # nnU-Net's val is our test
+    assert all(sorted(f["train"] + f["val"]) == sorted(e["train"]) for f, e in zip(folds, splits_final))
+    config = Config(dataset="phantom-lesion", dataset_options={"num_cases": 6, "slices_per_case": 2}, image_size=16,
+                    base_width=4, depth=1, steps=4, val_every=1, metrics=("dice",), folds=3, fold=2,
+                    folds_file=str(path), device="cpu", threads=1)
+    result = trainer.fit(config, tmp_path / "run", quiet=True)
+    assert sorted({row["case"] for row in result["test_rows"]}) == cases[4:]
+    path.write_text(json.dumps(splits_final[:2]))
+    with pytest.raises(DatasetError, match="cover every case exactly once"):
+        read_folds_file(path, cases)
+    path.write_text(json.dumps([{"train": ["nope"], "val": cases}, {"train": cases, "val": []}]))
+    with pytest.raises(DatasetError, match="does not have"):
+        read_folds_file(path, cases)

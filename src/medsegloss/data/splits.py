@@ -228,3 +228,51 @@ def select(split: dict[str, list[str]], split_name: str, case_ids: Sequence[str]
     if split_name not in PARTS:
         raise ValueError(f"split must be one of {PARTS + ('all',)}, got {split_name!r}")
     return list(split[split_name])
+
+
+def read_folds_file(path, case_ids: Sequence[str], *, seed: int = 0, val_fraction: float = 0.2,
+                    units: dict[str, str] | None = None) -> list[dict[str, list[str]]]:
+    """Folds from a file: nnU-Net's ``splits_final.json`` (a list of ``{"train": [...], "val":
+    [...]}``, ``val`` being the fold held out, which is what a fold here tests) or a sweep's own
+    ``folds/seed<k>.json`` (``{"splits": [{"train", "val", "test"}, ...]}``). For nnU-Net's, the
+    validation part is drawn from each fold's training cases (as :func:`make_folds` does). Every
+    case must exist in the dataset, and the held-out folds must cover it exactly once."""
+    from medsegloss.data.base import DatasetError
+
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"folds file {path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"folds file {path} is not readable JSON: {error}") from None
+    entries = content.get("splits") if isinstance(content, dict) else content
+    if not isinstance(entries, list) or len(entries) < 2 or not all(isinstance(e, dict) for e in entries):
+        raise DatasetError(f"folds file {path} must hold a list of at least 2 folds ({{'train': [...], 'val': [...]}} "
+                           f"as nnU-Net's splits_final.json)")
+    known, units = set(case_ids), dict(units or {})
+    folds = []
+    for number, entry in enumerate(entries):
+        if "test" in entry:  # our own format: the parts as written
+            split = {part: [str(c) for c in entry.get(part, [])] for part in PARTS}
+        else:
+            held_out, rest = [str(c) for c in entry.get("val", [])], [str(c) for c in entry.get("train", [])]
+            rest_units = sorted({units.get(c, c) for c in rest})
+            n_val = min(len(rest_units) - 1, max(round(val_fraction * len(rest_units)),
+                                                 min(MIN_VALIDATION_UNITS, len(rest_units) // 2)))
+            inner = make_split(rest_units, seed=seed * 1000 + number, test_fraction=0.0,
+                               val_fraction=n_val / len(rest_units) if rest_units else 0.0)
+            val_units = set(inner["val"])
+            split = {"train": [c for c in rest if units.get(c, c) not in val_units],
+                     "val": [c for c in rest if units.get(c, c) in val_units], "test": held_out}
+        unknown = sorted(set(sum(split.values(), [])) - known)
+        if unknown:
+            raise DatasetError(f"folds file {path}, fold {number}: {len(unknown)} case(s) the dataset does not have, "
+                               f"e.g. {unknown[:3]}")
+        folds.append(split)
+    tested = sorted(case for split in folds for case in split["test"])
+    if tested != sorted(known):
+        missing = sorted(known - set(tested))
+        raise DatasetError(f"folds file {path}: the held-out folds must cover every case exactly once "
+                           f"({len(missing)} never held out, e.g. {missing[:3]}; {len(tested) - len(set(tested))} twice)")
+    return folds

@@ -89,10 +89,15 @@ def fold_count(config, say=None) -> int | None:
     """The cross-validation folds of ``config``'s dataset: ``config.folds`` (None: one split) when
     the dataset has at least 2 units per fold; else leave-one-out over its units (said once);
     fewer than 3 units: a ValueError (no fold could train on 2 units and test on another)."""
+    from medsegloss.data.splits import PARTS, count_units, read_folds_file
+    from medsegloss.experiment.trainer import make_dataset
+
+    if config.folds_file is not None:  # the file decides (nnU-Net's splits_final.json)
+        every = make_dataset(config.replace(folds=None, fold=None), "all").split
+        return len(read_folds_file(config.folds_file, [c for part in PARTS for c in every[part]],
+                                   units=every.get("units")))
     if config.folds is None:
         return None
-    from medsegloss.data.splits import count_units
-    from medsegloss.experiment.trainer import make_dataset
 
     units = count_units(make_dataset(config.replace(folds=None, fold=None), "all").split)
     if units >= MIN_UNITS_PER_FOLD * config.folds:
@@ -115,11 +120,16 @@ def write_fold_files(config, out: Path, dataset: str, seeds, folds: int) -> None
     from medsegloss.data.splits import folds_of
     from medsegloss.experiment.trainer import make_dataset
 
+    from medsegloss.data.splits import PARTS, read_folds_file
+
     every = make_dataset(config.replace(folds=None, fold=None), "all")
     for seed in seeds:
         path = out / dataset / "folds" / f"seed{seed}.json"
         if not path.exists():
-            splits = folds_of(every.split, folds, seed=int(seed), val_fraction=config.val_fraction)
+            splits = (read_folds_file(config.folds_file, [c for p in PARTS for c in every.split[p]], seed=int(seed),
+                                      val_fraction=config.val_fraction, units=every.split.get("units"))
+                      if config.folds_file else
+                      folds_of(every.split, folds, seed=int(seed), val_fraction=config.val_fraction))
             _io.write_json(path, {"dataset": dataset, "seed": int(seed), "folds": folds,
                                   "units": every.split.get("units", {}), "splits": splits}, indent=1)
 

@@ -38,6 +38,7 @@ class Config:
     val_fraction: float = 0.2  # share of the cases held out for validation (model selection)
     test_fraction: float = 0.2  # share of the cases held out for the final test (without folds)
     folds: int | None = None  # k-fold cross-validation over the units (cases, patients, slabs): None for one random split
+    folds_file: str | None = None  # folds from a file: nnU-Net's splits_final.json or a sweep's folds/seed<k>.json (sets folds)
     fold: int | None = None  # the fold a training run tests (0 .. folds-1; bench runs every fold); its validation part comes from the other folds
     select: str = "last"  # the model tested: last (the final weights, as nnU-Net) or best (best validation Dice)
     loss: str = "ce"  # a registered loss name or a build() string such as "ce + 1.0*dice"

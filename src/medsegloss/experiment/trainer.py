@@ -222,10 +222,18 @@ def fold_split(config: Config) -> dict:
     """The train / val / test parts of cross-validation fold ``config.fold`` of ``config.folds``
     (``data.splits.make_folds`` over the dataset's units, drawn from the seed: the same for every
     loss of a seed)."""
-    from medsegloss.data.splits import folds_of
+    from medsegloss.data.splits import PARTS, folds_of, read_folds_file
 
     every = make_dataset(config.replace(folds=None, fold=None), "all")
-    split = folds_of(every.split, config.folds, seed=config.seed, val_fraction=config.val_fraction)[config.fold]
+    if config.folds_file is not None:
+        cases = [case for part in PARTS for case in every.split[part]]
+        folds = read_folds_file(config.folds_file, cases, seed=config.seed, val_fraction=config.val_fraction,
+                                units=every.split.get("units"))
+        if len(folds) != config.folds:
+            raise ValueError(f"folds file {config.folds_file} holds {len(folds)} folds, but folds={config.folds}")
+        split = folds[config.fold]
+    else:
+        split = folds_of(every.split, config.folds, seed=config.seed, val_fraction=config.val_fraction)[config.fold]
     return {**split, "units": every.split.get("units", {}), "groups": every.split.get("groups", {})}
 
 
