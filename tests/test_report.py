@@ -134,7 +134,7 @@ def test_write_report_files(tmp_path):
     assert header in markdown
     best_line = next(line for line in markdown.splitlines() if line.startswith("| ce + 1.0\\*dice |"))
     assert best_line.count("**") == 12  # best in all 6 columns
-    assert "n.s." in markdown or "better" in markdown
+    assert "## Answer" in markdown and ("better" in markdown or "inconclusive" in markdown)
     assert "![Validation Dice per step](figures/validation_curves.png)" in markdown
     results = json.loads((tmp_path / "results.json").read_text())
     assert results == json.loads(json.dumps(analyse(find_runs([tmp_path]))))
@@ -144,10 +144,10 @@ def test_write_report_files(tmp_path):
     summary = next(r for r in results["summary"] if (r["dataset"], r["loss"], r["metric"]) == ("lesion", "dice", "iou"))
     assert float(rows[1]["iou_mean"]) == pytest.approx(summary["mean"])
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "<b>" in page and "<table>" in page
+    assert page.count("data:image/png;base64,") == 4 and "<b>" in page and "<table>" in page  # + differences, ranks
     from PIL import Image
 
-    for name in ("validation_curves.png", "dice_boxes.png"):
+    for name in ("validation_curves.png", "dice_boxes.png", "differences.png", "rank_blobs.png"):
         with Image.open(tmp_path / "figures" / name) as image:
             assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 200
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
@@ -203,7 +203,7 @@ def test_names_users_chose_cannot_break_the_report(tmp_path):
     unescaped_bars = lambda line: len(re.findall(r"(?<!\\)\|", line))  # noqa: E731
     assert unescaped_bars(row) == unescaped_bars(header)  # the | in the name does not add a column
     assert "d&lt;script>alert(1)&lt;/script>" in markdown
-    assert page.count("data:image/png;base64,") == 2  # both figures drawn with the names as labels
+    assert page.count("data:image/png;base64,") == 4  # every figure drawn with the names as labels
     image = np.zeros((8, 8))
     panel = {"image": image, "label": image.astype(int), "predictions": {loss: image.astype(int)},
              "name": "p$\\foo{$.png slice 0", "dice": {loss: 0.5}}

@@ -94,7 +94,7 @@ def test_run_directory_holds_the_documented_files(reference_run):
         assert line["train_loss"] == pytest.approx(line["terms"]["ce"] + line["terms"]["dice"], rel=1e-5)
         assert {row["class"] for row in line["val"]} >= {1, 2, 3}
     assert set(result) == {"config", "epochs", "steps", "best_epoch", "best_step", "budget", "val", "test_rows",
-                           "test", "diagnostics", "cost"}
+                           "test", "diagnostics", "cost", "selection"}
     assert result["steps"] == 9 and result["budget"]["images_seen"] == 27 and result["budget"]["val_every"] == 3
     assert result["epochs"] == 3
     best = max(lines, key=lambda line: line["val_dice"])
