@@ -4,7 +4,7 @@ simulation with the validation noise measured on real runs (docs/benchmark.md's 
 The noise of a run is the residual SD of a least-squares line through its last quarter of
 validations; the simulated curves have 20 validations (5 in the last quarter), noise twice as
 large before the last quarter as in it (the learning rate decays), Student t3 tails. A run's
-rule (``diagnostics.not_converged``) and a cell's (the same rule on the mean curve of R runs)
+rule (``verdict.not_converged``) and a cell's (the same rule on the mean curve of R runs)
 are compared with the former max-vs-max rule (max of the last quarter > max before + 0.01).
 
     python benchmarks/convergence.py runs/bench          # noise measured on a finished sweep
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsegloss.experiment.diagnostics import not_converged, trend
+from medsegloss.experiment.verdict import not_converged, trend
 
 STEPS = np.arange(25, 501, 25)  # the default sweep's validations
 TOTAL = 500

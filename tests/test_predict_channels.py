@@ -14,7 +14,7 @@ nibabel = pytest.importorskip("nibabel")
 from nnunet_fixtures import AFFINE, write_nifti, write_nnunet  # noqa: E402
 
 from medsegloss.data import get_dataset  # noqa: E402
-from medsegloss.experiment import inference, trainer  # noqa: E402
+from medsegloss.experiment import evaluation, inference, trainer  # noqa: E402
 from medsegloss.experiment.config import Config  # noqa: E402
 
 LABELS = {"background": 0, "liver": 1, "tumor": 2}
@@ -138,7 +138,7 @@ def test_3d_evaluation_and_predict_use_windows_over_the_patch(trained_3d, monkey
 
     monkeypatch.setattr(sliding_window, "sliding_window_logits", spy)
     val = get_dataset(config.dataset, split="val", **config.dataset_arguments(checkpoint.parent / "split.json"))
-    rows = trainer.evaluate_model(model, val, metrics=("dice",), patch_size=8)
+    rows = evaluation.evaluate_model(model, val, metrics=("dice",), patch_size=8)
     assert len(calls) == len(val) and all(call[1:] == ((8, 8, 8), {"overlap": 0.5, "gaussian": True}) for call in calls)
     # the rows are those of the windowed labels
     from medsegloss.metrics import evaluate

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsegloss.experiment import trainer
+from medsegloss.experiment import cost, evaluation, trainer
 from medsegloss.experiment.inference import load_checkpoint
 from medsegloss.experiment.config import Config
 
@@ -210,7 +210,7 @@ def test_validation_scores_whole_volumes_with_their_spacing(reference_run, monke
         return real(predictions, labels, num_classes, spacing=spacing, **options)
 
     monkeypatch.setattr(metrics, "evaluate", spy)
-    rows = trainer.evaluate_model(model, test, metrics=("dice", "hd95"))
+    rows = evaluation.evaluate_model(model, test, metrics=("dice", "hd95"))
     assert seen == {"shapes": [(3, 32, 32)], "spacing": [test.volume_spacing(case)], "cases": [case]}
     assert [row["dice"] for row in rows] == pytest.approx([row["dice"] for row in result["test_rows"]], nan_ok=True)
     assert all("hd95" in row for row in rows)
@@ -355,12 +355,12 @@ def _touch_and_free(megabytes: int) -> None:
 def test_peak_memory_reset_measures_from_the_reset():
     
     cpu = torch.device("cpu")
-    if not trainer.reset_peak_memory(cpu):
+    if not cost.reset_peak_memory(cpu):
         pytest.skip("the peak resident memory cannot be reset on this system (no /proc/self/clear_refs)")
     _touch_and_free(300)
-    before = trainer.peak_memory_mb(cpu)
-    assert trainer.reset_peak_memory(cpu)
-    assert trainer.peak_memory_mb(cpu) < before - 250  # the 300 MB block no longer counts
+    before = cost.peak_memory_mb(cpu)
+    assert cost.reset_peak_memory(cpu)
+    assert cost.peak_memory_mb(cpu) < before - 250  # the 300 MB block no longer counts
 
 
 def test_each_fit_in_one_process_reports_its_own_peak_memory(tmp_path):
@@ -368,10 +368,10 @@ def test_each_fit_in_one_process_reports_its_own_peak_memory(tmp_path):
     its own peak, not the process's (on CPU via the reset of VmHWM at the start of fit)."""
     
     cpu = torch.device("cpu")
-    if not trainer.reset_peak_memory(cpu):
+    if not cost.reset_peak_memory(cpu):
         pytest.skip("the peak resident memory cannot be reset on this system (no /proc/self/clear_refs)")
     _touch_and_free(600)  # stands for an earlier, larger run
-    before = trainer.peak_memory_mb(cpu)
+    before = cost.peak_memory_mb(cpu)
     result = trainer.fit(tiny(epochs=1, device="cpu"), tmp_path / "small", quiet=True)
     # without the reset the run would report at least `before`; the tiny run itself (its data, first
     # imports of the metrics) adds ~100 MB to what the process holds, far less than 300

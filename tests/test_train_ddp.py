@@ -10,7 +10,7 @@ import torch
 
 from medsegloss import data
 from medsegloss.experiment.inference import load_checkpoint
-from medsegloss.experiment.trainer import evaluate_model
+from medsegloss.experiment.evaluation import evaluate_model
 from medsegloss.metrics import summarize
 
 
@@ -38,7 +38,7 @@ def test_two_process_gloo_run_matches_a_single_process_evaluation(tmp_path):
     assert [line["step"] for line in lines] == [2, 4]
     assert not list(out.glob(".*.tmp"))
     # rank 0's gathered scores equal one process scoring the saved best model
-    model, config = load_checkpoint(out / "best.pt")
+    model, config = load_checkpoint(out / "last.pt")  # the tested model: the final weights (select last)
     torch.set_num_threads(1)
     options = dict(size=32, split_file=str(out / "split.json"), **config.dataset_options)
     test = data.get_dataset("phantom-cardiac", split="test", **options)

@@ -13,7 +13,7 @@ import torch
 
 from medsegloss.experiment import bench, report, trainer
 from medsegloss.experiment.config import Config
-from medsegloss.experiment.diagnostics import convergence_summary
+from medsegloss.experiment.verdict import convergence_summary
 
 TINY = {"image_size": 32, "base_width": 4, "depth": 2, "batch_size": 8, "lr": 1e-2, "metrics": ("dice",),
         "device": "cpu", "dataset_options": {"num_cases": 6, "slices_per_case": 4}, "val_fraction": 0.2,

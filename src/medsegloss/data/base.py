@@ -95,6 +95,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
     in-plane ``(sy, sx)`` spacing for slices and ``(sz, sy, sx)`` for volumes.
     """
 
+    # The interface the trainer, evaluation and predict read; datasets of channels and regions
+    # (data/multichannel.py) set their own values.
+    multilabel: bool = False  # overlapping regions: multi-hot labels (R, *spatial), one sigmoid each
+    ignore_index: int | None = None  # a label value no loss or metric counts (nnU-Net's ignore label)
+    channel_names: list[str] | None = None  # the image channels' names (None: one unnamed channel)
+    region_names: list[str] | None = None  # multilabel: each region's name
+    region_values: list[list[int]] | None = None  # multilabel: the label values each region holds
+
     def __init__(self, cases: list[Case], *, name: str, class_names: list[str], dims: int,
                  split: dict[str, list[str]], split_name: str, options: dict | None = None):
         if dims not in (2, 3):

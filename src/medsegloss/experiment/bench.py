@@ -317,6 +317,7 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
     import torch
 
     from medsegloss.experiment import trainer
+    from medsegloss.experiment.evaluation import evaluate_model
 
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as folder:
@@ -334,8 +335,8 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
                 trainer.train_interval(run, batches, stop)
             step_seconds = (time.perf_counter() - started) / max(made, 1)
             started = time.perf_counter()
-            trainer.evaluate_model(run.model, run.parts["val"], metrics=config.metrics,
-                                   batch_size=config.batch_size)
+            evaluate_model(run.model, run.parts["val"], metrics=config.metrics, batch_size=config.batch_size,
+                           patch_size=config.patch)
             validation_seconds = time.perf_counter() - started
         finally:
             torch.set_num_threads(threads)
@@ -417,7 +418,8 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
 
 def _train_here(config, run_dir: Path) -> dict:
     """One run in this process (``fit`` looked up at call time, so tests can patch the trainer)."""
-    from medsegloss.experiment.trainer import fit, mean_dice
+    from medsegloss.experiment.evaluation import mean_dice
+    from medsegloss.experiment.trainer import fit
 
     started = time.perf_counter()
     try:

@@ -96,7 +96,7 @@ class Config:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be None or a positive int, got {value!r}")
-        from medsegloss.experiment.schedule import SCHEDULES
+        from medsegloss.experiment.lr_schedule import SCHEDULES
 
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")

@@ -114,20 +114,20 @@ def data_metadata(dataset) -> dict | None:
     target ``[sz, sy, sx]`` or None), ``multilabel``, ``region_names``, ``region_values``,
     ``ignore_index``.
     """
-    channel_names = getattr(dataset, "channel_names", None)
+    channel_names = dataset.channel_names
     if channel_names is None:
         return None
-    options = getattr(dataset, "options", {}) or {}
+    options = dataset.options
     spacing = options.get("spacing")
     return {"channel_names": [str(name) for name in channel_names],
             "ct_statistics": {str(name): [float(v) for v in values]
                               for name, values in (options.get("ct_statistics") or {}).items()},
             "size": None if options.get("size") is None else int(options["size"]),
             "spacing": None if spacing is None else [float(s) for s in spacing],
-            "multilabel": bool(getattr(dataset, "multilabel", False)),
-            "region_names": getattr(dataset, "region_names", None),
-            "region_values": getattr(dataset, "region_values", None),
-            "ignore_index": getattr(dataset, "ignore_index", None)}
+            "multilabel": bool(dataset.multilabel),
+            "region_names": dataset.region_names,
+            "region_values": dataset.region_values,
+            "ignore_index": dataset.ignore_index}
 
 
 class CheckpointError(ValueError):
@@ -545,14 +545,14 @@ def predict_files(checkpoint, inputs, out, device: str = "cpu", overwrite: bool 
         written = []
         for case, target in zip(cases, targets):
             target.parent.mkdir(parents=True, exist_ok=True)
-            written.append(predict_channel_case(model, model.data, case, target, getattr(config, "patch", None)))
+            written.append(predict_channel_case(model, model.data, case, target, config.patch))
         return written
     targets = output_paths(paths, Path(out), overwrite)
     written = []
     for path, target in zip(paths, targets):
         target.parent.mkdir(parents=True, exist_ok=True)
         if is_nifti(path):
-            written.append(predict_nifti(model, config.image_size, path, target, getattr(config, "patch", None)))
+            written.append(predict_nifti(model, config.image_size, path, target, config.patch))
         else:
             written.append(predict_png(model, config.image_size, path, target))
     return written

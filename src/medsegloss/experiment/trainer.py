@@ -45,8 +45,11 @@ from medsegloss.experiment.config import PRESETS, Config, add_config_arguments
 from medsegloss.experiment.rundir import (PREVIOUS_CHECKPOINT, check_same_config, continuable, drop_unsaved_epochs,
                                           finished_result, read_metrics_log, read_run_json, run_lock,
                                           save_last_checkpoint)
-from medsegloss.experiment.inference import (CheckpointError, UnsafeCheckpointError, data_metadata, labels_from_logits,
-                                             model_logits, read_checkpoint)
+from medsegloss.experiment.cost import peak_memory_mb, reset_peak_memory
+from medsegloss.experiment.distributed import (barrier, broadcast_buffers, distributed_env, process_group,
+                                               reduce_mean)
+from medsegloss.experiment.evaluation import evaluate_model, mean_dice
+from medsegloss.experiment.inference import CheckpointError, UnsafeCheckpointError, data_metadata, read_checkpoint
 
 LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
 
@@ -244,8 +247,6 @@ def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module
     seed_everything(config.seed)
     model = UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims,
                  deep_supervision=config.deep_supervision)
-    # evaluation runs volumes larger than the training patch by sliding windows (evaluate_model)
-    model.window_patch = getattr(config, "patch", None)
     return model
 
 
@@ -253,7 +254,7 @@ def initial_state(config: Config) -> dict:
     """The fresh model's ``state_dict`` for ``config`` (its dataset, width and seed): save it and
     pass the file as ``init_weights`` to start every loss of a benchmark from the same weights."""
     train = make_dataset(config, "train")
-    out_channels = output_channels(config, train.num_classes, bool(getattr(train, "multilabel", False)))
+    out_channels = output_channels(config, train.num_classes, train.multilabel)
     return make_model(config, train[0]["image"].shape[0], out_channels).state_dict()
 
 
@@ -410,7 +411,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
 
     parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
-    multilabel = bool(getattr(train_set, "multilabel", False))  # regions: one sigmoid each, the loss per region
+    multilabel = train_set.multilabel  # regions: one sigmoid each, the loss per region
     if multilabel:
         loss_fn = make_loss(config, multilabel=True)
     out_channels = output_channels(config, train_set.num_classes, multilabel)
@@ -539,192 +540,7 @@ def load_init_weights(path, model: nn.Module) -> None:
     model.load_state_dict(state)
 
 
-# ================================================================ 4. DDP plumbing and peak memory
-# On one process (WORLD_SIZE unset) every DDP function is a cheap no-op.
-def distributed_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-@contextlib.contextmanager
-def process_group(device: torch.device, world_size: int):
-    """Start the process group for ``world_size > 1`` (NCCL on CUDA, Gloo on CPU) unless one is
-    running, and destroy it on exit if this started it."""
-    started = world_size > 1 and not torch.distributed.is_initialized()
-    if started:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    try:
-        yield
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
-
-
-def barrier(world_size: int) -> None:
-    if world_size > 1:
-        torch.distributed.barrier()
-
-
-def reduce_mean(values: list[torch.Tensor], world_size: int) -> list[float]:
-    """Average per-rank values over the ranks (one all_reduce); plain floats on one process."""
-    stacked = torch.stack([value.float() for value in values])
-    if world_size > 1:
-        torch.distributed.all_reduce(stacked)
-        stacked /= world_size
-    return stacked.tolist()
-
-
-def broadcast_buffers(model: nn.Module, world_size: int) -> None:
-    """Copy rank 0's buffers (BatchNorm statistics) to every rank: DDP syncs them only at the
-    next forward, so without this each rank would validate another model than best.pt saves."""
-    if world_size > 1:
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, 0)
-
-
-def gather_to_first(items: list, rank: int, world_size: int) -> list | None:
-    """Every rank's ``items`` concatenated on rank 0 (rank order); None on the other ranks."""
-    if world_size == 1:
-        return items
-    gathered = [None] * world_size if rank == 0 else None
-    torch.distributed.gather_object(items, gathered, dst=0)
-    return [item for part in gathered for item in part] if rank == 0 else None
-
-
-# Peak memory of one run, also when one process runs many (``medsegloss bench``). On CUDA:
-# torch.cuda.max_memory_allocated since the last reset. On Linux CPUs the peak resident set size
-# (VmHWM in /proc/self/status) is reset by writing 5 to /proc/self/clear_refs, so each run reports
-# its own peak: at least the memory the process already held when the run started, plus what the
-# run added. Where that reset is unavailable (macOS, Windows): ru_maxrss, the process's peak so far.
-CLEAR_REFS, PROCESS_STATUS = "/proc/self/clear_refs", "/proc/self/status"
-
-
-def reset_peak_memory(device: torch.device) -> bool:
-    """Start the peak-memory count now; False where the CPU peak cannot be reset."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return True
-    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM) to the current RSS
-        with open(CLEAR_REFS, "w") as file:
-            file.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory in MiB since :func:`reset_peak_memory`: allocated CUDA memory on a GPU; the
-    peak resident set size on a CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open(PROCESS_STATUS) as file:
-            for line in file:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    import resource
-
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
-
-
-# ================================================================ 5. evaluation
-def predict_items(model, dataset, indices, batch_size: int, amp_dtype=None, patch_size=None) -> list[tuple]:
-    """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays
-    (multi-hot ``(R, ...)`` for a multi-label dataset: ``sigmoid > 0.5`` per region). Volumes
-    (``dims=3``) go one at a time, by sliding windows of ``patch_size`` when larger than it."""
-    from torch.utils.data import DataLoader, Subset
-
-    records, multilabel = [], bool(getattr(dataset, "multilabel", False))
-    if getattr(dataset, "dims", 2) == 3:
-        batch_size = 1  # native volume sizes may differ; the windows of one volume are batched instead
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False)
-    for batch in loader:
-        predictions = labels_from_logits(model_logits(model, batch["image"], amp_dtype, patch_size), multilabel)
-        predictions = predictions.to(torch.uint8).cpu().numpy()
-        spacings = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in batch["spacing"]], 1)
-        for i in range(len(predictions)):
-            records.append((batch["case"][i], int(batch["slice"][i]), tuple(spacings[i].tolist()),
-                            predictions[i], batch["label"][i].to(torch.uint8).numpy()))
-    return records
-
-
-def assemble_cases(records: list[tuple], dataset) -> tuple[list, list, list, list]:
-    """Group item records by case; slices of a volume are stacked back in slice order and get
-    the volume's 3-D spacing, so metrics are per case as the field reports them."""
-    by_case: dict[str, list[tuple]] = {}
-    for record in records:
-        by_case.setdefault(record[0], []).append(record)
-    cases, predictions, labels, spacings = [], [], [], []
-    axis = 1 if getattr(dataset, "multilabel", False) else 0  # multi-hot slices (R, H, W) stack to (R, D, H, W)
-    for case, items in by_case.items():
-        items.sort(key=lambda record: record[1])
-        if items[0][1] >= 0:  # slices of a volume
-            predictions.append(np.stack([item[3] for item in items], axis=axis))
-            labels.append(np.stack([item[4] for item in items], axis=axis))
-            spacings.append(tuple(float(s) for s in dataset.volume_spacing(case)))
-        else:  # whole volumes, or single 2-D images
-            predictions.append(items[0][3])
-            labels.append(items[0][4])
-            spacings.append(items[0][2])
-        cases.append(case)
-    return cases, predictions, labels, spacings
-
-
-def evaluate_model(model: nn.Module, dataset, *, metrics=("dice", "iou", "pixel_error"), batch_size: int = 8,
-                   amp_dtype=None, rank: int = 0, world_size: int = 1, volumes: bool = False, patch_size=None):
-    """Per-case, per-class metric rows (``medsegloss.metrics.evaluate``) of ``model`` on ``dataset``:
-    every item predicted, the slices of a volume stacked back into the case. A multi-label
-    dataset (overlapping regions) is scored per region (``multilabel=True``, rows per region
-    name); a 3-D model on volumes larger than ``patch_size`` runs by sliding windows.
-
-    ``volumes=True`` returns ``(rows, per_case)`` instead, ``per_case`` the predicted and true
-    voxel counts per class of each case (:func:`~medsegloss.experiment.diagnostics.case_volumes`,
-    the input of the collapse rule).
-
-    Under DDP each rank predicts every ``world_size``-th item and rank 0 gathers and scores them;
-    other ranks return None.
-    """
-    from medsegloss.metrics import evaluate
-
-    model = getattr(model, "module", model)  # never DDP's forward here: ranks run unequal batches
-    patch_size = patch_size if patch_size is not None else getattr(model, "window_patch", None)
-    records = predict_items(model, dataset, range(rank, len(dataset), world_size), batch_size, amp_dtype, patch_size)
-    records = gather_to_first(records, rank, world_size)
-    if records is None:
-        return (None, None) if volumes else None
-    if not records:
-        return ([], []) if volumes else []
-    cases, predictions, labels, spacings = assemble_cases(records, dataset)
-    multilabel = getattr(dataset, "multilabel", False)
-    rows = evaluate(predictions, labels, dataset.num_classes, spacing=spacings, metrics=tuple(metrics),
-                    case_ids=cases, **({"multilabel": True} if multilabel else {}))
-    if not volumes:
-        return rows
-    from medsegloss.experiment.diagnostics import case_volumes
-
-    per_case = [{"case": case, **case_volumes(prediction, label, dataset.num_classes, multilabel=multilabel)}
-                for case, prediction, label in zip(cases, predictions, labels)]
-    return rows, per_case
-
-
-def mean_dice(rows: list[dict]) -> float:
-    """Mean over classes of the per-class mean Dice over cases (NaN cases left out)."""
-    per_class: dict[int, list[float]] = {}
-    for row in rows:
-        value = row.get("dice", float("nan"))
-        if value is not None and not math.isnan(value):
-            per_class.setdefault(row["class"], []).append(value)
-    means = [sum(values) / len(values) for values in per_class.values() if values]
-    return sum(means) / len(means) if means else float("nan")
-
-
-# ================================================================ 6. the loop
+# ================================================================ 4. the loop
 def term_tensors(loss_fn: nn.Module, loss: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
     """Each term's value of this step, still on the device (no sync): a WeightedSum keeps them."""
     from medsegloss.losses import WeightedSum
@@ -789,7 +605,7 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
     Sums stay on the device; the host syncs every ``LOG_EVERY`` steps (progress and the check
     that the loss is finite, which names the first bad step). Raises :class:`NonFiniteLossError`.
     """
-    from medsegloss.experiment.schedule import apply_learning_rate
+    from medsegloss.experiment.lr_schedule import apply_learning_rate
 
     config, model = run.config, run.train_model
     model.train()
@@ -836,7 +652,7 @@ def validate(run: Run, stats: dict, started: float) -> None:
     train_loss, *terms = reduce_mean([stats["train_loss"], *stats["terms"].values()], run.world_size)
     broadcast_buffers(run.model, run.world_size)
     rows = evaluate_model(run.model, run.parts["val"], metrics=config.metrics, batch_size=config.batch_size,
-                          amp_dtype=run.amp_dtype, rank=run.rank, world_size=run.world_size)
+                          amp_dtype=run.amp_dtype, rank=run.rank, world_size=run.world_size, patch_size=config.patch)
     if not run.writer:
         return
     dice = mean_dice(rows)
@@ -869,7 +685,7 @@ def patience_steps(run: Run) -> int:
 def stop_early(run: Run) -> bool:
     """``--until-converged``: no validation improved the best in the last ``patience`` steps
     (decided on rank 0, shared with every rank)."""
-    from medsegloss.experiment.diagnostics import should_stop_early
+    from medsegloss.experiment.verdict import should_stop_early
 
     if not run.config.until_converged:
         return False
@@ -904,7 +720,8 @@ def finish_run(run: Run, stopped_early: bool = False) -> dict:
     """Test best.pt on the test split, diagnose the run (convergence of the validation history,
     collapse of best.pt's validation predictions) and write ``metrics.json`` (the run is then
     finished); returns it on rank 0, ``{}`` on the other ranks."""
-    from medsegloss.experiment.diagnostics import diagnose, median_seconds_per_step
+    from medsegloss.experiment.cost import median_seconds_per_step
+    from medsegloss.experiment.verdict import diagnose
     from medsegloss.metrics import summarize
 
     barrier(run.world_size)  # best.pt is complete on disk before every rank reads it
@@ -912,7 +729,7 @@ def finish_run(run: Run, stopped_early: bool = False) -> dict:
     if run.config.select == "best":  # else the final weights, already in the model (as nnU-Net)
         run.model.load_state_dict(best["model"])
     evaluate = dict(metrics=run.config.metrics, batch_size=run.config.batch_size, amp_dtype=run.amp_dtype,
-                    rank=run.rank, world_size=run.world_size)
+                    rank=run.rank, world_size=run.world_size, patch_size=run.config.patch)
     _, per_case = evaluate_model(run.model, run.parts["val"], volumes=True, **{**evaluate, "metrics": ("dice",)})
     test_rows = evaluate_model(run.model, run.parts["test"], **evaluate)
     if not run.writer:
@@ -1010,7 +827,7 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
             torch.set_num_threads(threads_before)
 
 
-# ================================================================ 7. command line
+# ================================================================ 5. the command line
 def build_parser():
     """``medsegloss train`` options: one flag per config field, plus --preset, --resume, --quiet."""
     import argparse

@@ -301,7 +301,7 @@ def overlay_panels(runs: list, losses, count: int = 4) -> tuple[list[dict], dict
                "dice": {loss: float(dice[loss][i]) for loss in losses},
                "name": f"{items[i]['case']}" + (f" slice {items[i]['slice']}" if items[i].get("slice", -1) >= 0 else "")}
               for i in chosen]
-    return panels, {"seed": seed, "fold": fold}, list(getattr(dataset, "class_names", []))
+    return panels, {"seed": seed, "fold": fold}, list(dataset.class_names)
 
 
 def _dice_on_present_classes(predictions, labels: list, num_classes: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Is the benchmark's verdict ready? The readiness banner, the budget line and the cell status.
 
 A ranking of losses is a finding only where the runs behind it converged and did not collapse
-(the rules of :mod:`medsegloss.experiment.diagnostics`, recorded per run in ``metrics.json``).
+(the rules of :mod:`medsegloss.experiment.verdict`, recorded per run in ``metrics.json``).
 This module reads those records from ``results.json``'s runs and says, per (dataset, loss)
 cell, whether it is ready, what budget the runs had, and the command that gives them more:
 with a constant learning rate a finished run *continues* to a larger ``--steps`` (nothing is
@@ -11,7 +11,7 @@ retrained); with a schedule tied to the budget (poly, cosine) or an epoch budget
 
 from __future__ import annotations
 
-# statuses that make a cell's comparison no finding, worst first (diagnostics.STATUSES)
+# statuses that make a cell's comparison no finding, worst first (verdict.STATUSES)
 NOT_READY_STATUSES = ("collapsed", "not learned", "not converged", "degrading", "not assessable")
 DEGENERATE = ("collapsed", "not learned")  # a cell is degenerate when most of its runs are
 
@@ -41,10 +41,10 @@ def cell_readiness(runs: list[dict]) -> dict:
 
     Rules (docs/benchmark.md): *collapsed* / *not learned* when more than half of the cell's runs
     are (a minority of degenerate runs is a finding about the loss: its metric counts them); else
-    the trend rule (``diagnostics.convergence_summary``) on the **mean** curve of the runs, whose
+    the trend rule (``verdict.convergence_summary``) on the **mean** curve of the runs, whose
     noise is the runs' noise over ``sqrt(runs)``: *not converged*, *degrading* or *not assessable*.
     """
-    from medsegloss.experiment.diagnostics import convergence_summary
+    from medsegloss.experiment.verdict import convergence_summary
 
     labels: dict[str, list[str]] = {}
     for run in runs:

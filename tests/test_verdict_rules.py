@@ -1,4 +1,5 @@
-"""Run diagnostics: the stated rules for not converged, collapsed, early stopping, step time."""
+"""The verdict's run rules (experiment/verdict.py): not converged, degrading, not learned, collapsed,
+early stopping; and the step time of experiment/cost.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from medsegloss.experiment.diagnostics import (case_volumes, collapse_reason, collapsed, convergence_summary,
-                                               diagnose, median_seconds_per_step, not_converged,
+from medsegloss.experiment.cost import median_seconds_per_step
+
+from medsegloss.experiment.verdict import (case_volumes, collapse_reason, collapsed, convergence_summary,
+                                               diagnose, not_converged,
                                                should_stop_early)
 
 TOTAL = 1000
@@ -199,7 +202,7 @@ def test_diagnose_puts_degenerate_runs_before_convergence():
 
 
 def test_a_run_flat_at_dice_zero_is_not_learned_not_converged():
-    from medsegloss.experiment.diagnostics import NOT_LEARNED_SCORE, diagnose
+    from medsegloss.experiment.verdict import NOT_LEARNED_SCORE, diagnose
 
     healthy = [{"voxels": 100, "predicted": [90, 10], "true": [90, 10], "multilabel": False}] * 3
     flat_zero = [(step, 0.0) for step in range(5, 101, 5)]

@@ -29,13 +29,12 @@ simulation, are in ``docs/benchmark.md``; ``benchmarks/convergence.py`` reproduc
 from __future__ import annotations
 
 import math
-import statistics
 
 import numpy as np
 
 __all__ = ["trend", "not_converged", "case_volumes", "collapse_reason", "degenerate_counts", "not_learned",
            "collapsed", "should_stop_early",
-           "median_seconds_per_step", "diagnose", "STATUSES"]
+           "diagnose", "STATUSES"]
 
 STATUSES = ("converged", "not converged", "degrading", "not assessable", "not learned", "collapsed")
 # a run whose best validation score stays at or below this (mean Dice) has learned nothing usable,
@@ -276,19 +275,6 @@ def should_stop_early(history, patience_steps: int, min_delta: float = 0.0) -> b
         if best == -math.inf or score > best + min_delta:
             best, improved_at = score, step
     return steps[-1] - improved_at >= patience_steps
-
-
-def median_seconds_per_step(step_times) -> float:
-    """The median of the measured seconds of each optimizer step: robust to the slow first step
-    (allocation, autotuning) and to pauses when other jobs take the machine, which would inflate
-    a mean. Raises ``ValueError`` when no finite, non-negative time is given."""
-    times = [float(t) for t in step_times]
-    bad = [t for t in times if not (math.isfinite(t) and t >= 0)]
-    if bad:
-        raise ValueError(f"step times must be finite and >= 0 seconds, got {bad[:5]}")
-    if not times:
-        raise ValueError("no step times: the run made no optimizer step")
-    return float(statistics.median(times))
 
 
 def diagnose(history, total_steps: int, per_case: list[dict], tolerance: float = 0.01,

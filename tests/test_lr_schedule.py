@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from medsegloss.experiment.schedule import apply_learning_rate, learning_rate
+from medsegloss.experiment.lr_schedule import apply_learning_rate, learning_rate
 
 TOTAL, BASE = 40, 0.01
 
