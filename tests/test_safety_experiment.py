@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsegloss.experiment import inference, trainer
+from medsegloss.experiment import inference, reproducibility, trainer
 from medsegloss.experiment.config import Config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -72,13 +72,13 @@ def test_every_checkpoint_the_trainer_writes_loads_with_weights_only(finished_ru
 
 def test_rng_states_round_trip_as_plain_data():
     random.seed(1), np.random.seed(2), torch.manual_seed(4)
-    states = trainer.rng_states()
+    states = reproducibility.rng_states()
     expected = (random.random(), np.random.rand(3).tolist(), torch.rand(2).tolist())
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     buffer = __import__("io").BytesIO()
     torch.save(states, buffer)
     buffer.seek(0)
-    trainer.set_rng_states(torch.load(buffer, weights_only=True))
+    reproducibility.set_rng_states(torch.load(buffer, weights_only=True))
     again = (random.random(), np.random.rand(3).tolist(), torch.rand(2).tolist())
     assert again == expected
 

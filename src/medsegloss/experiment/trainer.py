@@ -9,34 +9,33 @@ continues to the same weights and metrics an uninterrupted run reaches. Under ``
 
 The module reads top to bottom:
 
-1. components: the pieces of a run built from a :class:`Config` (loss, datasets, model,
-   optimizer, device) and :func:`check_config`, which fails on a bad config before any work;
-2. reproducibility: seeds, RNG states, deterministic algorithms;
-3. the run: :class:`RunState` (the part that changes: step, best step), :class:`Run`
+1. components: the pieces of a run built from a :class:`Config` (loss, datasets and folds,
+   model, optimizer, device) and :func:`check_config`, which fails on a bad config before any work;
+2. the run: :class:`RunState` (the part that changes: step, best step), :class:`Run`
    (everything a run holds, built once by :func:`prepare_run`), checkpoints (save / resume; the
    files of the run directory, their checks and its lock live in :mod:`~medsegloss.experiment.rundir`);
-4. DDP plumbing (no-ops on one process) and peak memory;
-5. evaluation: per-case metric rows of a model on a split;
-6. the loop over a budget of optimizer steps: :func:`train_interval` (the steps up to the next
+3. the loop over a budget of optimizer steps: :func:`train_interval` (the steps up to the next
    validation), :func:`validate` (best.pt, the log line, last.pt), :func:`finish_run`
-   (test, diagnostics, metrics.json), :func:`fit`;
-7. the ``medsegloss train`` command.
+   (test the selected model, the verdict's run rules, metrics.json), :func:`fit`;
+4. the ``medsegloss train`` command.
+
+Beside it: :mod:`~medsegloss.experiment.evaluation` (per-case scoring), :mod:`~medsegloss.experiment.verdict`
+(the run rules), :mod:`~medsegloss.experiment.distributed` (DDP plumbing, no-ops on one process),
+:mod:`~medsegloss.experiment.reproducibility` (seeds, RNG states), :mod:`~medsegloss.experiment.cost`
+(peak memory, step time), :mod:`~medsegloss.experiment.lr_schedule` (learning rates).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-import random
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -50,6 +49,7 @@ from medsegloss.experiment.distributed import (barrier, broadcast_buffers, distr
                                                reduce_mean)
 from medsegloss.experiment.evaluation import evaluate_model, mean_dice
 from medsegloss.experiment.inference import CheckpointError, UnsafeCheckpointError, data_metadata, read_checkpoint
+from medsegloss.experiment.reproducibility import rng_states, seed_everything, set_deterministic, set_rng_states
 
 LOG_EVERY = 10  # steps between progress-bar updates (and the non-finite-loss check's sync)
 
@@ -277,50 +277,7 @@ def resolve_device(config: Config, local_rank: int = 0) -> torch.device:
     return torch.device(config.device)
 
 
-# ================================================================ 2. reproducibility
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_states() -> dict:
-    """The global RNG states (the training samples depend on none: they are a function of the
-    seed and the sample index; kept so any random op in a model or loss resumes exactly), as
-    tensors and plain data only (NumPy's key array as a list of ints), so ``last.pt`` loads with
-    ``torch.load(weights_only=True)``."""
-    name, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
-    states = {"python": random.getstate(),
-              "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)],
-              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    """Restore the states :func:`rng_states` returned."""
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def set_deterministic(enabled: bool, device: torch.device) -> None:
-    """Deterministic algorithms on (same config and seed give the same weights) or off (faster)."""
-    if enabled and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    # warn_only: an op without a deterministic kernel (some CUDA backward passes) warns, not fails
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = not enabled
-
-
-# ================================================================ 3. the run, its state and checkpoints
+# ================================================================ 2. the run, its state and checkpoints
 @dataclass
 class RunState:
     """What changes while a run trains; saved in ``last.pt`` (as top-level keys) and restored on
@@ -540,7 +497,7 @@ def load_init_weights(path, model: nn.Module) -> None:
     model.load_state_dict(state)
 
 
-# ================================================================ 4. the loop
+# ================================================================ 3. the loop
 def term_tensors(loss_fn: nn.Module, loss: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
     """Each term's value of this step, still on the device (no sync): a WeightedSum keeps them."""
     from medsegloss.losses import WeightedSum
@@ -827,7 +784,7 @@ def fit(config: Config, out_dir=None, *, quiet: bool = False) -> dict:
             torch.set_num_threads(threads_before)
 
 
-# ================================================================ 5. the command line
+# ================================================================ 4. the command line
 def build_parser():
     """``medsegloss train`` options: one flag per config field, plus --preset, --resume, --quiet."""
     import argparse
