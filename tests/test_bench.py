@@ -182,3 +182,23 @@ def test_unknown_loss_fails_before_any_work(tmp_path, capsys):
     out = tmp_path / "bad"
     assert bench.main(["--losses", "ce", "dcie", "--out", str(out), "--datasets", "phantom-lesion"]) == 2
     assert "dcie" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_cross_validated_sweep_calls_the_same_loss_written_twice_equivalent(tmp_path):
+    """A known truth end to end: `1.0*ce` is `ce`, so over 3 folds every per-case difference is 0
+    and the verdict must be *equivalent* (never better/worse); every case is tested once."""
+    config = tiny_config().replace(folds=3, epochs=1, metrics=("dice", "pixel_error"))
+    out = tmp_path / "cv"
+    outcome = bench.run_sweep(config, DATASETS, ["ce", "1.0*ce"], [0], out, quiet=True)
+    assert outcome["trained"] == 6 and not outcome["failed"]
+    assert sorted(p.name for p in (out / "phantom-lesion" / "ce" / "seed0").iterdir()) == ["fold0", "fold1", "fold2"]
+    folds = json.loads((out / "phantom-lesion" / "folds" / "seed0.json").read_text())["splits"]
+    assert sorted(case for fold in folds for case in fold["test"]) == [f"lesion{i:03d}" for i in range(6)]
+    report.write_report([out], figures=False)
+    results = json.loads((out / "results.json").read_text())
+    tests = {row["metric"]: row for row in results["tests"]}
+    assert tests["dice"]["mean_difference"] == 0 and tests["dice"]["n_runs"] == 3 and tests["dice"]["n_units"] == 6
+    assert tests["pixel_error"]["verdict"] == "equivalent"
+    if not any(run["diagnostics"]["status"] in ("not learned", "collapsed") for run in results["runs"]):
+        assert tests["dice"]["verdict"] == "equivalent"
+    assert results["design"]["phantom-lesion"]["folds"] == 3

@@ -187,7 +187,8 @@ def plot_rank_blobs(ranking: dict, datasets, losses, path) -> Path:
         axis.set_yticks(range(1, len(present) + 1))
         axis.set_ylim(len(present) + 0.6, 0.4)
         axis.set_ylabel("rank")
-        axis.set_title(f"{dataset} (τ {ranking[dataset]['kendall_tau']:.2f})")
+        tau = ranking[dataset]["kendall_tau"]
+        axis.set_title(f"{dataset} (τ {tau:.2f})" if tau is not None else f"{dataset} (all tied)")
         axis.grid(alpha=0.3)
     figure.suptitle(f"bootstrap rank shares on {ranking[shown[0]]['metric']} (units, then seeds, resampled); τ: median Kendall τ to the full ranking", fontsize=9)
     figure.tight_layout()

@@ -212,10 +212,12 @@ def bootstrap_ranks(values: np.ndarray, higher_is_better: bool, draws: int = 100
     shares = np.stack([(positions == r).mean(0) for r in range(1, losses + 1)], axis=1)
     from scipy.stats import kendalltau
 
-    taus = [kendalltau(full, row).statistic if losses > 1 else 1.0 for row in ranks[: min(draws, 500)]]
+    taus = np.asarray([kendalltau(full, row).statistic if losses > 1 else 1.0 for row in ranks[: min(draws, 500)]],
+                      dtype=np.float64)
+    tau = float(np.median(taus[~np.isnan(taus)])) if (~np.isnan(taus)).any() else math.nan  # NaN: all tied
     return {"rank": full.tolist(), "shares": shares.tolist(), "low": np.quantile(ranks, 0.025, axis=0).tolist(),
             "high": np.quantile(ranks, 0.975, axis=0).tolist(),
-            "kendall_tau": float(np.nanmedian(np.asarray(taus, dtype=np.float64))), "draws": draws}
+            "kendall_tau": tau, "draws": draws}
 
 
 class _quiet:
