@@ -111,6 +111,8 @@ def answer_lines(results: dict, name=str) -> list[str]:
                          f"only when their mean ranks differ by more than the critical difference "
                          f"{friedman['critical_difference']:.2f} (Nemenyi, Demšar 2006).")
         else:
-            lines.append(f"Across datasets: {friedman['datasets']} datasets are too few for a test over datasets "
-                         f"(Friedman needs at least 3; with this few it rarely has power): read the datasets one by one.")
+            count = friedman["datasets"]
+            lines.append(f"Across datasets: {'only ' if count else ''}{count} dataset{' is' if count == 1 else 's are'} "
+                         f"ready, too few for a test over datasets (Friedman needs at least 3): read the datasets one "
+                         f"by one.")
     return lines
