@@ -111,8 +111,8 @@ def answer_lines(results: dict, name=str) -> list[str]:
                          f"only when their mean ranks differ by more than the critical difference "
                          f"{friedman['critical_difference']:.2f} (Nemenyi, Demšar 2006).")
         else:
-            count = friedman["datasets"]
-            lines.append(f"Across datasets: {'only ' if count else ''}{count} dataset{' is' if count == 1 else 's are'} "
-                         f"ready, too few for a test over datasets (Friedman needs at least 3): read the datasets one "
-                         f"by one.")
+            count, total = friedman["datasets"], len(results["datasets"])
+            ready = f"{count} datasets are" if count == total else f"only {count} of the {total} datasets {'is' if count == 1 else 'are'} ready,"
+            lines.append(f"Across datasets: {ready} too few for a test over datasets (Friedman needs at least 3): "
+                         f"read the datasets one by one.")
     return lines
