@@ -180,17 +180,24 @@ def save_split(split: dict[str, list[str]], path, **meta) -> None:
     write_json(path, content, indent=1)
 
 
+def _read_json(path: Path, what: str):
+    """The JSON content of ``path``; a missing or unreadable file is a DatasetError naming it."""
+    from medsegloss.data.base import DatasetError
+
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{what} {path} is not readable JSON: {error}") from None
+
+
 def load_split(path, case_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Read a split JSON; with ``case_ids``, every listed case must exist in the dataset."""
     from medsegloss.data.base import DatasetError
 
     path = Path(path)
-    try:
-        content = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"split file {path} does not exist") from None
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"split file {path} is not readable JSON: {error}") from None
+    content = _read_json(path, "split file")
     if not isinstance(content, dict) or not all(isinstance(content.get(p, []), list) for p in PARTS):
         raise DatasetError(f"split file {path} must hold a JSON object with lists 'train', 'val', 'test'")
     split = {part: [str(case) for case in content.get(part, [])] for part in PARTS}
@@ -240,12 +247,7 @@ def read_folds_file(path, case_ids: Sequence[str], *, seed: int = 0, val_fractio
     from medsegloss.data.base import DatasetError
 
     path = Path(path)
-    try:
-        content = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"folds file {path} does not exist") from None
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"folds file {path} is not readable JSON: {error}") from None
+    content = _read_json(path, "folds file")
     entries = content.get("splits") if isinstance(content, dict) else content
     if not isinstance(entries, list) or len(entries) < 2 or not all(isinstance(e, dict) for e in entries):
         raise DatasetError(f"folds file {path} must hold a list of at least 2 folds ({{'train': [...], 'val': [...]}} "
