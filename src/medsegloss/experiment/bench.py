@@ -477,7 +477,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, OSError, TypeError) as error:  # OSError: a file not found, or not written
         print(f"medsegloss bench: error: {error}", file=sys.stderr)
         return 2
     for job, error in outcome["failed"]:
@@ -493,7 +493,7 @@ def main(argv=None) -> int:
 
         try:
             path = write_report([out], out, baseline=args.baseline)
-        except ValueError as error:  # e.g. every run failed
+        except (ValueError, OSError) as error:  # e.g. every run failed, a full disk
             print(f"medsegloss bench: no report: {error}", file=sys.stderr)
             return 1
         print("\n" + main_table(out))
