@@ -7,7 +7,9 @@ permissions a plain ``open(path, "w")`` would give under the current umask (``mk
 files owner-only), and replaces the target with ``os.replace``; the folder is then ``fsync``-ed
 where the platform allows it, so the rename itself survives a power cut. A reader — or a run
 resumed after Ctrl-C or a crash — sees the old file or the new one, never half of one; a write
-that fails midway leaves the old file as it was and no temp file behind.
+that fails midway leaves the old file as it was and no temp file behind, and raises
+:class:`WriteError`: one line naming the file and the cause (``cannot write RUN/last.pt: No space
+left on device``), which the commands print as it is.
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["open_atomic", "save_atomic", "write_bytes", "write_text", "write_json", "append_jsonl",
+__all__ = ["WriteError", "open_atomic", "save_atomic", "write_bytes", "write_text", "write_json", "append_jsonl",
            "save_torch", "read_json", "read_jsonl", "current_umask"]
+
+
+class WriteError(OSError):
+    """A file could not be written (a full disk, no permission, ...); the message names the file
+    and the cause, ``errno`` is the cause's."""
+
+    @classmethod
+    def of(cls, path, error: OSError) -> WriteError:
+        written = cls(f"cannot write {path}: {error.strerror or error}")
+        written.errno = error.errno
+        return written
 
 
 def current_umask() -> int:
@@ -58,9 +71,12 @@ def _temporary(path, keep_suffixes: bool = False) -> Iterator[tuple[int, Path]]:
     suffixes of ``path`` appended if ``keep_suffixes``; on a clean exit it gets plain-file
     permissions, is synced and moved over ``path``; on an error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + ("".join(path.suffixes) if keep_suffixes else ""),
-                                    dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.",
+                                        suffix=".tmp" + ("".join(path.suffixes) if keep_suffixes else ""), dir=path.parent)
+    except OSError as error:
+        raise WriteError.of(path, error) from error
     temp = Path(temp)
     try:
         yield handle, temp
@@ -70,10 +86,14 @@ def _temporary(path, keep_suffixes: bool = False) -> Iterator[tuple[int, Path]]:
         os.close(handle)
         handle = -1
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         if handle >= 0:
-            os.close(handle)
-        temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.close(handle)
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise WriteError.of(path, error) from error
         raise
     _fsync_folder(path.parent)
 

@@ -431,29 +431,22 @@ def _train_here(config, run_dir: Path) -> dict:
 
 
 def _train_in_workers(todo, job_configs, out: Path, jobs: int, threads: int, bar, report) -> None:
-    """Train ``todo`` on ``jobs`` spawned worker processes; a progress line per finished run.
-    Ctrl-C cancels the waiting runs and terminates the workers (their runs resume next time)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    """Train ``todo`` on ``jobs`` spawned worker processes (``workers.imap_unordered``); a
+    progress line per finished run. A worker that dies (e.g. out of memory) loses only its own
+    run, which a fresh worker trains again (resuming from its last checkpoint); workers exit
+    when this process dies. Ctrl-C terminates the workers (their runs resume next time)."""
+    from medsegloss.experiment.workers import TaskFailed, imap_unordered
 
-    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(threads,))
-    try:
-        futures = {executor.submit(_train, job_configs[job].to_dict(), str(job.run_dir(out))): job for job in todo}
-        for number, future in enumerate(as_completed(futures), start=1):
-            job = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as error:  # noqa: BLE001 -- a worker died (e.g. out of memory)
-                outcome = {"error": f"{type(error).__name__}: {error}", "seconds": 0.0}
-            bar.update(1)
-            report(number, job, outcome)
-    except BaseException:
-        for process in list(getattr(executor, "_processes", {}).values()):  # stop runs in progress now
-            process.terminate()
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
+    def lost(index: int, reason: str) -> None:
+        bar.write(f"bench: {todo[index].run_dir(out)}: {reason}; training it again", file=sys.stderr)
+
+    tasks = [(job_configs[job].to_dict(), str(job.run_dir(out))) for job in todo]
+    results = imap_unordered(_train, tasks, jobs, initializer=_start_worker, initargs=(threads,), on_lost=lost)
+    for number, (index, outcome) in enumerate(results, start=1):
+        if isinstance(outcome, TaskFailed):
+            outcome = {"error": f"worker failed: {outcome}", "seconds": 0.0}
+        bar.update(1)
+        report(number, todo[index], outcome)
 
 
 def _sweep_finished(out: Path, datasets, losses, seeds) -> bool:
@@ -566,7 +559,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, OSError, TypeError) as error:  # OSError: a file not found, or not written
         print(f"medsegloss bench: error: {error}", file=sys.stderr)
         return 2
     for job, error in outcome["failed"]:
@@ -582,7 +575,7 @@ def main(argv=None) -> int:
 
         try:
             path = write_report([out], out, baseline=args.baseline, margins=dict(args.margin or []))
-        except ValueError as error:  # e.g. every run failed
+        except (ValueError, OSError) as error:  # e.g. every run failed, a full disk
             print(f"medsegloss bench: no report: {error}", file=sys.stderr)
             return 1
         print("\n" + main_table(out))

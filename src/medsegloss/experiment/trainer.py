@@ -844,7 +844,7 @@ def main(argv=None) -> int:
     except NonFiniteLossError as error:
         print(f"medsegloss train: {error}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: a file not found, or not written (_io.WriteError)
         print(f"medsegloss train: error: {error}", file=sys.stderr)
         return 2
     if result and not args.quiet:
