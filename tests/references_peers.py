@@ -1,5 +1,5 @@
-"""Float64 NumPy references, written from the papers, for the losses of
-``medsegloss.losses.{region_extra, region_topology, boundary_extra, compound_extra}``.
+"""Float64 NumPy references, written from the papers, for mcc, lovasz, gwdl, cldice,
+skeleton_recall, hd_er and unified_focal (``references.py`` holds the other losses').
 
 Independent of the package: loops and set definitions where the paper states them so (the
 Lovász extension from Jaccard losses of prefix sets, erosions written as neighbour averages).
@@ -165,7 +165,7 @@ def skeleton_recall(logits, labels, iterations=10, smooth=1.0, include_backgroun
 # ---------------------------------------------------------------- unified focal (Yeung et al., 2022)
 
 
-def unified_focal(logits, labels, lambda_focal=0.5, delta=0.6, gamma=0.5, variant="asymmetric", smooth=1e-7):
+def unified_focal(logits, labels, weight_focal=0.5, delta=0.6, gamma=0.5, variant="asymmetric", smooth=1e-7):
     """λ·L_F + (1 − λ)·L_FT with background = class 0, written class by class."""
     p = probabilities(logits)
     if p.shape[1] == 1:
@@ -188,7 +188,7 @@ def unified_focal(logits, labels, lambda_focal=0.5, delta=0.6, gamma=0.5, varian
         mti = (tp + smooth) / (tp + delta * fn + (1 - delta) * fp + smooth)
         exponent = 1.0 if (k == 0 and variant == "asymmetric") else 1 - gamma
         focal_tversky += (1 - mti) ** exponent / c
-    return lambda_focal * focal + (1 - lambda_focal) * focal_tversky
+    return weight_focal * focal + (1 - weight_focal) * focal_tversky
 
 
 # ---------------------------------------------------------------- erosion HD (Karimi & Salcudean, 2019)
