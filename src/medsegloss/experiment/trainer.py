@@ -985,15 +985,13 @@ def build_parser():
 def parse_arguments(argv) -> tuple:
     """(namespace, the config fields given) of ``medsegloss train``'s arguments; an unknown flag
     fails naming the closest ones."""
-    import difflib
+    from medsegloss._checks import did_you_mean
 
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         flags = [option for action in parser._actions for option in action.option_strings]
-        close = difflib.get_close_matches(unknown[0].split("=")[0], flags, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        parser.error(f"unknown option(s) {' '.join(unknown)}.{hint}")
+        parser.error(f"unknown option(s) {' '.join(unknown)}.{did_you_mean(unknown[0].split('=')[0], flags)}")
     given = {key: value for key, value in vars(args).items() if key not in ("preset", "resume", "quiet")}
     if args.resume and given:
         parser.error(f"--resume continues the stored config of {args.resume}; do not pass "
