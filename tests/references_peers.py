@@ -154,6 +154,18 @@ def cldice(logits, labels, iterations=3, smooth=1.0, include_background=False):
     return (1 - 2 * precision * sensitivity / (precision + sensitivity)).mean(1)
 
 
+def cldice_pooled(logits, labels, iterations=3, smooth=1.0, include_background=True, epsilon=1e-4):
+    """MONAI 1.6's ``SoftclDiceLoss``: one score per sample, the kept channels pooled into each
+    sum (a micro average), and ``epsilon`` added to the harmonic mean's denominator."""
+    p, g = _kept(probabilities(logits), one_hot(labels, logits.shape[1]), include_background)
+    sp, sg = soft_skeleton(p, iterations), soft_skeleton(g, iterations)
+    n = p.shape[0]
+    sp, sg, p, g = (x.reshape(n, -1) for x in (sp, sg, p, g))
+    precision = ((sp * g).sum(-1) + smooth) / (sp.sum(-1) + smooth)
+    sensitivity = ((sg * p).sum(-1) + smooth) / (sg.sum(-1) + smooth)
+    return 1 - 2 * precision * sensitivity / (precision + sensitivity + epsilon)
+
+
 def skeleton_recall(logits, labels, iterations=10, smooth=1.0, include_background=False):
     """``1 − (Σ p·T + s)/(Σ T + s)`` per class, ``T`` = the target skeleton (> 0.5) dilated by the
     square, inside the target mask."""

@@ -176,9 +176,6 @@ def check_in_range(name: str, value: float, low: float = 0.0, high: float = 1.0)
     return value
 
 
-check_probability = check_in_range  # the former name, kept for code written against it
-
-
 def check_distance_map(dist, logits: torch.Tensor) -> torch.Tensor:
     """A precomputed signed distance map must be a float tensor shaped like the logits,
     ``(N, C, *spatial)`` (``C == 1``: the foreground's map). Returned as float32 at least."""

@@ -291,3 +291,21 @@ class TestGeneralizedDiceFocal:
         peer = monai.GeneralizedDiceFocalLoss(sigmoid=True, smooth_nr=1e-12, smooth_dr=1e-12, gamma=2.0)
         torch.testing.assert_close(losses.gdl_focal_loss(logits, labels, smooth=1e-12),
                                    peer(logits, labels.unsqueeze(1).to(torch.float64)), rtol=1e-5, atol=1e-5)
+
+    def test_monais_focal_term_is_sigmoid_per_channel_even_with_softmax(self):
+        """C >= 2: ``GeneralizedDiceFocalLoss(softmax=True)`` applies the softmax to its GDL only; its
+        focal term is ``FocalLoss``'s default, the sigmoid focal loss of each channel against the
+        rest, averaged over the channels: our ``gdl`` plus ``focal`` in multi-label mode. Ours is the
+        softmax focal loss (the contract: C >= 2 is softmax). MONAI's GDL weights are not normalised,
+        so its smoothing weighs more; equal for a tiny ``smooth``."""
+        monai = peer_losses("monai")
+        logits, labels = float64_case((2, 3, 6, 6), scale=2.0)
+        onehot = one_hot64(labels, 3)
+        gdl = losses.generalized_dice_loss(logits, labels, smooth=1e-12)
+        peer = monai.GeneralizedDiceFocalLoss(softmax=True, smooth_nr=1e-12, smooth_dr=1e-12)(logits, onehot)
+        torch.testing.assert_close(peer, gdl + losses.get("focal", multilabel=True)(logits, onehot), rtol=1e-6, atol=1e-8)
+        ours = losses.gdl_focal_loss(logits, labels, smooth=1e-12)
+        torch.testing.assert_close(ours, gdl + losses.focal_loss(logits, labels), rtol=1e-12, atol=1e-12)
+        assert float((ours - peer).detach()) > 0.1  # the softmax focal loss is larger here: two definitions
+        default = monai.GeneralizedDiceFocalLoss(softmax=True)(logits, onehot)  # MONAI's smooth 1e-5, unnormalised
+        torch.testing.assert_close(default, peer, rtol=1e-3, atol=1e-4)

@@ -54,6 +54,26 @@ class TestClDice:
         torch.testing.assert_close(losses.cldice_loss(logits, labels), peer(logits, target), rtol=1e-5, atol=1e-5)
 
 
+    def test_monai_pools_the_kept_classes_and_keeps_the_background(self):
+        """C >= 2, MONAI 1.6's defaults: ``SoftclDiceLoss(softmax=True)`` keeps the background and
+        pools the kept channels into one score per sample (each sum over channels and voxels: the
+        background's large skeleton dominates), with 1e-4 in the harmonic mean's denominator. Ours
+        is the mean of per-class scores over the foreground classes. Each side equals its float64
+        reference, and ours is the mean of MONAI's one-class scores."""
+        monai = peer_losses("monai")
+        logits, labels = float64_case((2, 3, 9, 9), scale=2.0)
+        onehot = one_hot64(labels, 3)
+        peer = monai.SoftclDiceLoss(softmax=True, reduction="none")(logits, onehot).detach()
+        ours = losses.cldice_loss(logits, labels, reduction="none")
+        np.testing.assert_allclose(peer.numpy(), ref.cldice_pooled(logits.detach().numpy(), labels.numpy()), rtol=1e-10)
+        np.testing.assert_allclose(ours.detach().numpy(), ref.cldice(logits.detach().numpy(), labels.numpy()), rtol=1e-10)
+        assert float((ours.detach() - peer).abs().min()) > 1e-3  # not a rounding difference: two definitions
+        probs = torch.softmax(logits.detach(), 1)
+        one_class = monai.SoftclDiceLoss(smooth=1e-30, reduction="none")
+        per_class = torch.stack([one_class(probs[:, c:c + 1], onehot[:, c:c + 1]) for c in (1, 2)], 1)
+        torch.testing.assert_close(ours.detach(), per_class.mean(1))
+
+
 class TestSkeletonRecall:
     @pytest.mark.parametrize("shape", [(2, 3, 9, 9), (2, 1, 9, 9), (1, 3, 5, 6, 6)])
     def test_reference(self, shape):

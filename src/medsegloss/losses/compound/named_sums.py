@@ -299,15 +299,18 @@ def gdl_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_gdl: fl
                    gamma: float = 2.0, alpha=None, smooth: float = 1e-5, batch: bool = False,
                    include_background: bool = True, ignore_index: int | None = None,
                    reduction: str = "mean") -> torch.Tensor:
-    r"""Generalized Dice + focal: ``L = w_gdl · GDL + w_focal · Focal_γ`` (MONAI's
-    ``GeneralizedDiceFocalLoss``, its ``lambda_gdl``, ``lambda_focal``; Sudre et al., 2017 and
-    Lin et al., 2017).
+    r"""Generalized Dice + focal: ``L = w_gdl · GDL + w_focal · Focal_γ`` (Sudre et al., 2017 and
+    Lin et al., 2017; MONAI's ``GeneralizedDiceFocalLoss``, whose ``lambda_gdl``, ``lambda_focal``
+    are ``weight_gdl``, ``weight_focal``).
 
-    The terms are :func:`~medsegloss.losses.region.generalized_dice.generalized_dice_loss` (with ``smooth``,
-    ``batch``, ``include_background``) and :func:`~medsegloss.losses.distribution.focal_loss`
-    (with ``gamma``, ``alpha``; softmax focal over all classes); both ``ignore_index``. MONAI's focal term is one-vs-rest sigmoid, so
-    the two agree for one-channel logits (and MONAI's GDL weights are not normalised: equal for
-    a tiny ``smooth``).
+    The terms are :func:`~medsegloss.losses.region.generalized_dice.generalized_dice_loss` (with
+    ``smooth``, ``batch``, ``include_background``) and
+    :func:`~medsegloss.losses.distribution.focal_loss` (with ``gamma``, ``alpha``: for ``C >= 2``
+    the softmax focal loss); both ``ignore_index``. MONAI's equals it for one-channel logits. For
+    ``C >= 2`` the two differ by definition: MONAI's ``softmax=True`` reaches its GDL only, its
+    focal term stays ``FocalLoss``'s sigmoid focal loss of each channel against the rest (equal to
+    ``gdl`` + ``focal`` with ``multilabel=True``, tested). MONAI's GDL weights are not normalised,
+    so its smoothing weighs more: equal for a tiny ``smooth``.
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -323,7 +326,7 @@ def gdl_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_gdl: fl
 
 @register("gdl_focal", family="compound", paper="Sudre et al., 2017; Lin et al., 2017 (MONAI)",
           function=gdl_focal_loss, formula="w_gdl·generalized Dice + w_focal·focal (softmax)",
-          peers={"monai": "GeneralizedDiceFocalLoss (binary)"})
+          peers={"monai": "GeneralizedDiceFocalLoss (binary; C >= 2: its focal is sigmoid)"})
 def gdl_focal(*, weight_gdl: float = 1.0, weight_focal: float = 1.0, gamma: float = 2.0, alpha=None,
               smooth: float = 1e-5, batch: bool = False, include_background: bool = True,
               ignore_index: int | None = None, reduction: str = "mean") -> WeightedSum:

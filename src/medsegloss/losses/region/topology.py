@@ -93,8 +93,12 @@ def cldice_loss(logits: torch.Tensor, target: torch.Tensor, *, iterations: int =
     target, the sensitivity the part of the target's skeleton covered by the prediction.
     ``smooth = 1`` as in the paper's code. Background excluded by default, as there.
 
-    MONAI's ``SoftclDiceLoss`` pools the kept channels into one score and adds 1e-4 to the
-    harmonic mean's denominator: the same value for one kept class and a tiny ``smooth`` there.
+    MONAI's ``SoftclDiceLoss`` is the same for one kept class (binary logits, or ``C = 2``
+    without background) with its harmonic-mean ``smooth`` (1e-4) made tiny. For ``C >= 2`` it
+    differs by definition: it pools the kept channels into one score per sample (each sum runs
+    over channels and voxels, so the largest structure dominates), and its default keeps the
+    background; this loss scores each class and averages (the package's rule), background
+    excluded as in the paper's code. Ours is the mean of MONAI's one-class scores (tested).
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -166,7 +170,7 @@ def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, *, iteratio
 ClDiceLoss = loss_class(
     "ClDiceLoss", cldice_loss, "cldice", family="region", paper="Shit et al., 2021",
     formula="Soft clDice, 1 − harmonic mean of topology precision and sensitivity on soft skeletons",
-    peers={"monai": "SoftclDiceLoss (one kept class)"})
+    peers={"monai": "SoftclDiceLoss (one kept class; it pools C >= 2 classes)"})
 
 
 SkeletonRecallLoss = loss_class(
