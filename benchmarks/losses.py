@@ -110,7 +110,7 @@ def run_group(name, impls, baseline, logits, labels, repetitions):
 def new_loss_peers(channels: int) -> list:
     """Peers of the losses added for issue #14 (mcc, lovasz, gwdl, cldice, dice_cldice, log_hd,
     gdl_focal, unified_focal), in ``_peers.Peer`` form; ``same`` only where the definitions match
-    (tests/test_losses_peers_new.py checks those equalities in float64)."""
+    (tests/losses/ checks those equalities in float64)."""
     Peer = _peers.Peer
     peers = []
     binary = channels == 1

@@ -1,5 +1,5 @@
-"""Float64 NumPy references, written from the papers, for the losses of
-``medsegloss.losses.{region_extra, region_topology, boundary_extra, compound_extra}``.
+"""Float64 NumPy references, written from the papers, for mcc, lovasz, gwdl, cldice,
+skeleton_recall, hd_er and unified_focal (``references.py`` holds the other losses').
 
 Independent of the package: loops and set definitions where the paper states them so (the
 Lovász extension from Jaccard losses of prefix sets, erosions written as neighbour averages).
@@ -154,6 +154,18 @@ def cldice(logits, labels, iterations=3, smooth=1.0, include_background=False):
     return (1 - 2 * precision * sensitivity / (precision + sensitivity)).mean(1)
 
 
+def cldice_pooled(logits, labels, iterations=3, smooth=1.0, include_background=True, epsilon=1e-4):
+    """MONAI 1.6's ``SoftclDiceLoss``: one score per sample, the kept channels pooled into each
+    sum (a micro average), and ``epsilon`` added to the harmonic mean's denominator."""
+    p, g = _kept(probabilities(logits), one_hot(labels, logits.shape[1]), include_background)
+    sp, sg = soft_skeleton(p, iterations), soft_skeleton(g, iterations)
+    n = p.shape[0]
+    sp, sg, p, g = (x.reshape(n, -1) for x in (sp, sg, p, g))
+    precision = ((sp * g).sum(-1) + smooth) / (sp.sum(-1) + smooth)
+    sensitivity = ((sg * p).sum(-1) + smooth) / (sg.sum(-1) + smooth)
+    return 1 - 2 * precision * sensitivity / (precision + sensitivity + epsilon)
+
+
 def skeleton_recall(logits, labels, iterations=10, smooth=1.0, include_background=False):
     """``1 − (Σ p·T + s)/(Σ T + s)`` per class, ``T`` = the target skeleton (> 0.5) dilated by the
     square, inside the target mask."""
@@ -165,7 +177,7 @@ def skeleton_recall(logits, labels, iterations=10, smooth=1.0, include_backgroun
 # ---------------------------------------------------------------- unified focal (Yeung et al., 2022)
 
 
-def unified_focal(logits, labels, lambda_focal=0.5, delta=0.6, gamma=0.5, variant="asymmetric", smooth=1e-7):
+def unified_focal(logits, labels, weight_focal=0.5, delta=0.6, gamma=0.5, variant="asymmetric", smooth=1e-7):
     """λ·L_F + (1 − λ)·L_FT with background = class 0, written class by class."""
     p = probabilities(logits)
     if p.shape[1] == 1:
@@ -188,7 +200,7 @@ def unified_focal(logits, labels, lambda_focal=0.5, delta=0.6, gamma=0.5, varian
         mti = (tp + smooth) / (tp + delta * fn + (1 - delta) * fp + smooth)
         exponent = 1.0 if (k == 0 and variant == "asymmetric") else 1 - gamma
         focal_tversky += (1 - mti) ** exponent / c
-    return lambda_focal * focal + (1 - lambda_focal) * focal_tversky
+    return weight_focal * focal + (1 - weight_focal) * focal_tversky
 
 
 # ---------------------------------------------------------------- erosion HD (Karimi & Salcudean, 2019)

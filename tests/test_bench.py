@@ -25,11 +25,25 @@ def tiny_config():
     return Config.preset("default", **TINY)
 
 
+BUILDS: list[str] = []  # the loss strings the sweep built a loss from, one entry per build
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
+    from medsegloss.losses import LossSpec
+
     out = tmp_path_factory.mktemp("bench") / "whole"
-    outcome = bench.run_sweep(tiny_config(), DATASETS, LOSSES, SEEDS, out, quiet=True)
+    build = LossSpec.build
+    with pytest.MonkeyPatch.context() as patch:  # count the builds (the one place a loss string becomes a module)
+        patch.setattr(LossSpec, "build",
+                      lambda spec, *args, **kwargs: BUILDS.append(spec.text) or build(spec, *args, **kwargs))
+        outcome = bench.run_sweep(tiny_config(), DATASETS, LOSSES, SEEDS, out, quiet=True)
     return out, outcome
+
+
+def test_a_sweep_builds_each_loss_once_per_run(sweep):
+    """The up-front check reads every loss string without building it; each run builds its loss once."""
+    assert sorted(BUILDS) == sorted(loss for loss in LOSSES for _ in SEEDS for _ in DATASETS)
 
 
 def _weights(path):

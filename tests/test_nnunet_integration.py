@@ -110,6 +110,9 @@ def test_the_shim_makes_nnunets_finder_return_our_trainer(tmp_path):
 
     path = integration.install_trainer(tmp_path)
     assert path == tmp_path / "nnUNetTrainerMedsegloss.py" and not list(tmp_path.glob(".*.tmp"))
+    from medsegloss import _io
+
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_io.current_umask()  # written by _io: a plain file's mode
     found = recursive_find_python_class(str(tmp_path), "nnUNetTrainerMedsegloss", None, base_folder=str(tmp_path),
                                         cleanup_imports_from_base_folder=True)
     assert found is integration.nnUNetTrainerMedsegloss

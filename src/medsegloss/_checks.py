@@ -176,9 +176,6 @@ def check_in_range(name: str, value: float, low: float = 0.0, high: float = 1.0)
     return value
 
 
-check_probability = check_in_range  # the former name, kept for code written against it
-
-
 def check_distance_map(dist, logits: torch.Tensor) -> torch.Tensor:
     """A precomputed signed distance map must be a float tensor shaped like the logits,
     ``(N, C, *spatial)`` (``C == 1``: the foreground's map). Returned as float32 at least."""
@@ -194,15 +191,21 @@ def check_distance_map(dist, logits: torch.Tensor) -> torch.Tensor:
     return dist.float() if dist.dtype in (torch.float16, torch.bfloat16) else dist
 
 
-def unknown_name(kind: str, name, registered) -> ValueError:
-    """The error for a name missing from a registry (loss, metric, dataset, command, option),
-    naming the closest registered ones: the one wording of "did you mean" in the package."""
+def did_you_mean(name, known) -> str:
+    """``" Did you mean: a, b?"`` naming the (up to 3) entries of ``known`` closest to ``name``, or
+    ``""`` when none is close: the one wording of "did you mean" in the package (unknown losses,
+    metrics, datasets, config fields, commands and flags)."""
     import difflib
 
+    close = difflib.get_close_matches(str(name), [str(entry) for entry in known], n=3, cutoff=0.4)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def unknown_name(kind: str, name, registered) -> ValueError:
+    """The error for a name missing from a registry (loss, metric, dataset), naming the closest
+    registered ones (:func:`did_you_mean`) and all of them."""
     registered = list(registered)
-    close = difflib.get_close_matches(str(name), registered, n=3, cutoff=0.4)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return ValueError(f"unknown {kind} {name!r}.{hint} Registered: {', '.join(registered)}")
+    return ValueError(f"unknown {kind} {name!r}.{did_you_mean(name, registered)} Registered: {', '.join(registered)}")
 
 
 def check_multilabel_target(target, logits: torch.Tensor) -> torch.Tensor:

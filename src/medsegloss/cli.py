@@ -47,11 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        import difflib
+        from medsegloss._checks import did_you_mean
 
-        close = difflib.get_close_matches(command, COMMANDS, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        print(f"medsegloss: unknown command {command!r}.{hint}\n\n{_usage()}", file=sys.stderr)
+        print(f"medsegloss: unknown command {command!r}.{did_you_mean(command, COMMANDS)}\n\n{_usage()}",
+              file=sys.stderr)
         return 2
     module_name, function_name, _ = COMMANDS[command]
     function = getattr(importlib.import_module(module_name), function_name)

@@ -149,20 +149,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def split_losses(items) -> list[str]:
-    """Loss arguments, each a name or ``build()`` string; commas outside parentheses separate
-    several in one argument: ``["ce,dice", "tversky(alpha=0.3, beta=0.7)"]`` -> 3 losses."""
-    losses = []
-    for item in items:
-        depth, current = 0, ""
-        for char in item:
-            depth += (char == "(") - (char == ")")
-            if char == "," and depth == 0:
-                losses.append(current.strip())
-                current = ""
-            else:
-                current += char
-        losses.append(current.strip())
-    losses = [loss for loss in losses if loss]
+    """Loss arguments, each a name or loss string; commas outside parentheses separate several in
+    one argument (the loss language's lists, :func:`medsegloss.losses.split_list`):
+    ``["ce,dice", "tversky(alpha=0.3, beta=0.7)"]`` -> 3 losses."""
+    from medsegloss.losses import split_list
+
+    losses = [loss for item in items for loss in split_list(item)]
     duplicates = sorted({loss for loss in losses if losses.count(loss) > 1})
     if duplicates:
         raise ValueError(f"loss(es) given twice: {', '.join(duplicates)}")
@@ -267,12 +259,13 @@ def ensure_initial_weights(config, path: Path) -> bool:
 
 def check_sweep(base, datasets, losses, roots: dict[str, str], named=None) -> None:
     """Fail before any training on an unknown dataset or loss, a bad option or a missing data
-    root (``trainer.check_config`` on every dataset × loss)."""
-    from medsegloss.experiment.trainer import check_config
+    root (``trainer.check_settings`` on every dataset × loss: the loss strings are read, not
+    built; each run builds its loss once)."""
+    from medsegloss.experiment.trainer import check_settings
 
     for dataset in datasets:
         for loss in losses:
-            check_config(for_dataset(base, dataset, roots, named).replace(
+            check_settings(for_dataset(base, dataset, roots, named).replace(
                 loss=loss, init_weights=None, fold=0 if base.folds else None))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import inspect
 import math
 import re
@@ -157,10 +156,10 @@ class Config:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = [key for key in data if key not in names]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], names, n=3)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown config field(s) {', '.join(map(repr, unknown))}.{hint} "
-                             f"Fields: {', '.join(names)}")
+            from medsegloss._checks import did_you_mean
+
+            raise ValueError(f"unknown config field(s) {', '.join(map(repr, unknown))}."
+                             f"{did_you_mean(unknown[0], names)} Fields: {', '.join(names)}")
         return cls(**data)
 
     def to_dict(self) -> dict:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,33 +66,26 @@ def output_channels(config: Config, num_classes: int, multilabel: bool = False) 
     return 1 if num_classes == 2 and config.binary_as_one_channel else num_classes
 
 
-def loss_names(config: Config) -> list[str]:
-    """The registered loss names in ``config.loss`` (for binary-only checks)."""
+def loss_spec(config: Config):
+    """``config.loss`` read by the loss language (:func:`medsegloss.losses.parse`: its terms, options
+    and the term-weight schedule written after a ``|``, so a sweep can compare scheduled and
+    unscheduled variants as two losses), with ``loss_schedule`` as its schedule when given: not both."""
     from medsegloss import losses
 
-    return [name for name in re.findall(r"[A-Za-z_]\w*", config.loss) if name in losses.available()]
+    return losses.parse(config.loss).with_schedule(config.loss_schedule)
 
 
-def split_loss_schedule(config: Config) -> tuple[str, str | None]:
-    """``config.loss`` without its term-weight schedule, and the schedule: written after a ``|``
-    in the loss string (``"gdl + boundary | boundary=linear(0.01, 1.0)"``, so a sweep can compare
-    scheduled and unscheduled variants as two losses) or given as ``loss_schedule``, not both."""
-    text, _, schedule = config.loss.partition("|")
-    if schedule.strip() and config.loss_schedule:
-        raise ValueError(f"loss {config.loss!r} carries a schedule after '|' and loss_schedule "
-                         f"{config.loss_schedule!r} is given too: keep one")
-    return text.strip(), (schedule.strip() or config.loss_schedule or None)
+def loss_names(config: Config) -> list[str]:
+    """The registered loss names of ``config.loss``'s terms (for binary-only checks)."""
+    return list(loss_spec(config).names)
 
 
 def make_term_schedule(config: Config, loss: nn.Module):
-    """The :class:`~medsegloss.losses.term_schedule.Schedule` of the loss's term weights, checked
-    against the loss's terms; None without one."""
-    from medsegloss.losses.term_schedule import parse_schedule
+    """The :class:`~medsegloss.losses.Schedule` of the loss's term weights that :func:`make_loss`
+    built into ``loss`` (from ``config``, checked against its terms); None without one."""
+    from medsegloss.losses import WeightedSum
 
-    schedule = parse_schedule(split_loss_schedule(config)[1])
-    if schedule is not None:
-        schedule.check_terms(loss)
-    return schedule
+    return loss.schedule if isinstance(loss, WeightedSum) else None
 
 
 def with_deep_supervision(loss: nn.Module) -> nn.Module:
@@ -112,27 +104,13 @@ def scheduled_loss(loss: nn.Module) -> nn.Module:
 
 
 def make_loss(config: Config, multilabel: bool = False) -> nn.Module:
-    """The loss of ``config.loss`` (registry name or ``build()`` string) with ``loss_options``;
-    ``multilabel``: overlapping regions, each scored by the loss's binary (sigmoid) form.
-
-    Options no term of the loss accepts fail here (``build`` alone would drop them silently).
-    """
-    from medsegloss import losses
-
-    mode = {"multilabel": True} if multilabel else {}
-    text = split_loss_schedule(config)[0]
+    """The loss of ``config.loss`` (registry name or loss string, its schedule built in) with
+    ``loss_options``; ``multilabel``: overlapping regions, each scored by the loss's binary
+    (sigmoid) form. Options no term of the loss accepts fail here."""
     try:
-        if text in losses.available():
-            return losses.get(text, **mode, **config.loss_options)
-        loss = losses.build(text, **mode, **config.loss_options)
-    except TypeError as error:  # unknown option of a single loss
+        return loss_spec(config).build(multilabel=multilabel, **config.loss_options)
+    except TypeError as error:  # an option no term takes
         raise ValueError(str(error)) from None
-    accepted = {option for name in loss_names(config) for option in losses.info(name).options}
-    unknown = sorted(set(config.loss_options) - accepted)
-    if unknown:
-        raise ValueError(f"no term of loss {config.loss!r} takes option(s) {', '.join(unknown)}; "
-                         f"options of its terms: {', '.join(sorted(accepted))}")
-    return loss
 
 
 def check_binary_only(config: Config, out_channels: int) -> None:
@@ -146,16 +124,26 @@ def check_binary_only(config: Config, out_channels: int) -> None:
 
 
 def check_config(config: Config) -> nn.Module:
-    """Fail before any work on an unknown dataset, loss or option, or a missing data root.
+    """Fail before any work on an unknown dataset, loss or option, or a missing data root
+    (:func:`check_settings`), and build the loss.
 
-    Returns the loss it built to check it, so a run builds its loss once.
+    Returns the loss it built, so a run builds its loss once.
     """
+    check_settings(config)
+    return make_loss(config)
+
+
+def check_settings(config: Config) -> None:
+    """Every check of :func:`check_config` without building the loss: the dataset (name, data
+    root, options), the folds, the metrics, the init weights, and the loss string read by the loss
+    language (names, options, schedule) against the dataset's output channels and deep supervision.
+    A sweep checks each dataset × loss with it before any run builds its loss."""
     if config.folds is not None and config.fold is None:
         raise ValueError(f"folds={config.folds} needs fold (0..{config.folds - 1}): a training run tests one fold "
                          f"(--fold i); `medsegloss bench --folds {config.folds}` runs every fold")
     import inspect
 
-    from medsegloss import data, metrics
+    from medsegloss import data, losses, metrics
 
     info = data.info(config.dataset)  # an unknown name fails here, naming the closest
     if config.data_root is not None and not Path(config.data_root).exists():
@@ -169,16 +157,20 @@ def check_config(config: Config) -> nn.Module:
         raise ValueError(f"dataset {config.dataset!r} has no option(s) {', '.join(unknown)}; "
                          f"its options: {', '.join(sorted(accepted))}")
     metrics.check_names(config.metrics, "metrics")
-    loss = make_loss(config)
-    make_term_schedule(config, loss)  # a malformed schedule or an unknown term fails here
-    if config.deep_supervision:
-        with_deep_supervision(loss)  # a loss it cannot wrap (distance maps) fails here
+    spec = loss_spec(config)  # a malformed string or schedule, an unknown loss or term fails here
+    try:
+        spec.check_options(config.loss_options)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
+    distance = [name for name in spec.names if losses.info(name).needs_distance]
+    if config.deep_supervision and distance:
+        raise ValueError(f"loss {config.loss!r} uses signed distance maps ({', '.join(distance)}), which cannot be "
+                         "down-sampled exactly to the lower outputs' resolution; train it without deep supervision")
     class_names = data.class_names(config.dataset, **config.dataset_options)  # e.g. covid-ct's target
     if class_names is not None:  # None: known only once loaded (a folder dataset); prepare_run checks then
         check_binary_only(config, output_channels(config, len(class_names)))
     if config.init_weights is not None:
         check_init_weights_file(config.init_weights)
-    return loss
 
 
 def check_init_weights_file(path) -> None:
@@ -322,7 +314,7 @@ class Run:
     num_classes: int  # the dataset's classes
     class_names: list[str]
     loss_fn: nn.Module
-    term_schedule: object  # the loss's term-weight Schedule (losses.term_schedule), or None
+    term_schedule: object  # the loss's term-weight Schedule (losses.Schedule), or None
     model_args: dict  # UNet(**model_args) rebuilds the model (saved in checkpoints)
     model: nn.Module
     train_model: nn.Module  # the model, wrapped in DDP when world_size > 1
@@ -803,15 +795,13 @@ def build_parser():
 def parse_arguments(argv) -> tuple:
     """(namespace, the config fields given) of ``medsegloss train``'s arguments; an unknown flag
     fails naming the closest ones."""
-    import difflib
+    from medsegloss._checks import did_you_mean
 
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         flags = [option for action in parser._actions for option in action.option_strings]
-        close = difflib.get_close_matches(unknown[0].split("=")[0], flags, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        parser.error(f"unknown option(s) {' '.join(unknown)}.{hint}")
+        parser.error(f"unknown option(s) {' '.join(unknown)}.{did_you_mean(unknown[0].split('=')[0], flags)}")
     given = {key: value for key, value in vars(args).items() if key not in ("preset", "resume", "quiet")}
     if args.resume and given:
         parser.error(f"--resume continues the stored config of {args.resume}; do not pass "

@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from medsegloss import _io
 from medsegloss.losses import build
 from medsegloss.losses.wrappers import MaskedLoss, _leaves, deep_supervision_weights
 
@@ -192,15 +192,7 @@ def install_trainer(folder: str | os.PathLike | None = None) -> Path:
     path = folder / f"{TRAINER_NAME}.py"
     text = ('"""Written by medsegloss.integrations.nnunet.install_trainer(): makes the trainer findable by name."""\n'
             f"from medsegloss.integrations.nnunet import {TRAINER_NAME}  # noqa: F401\n")
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{TRAINER_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return _io.write_text(path, text)  # atomic, with the permissions of a plain file (nnU-Net imports it)
 
 
 def main(argv=None) -> int:

@@ -21,29 +21,16 @@ from medsegloss.losses._registry import (
     FAMILIES, LossInfo, available, catalogue_markdown, get, loss_class, lookup as info, register,
 )
 
-# importing the family modules registers their losses
-from medsegloss.losses import distribution, region, boundary, compound, compound_formulas  # noqa: E402,F401  isort:skip
-from medsegloss.losses.compound import WeightedSum, build  # noqa: E402
-
+# importing the family packages registers their losses
+from medsegloss.losses import distribution, region, boundary, compound  # noqa: E402,F401  isort:skip
 from medsegloss.losses.distribution import *  # noqa: E402,F401,F403
 from medsegloss.losses.region import *  # noqa: E402,F401,F403
 from medsegloss.losses.boundary import *  # noqa: E402,F401,F403
 from medsegloss.losses.compound import *  # noqa: E402,F401,F403
-from medsegloss.losses.compound_formulas import *  # noqa: E402,F401,F403
-
-__all__ = ["FAMILIES", "LossInfo", "WeightedSum", "available", "build", "catalogue_markdown", "get", "info",
-           "loss_class", "register"]
-__all__ += distribution.__all__ + region.__all__ + boundary.__all__ + compound.__all__ + compound_formulas.__all__
-
-# the modules named <family>_<topic>.py: importing them registers their losses
-from medsegloss.losses import region_extra, region_topology, boundary_extra, compound_extra  # noqa: E402,F401  isort:skip
-from medsegloss.losses.region_extra import *  # noqa: E402,F401,F403
-from medsegloss.losses.region_topology import *  # noqa: E402,F401,F403
-from medsegloss.losses.boundary_extra import *  # noqa: E402,F401,F403
-from medsegloss.losses.compound_extra import *  # noqa: E402,F401,F403
-
-__all__ += region_extra.__all__ + region_topology.__all__ + boundary_extra.__all__ + compound_extra.__all__
 
 # wrappers: a region-of-interest mask and deep supervision around any loss
 from medsegloss.losses.wrappers import DeepSupervisionLoss, MaskedLoss, deep_supervision, masked  # noqa: E402
-__all__ += ["DeepSupervisionLoss", "MaskedLoss", "deep_supervision", "masked"]
+
+__all__ = ["FAMILIES", "LossInfo", "available", "catalogue_markdown", "get", "info", "loss_class", "register",
+           "DeepSupervisionLoss", "MaskedLoss", "deep_supervision", "masked"]
+__all__ += distribution.__all__ + region.__all__ + boundary.__all__ + compound.__all__

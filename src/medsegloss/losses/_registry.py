@@ -58,6 +58,17 @@ class LossInfo:
         return doc.splitlines()[0] if doc else ""
 
     @property
+    def is_sum(self) -> bool:
+        """A named sum: a factory returning a WeightedSum, whose terms have weights (a single loss's
+        factory is its module class)."""
+        return not isinstance(self.factory, type)
+
+    @property
+    def renamed_options(self) -> dict[str, str]:
+        """Deprecated option names, still accepted for one release: ``{old: new}``."""
+        return dict(getattr(self.factory, "__renamed_options__", {}))
+
+    @property
     def options(self) -> dict[str, object]:
         """The options ``get(name, **options)`` accepts, with their defaults."""
         return {
@@ -107,6 +118,7 @@ def loss_class(class_name: str, function: Callable, name: str, *, family: str, p
         "function": staticmethod(function),
         "needs_distance": needs_distance,
         "multilabel_refusal": multilabel_refusal,
+        "__renamed_options__": getattr(function, "__renamed_options__", {}),  # see renamed_options
         "__doc__": function.__doc__,
         "__module__": function.__module__,
         "__qualname__": class_name,
@@ -222,6 +234,17 @@ def as_multilabel(module: nn.Module, name: str | None = None) -> nn.Module:
     return module
 
 
+def check_options(info: LossInfo, options) -> None:
+    """``TypeError`` naming the options of ``options`` that the loss does not take (its deprecated
+    names count as taken), and listing the ones it does."""
+    unknown = sorted(set(options) - set(info.options) - set(info.renamed_options))
+    if unknown:
+        raise TypeError(
+            f"loss {info.name!r} has no option(s) {', '.join(unknown)}; its options are: "
+            + ", ".join(f"{key}={value!r}" for key, value in info.options.items())
+        )
+
+
 def get(name: str, multilabel: bool = False, **options) -> nn.Module:
     """Build the registered loss ``name`` with the given options (the paper's symbols).
 
@@ -231,13 +254,7 @@ def get(name: str, multilabel: bool = False, **options) -> nn.Module:
     info = lookup(name)
     if multilabel and not info.multilabel:
         raise ValueError(f"loss {name!r} does not support multilabel=True: {info.multilabel_refusal}")
-    options = translate_options(options, getattr(info.factory, "__renamed_options__", {}), name)
-    accepted = info.options
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"loss {name!r} has no option(s) {', '.join(unknown)}; its options are: "
-            + ", ".join(f"{key}={value!r}" for key, value in accepted.items())
-        )
+    options = translate_options(options, info.renamed_options, name)
+    check_options(info, options)
     module = info.factory(**options)
     return as_multilabel(module, name) if multilabel else module

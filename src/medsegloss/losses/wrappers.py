@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from medsegloss._ops import FunctionalLoss
-from medsegloss.losses.compound import WeightedSum
+from medsegloss.losses.compound.weighted_sum import WeightedSum
 
 __all__ = ["MaskedLoss", "masked", "DeepSupervisionLoss", "deep_supervision", "deep_supervision_weights",
            "downsample_nearest"]
@@ -94,6 +94,7 @@ def _with_ignore_index(loss: nn.Module, value: int) -> nn.Module:
         rebuilt = WeightedSum([(name, loss.weights[name], _with_ignore_index(term, value))
                                for name, term in zip(loss.names, loss.terms)], joint=joint)
         rebuilt.weights = loss.weights  # shared: a weight schedule on the original still applies
+        rebuilt.schedule = loss.schedule
         return rebuilt
     if loss.options.get("ignore_index") == value:
         return loss

@@ -6,7 +6,7 @@ experiment config's ``metrics`` field and ``medsegloss metrics``.
 
 from __future__ import annotations
 
-from medsegloss._checks import unknown_name
+from medsegloss._checks import did_you_mean, unknown_name
 import functools
 import inspect
 from collections.abc import Callable
@@ -80,15 +80,11 @@ def lookup(name: str) -> MetricInfo:
 def check_names(names, argument: str = "metrics") -> None:
     """Fail naming ``argument`` (a config field or CLI option), the unknown names and the closest
     registered ones when ``names`` holds a metric that is not registered, or none at all."""
-    import difflib
-
     known = available()
     unknown = [name for name in names if name not in known]
     if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), known, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"{argument}: unknown metric(s) {', '.join(map(repr, unknown))}.{hint} "
-                         f"Registered: {', '.join(known)}")
+        raise ValueError(f"{argument}: unknown metric(s) {', '.join(map(repr, unknown))}."
+                         f"{did_you_mean(unknown[0], known)} Registered: {', '.join(known)}")
     if not names:
         raise ValueError(f"{argument}: give at least one metric (registered: {', '.join(known)})")
 

@@ -1,13 +1,15 @@
-"""Distribution-based losses against float64 references, the papers' identities and gradcheck."""
+"""Distribution-based losses (``losses.distribution``) against float64 references, the papers'
+identities, gradcheck, and ``ce``'s label smoothing against torch and SMP."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import references as ref
-from conftest import random_labels, random_logits, random_soft_labels
+from conftest import assert_matches_reference, peer_losses, random_labels, random_logits, random_soft_labels
 from medsegloss import losses
 from medsegloss.distance import signed_distance_map
 from medsegloss.losses import distribution as D
@@ -27,33 +29,29 @@ def _case(shape=SHAPE_2D, seed=0, ignore=None):
     return logits, labels
 
 
-def _close(value, expected):
-    np.testing.assert_allclose(value.detach().numpy(), expected, rtol=1e-6, atol=1e-9)
-
-
 # ------------------------------------------------------------------ references
 
 
 @pytest.mark.parametrize("shape", [SHAPE_2D, SHAPE_3D, (2, 1, 5, 6)])
 def test_ce_and_wce_match_references(shape):
     logits, labels = _case(shape)
-    _close(D.cross_entropy_loss(logits, labels, reduction="none"), ref.cross_entropy(logits.detach(), labels))
+    assert_matches_reference(D.cross_entropy_loss(logits, labels, reduction="none"), ref.cross_entropy(logits.detach(), labels))
     k = 2 if shape[1] == 1 else shape[1]
     weight = np.linspace(0.5, 2.0, k)
-    _close(D.weighted_cross_entropy_loss(logits, labels, weight=weight, reduction="none"),
+    assert_matches_reference(D.weighted_cross_entropy_loss(logits, labels, weight=weight, reduction="none"),
            ref.weighted_cross_entropy(logits.detach(), labels, weight))
     auto = ref.inverse_frequency(labels.numpy(), k)
-    _close(D.inverse_frequency_weights(labels, shape[1]), auto)
-    _close(D.weighted_cross_entropy_loss(logits, labels, reduction="none"),
+    assert_matches_reference(D.inverse_frequency_weights(labels, shape[1]), auto)
+    assert_matches_reference(D.weighted_cross_entropy_loss(logits, labels, reduction="none"),
            ref.weighted_cross_entropy(logits.detach(), labels, auto))
 
 
 def test_ce_and_wce_with_ignore_index():
     logits, labels = _case(ignore=255)
-    _close(D.cross_entropy_loss(logits, labels, ignore_index=255, reduction="none"),
+    assert_matches_reference(D.cross_entropy_loss(logits, labels, ignore_index=255, reduction="none"),
            ref.cross_entropy(logits.detach(), labels, 255))
     auto = ref.inverse_frequency(labels.numpy(), 3, 255)
-    _close(D.weighted_cross_entropy_loss(logits, labels, ignore_index=255, reduction="none"),
+    assert_matches_reference(D.weighted_cross_entropy_loss(logits, labels, ignore_index=255, reduction="none"),
            ref.weighted_cross_entropy(logits.detach(), labels, auto, 255))
 
 
@@ -67,8 +65,8 @@ def test_inverse_frequency_gives_absent_class_zero_weight_and_balances_present_o
 def test_soft_labels_match_references():
     logits, _ = _case()
     soft = random_soft_labels(SHAPE_2D)
-    _close(D.cross_entropy_loss(logits, soft, reduction="none"), ref.soft_cross_entropy(logits.detach(), soft))
-    _close(D.focal_loss(logits, soft, gamma=2.0, alpha=[0.2, 0.5, 0.3], reduction="none"),
+    assert_matches_reference(D.cross_entropy_loss(logits, soft, reduction="none"), ref.soft_cross_entropy(logits.detach(), soft))
+    assert_matches_reference(D.focal_loss(logits, soft, gamma=2.0, alpha=[0.2, 0.5, 0.3], reduction="none"),
            ref.soft_focal(logits.detach(), soft, 2.0, [0.2, 0.5, 0.3]))
 
 
@@ -76,7 +74,7 @@ def test_binary_soft_focal_equals_two_class_softmax_of_zero_and_x():
     logits = random_logits((2, 1, 4, 5), dtype=torch.float64)
     y = torch.rand((2, 1, 4, 5), dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     two_class = torch.cat([torch.zeros_like(logits), logits], 1).detach()
-    _close(D.focal_loss(logits, y, gamma=1.5, alpha=0.25, reduction="none"),
+    assert_matches_reference(D.focal_loss(logits, y, gamma=1.5, alpha=0.25, reduction="none"),
            ref.soft_focal(two_class, torch.cat([1 - y, y], 1), 1.5, [0.75, 0.25]))
 
 
@@ -85,26 +83,26 @@ def test_bce_matches_reference(shape):
     logits, labels = _case(shape)
     channels = ref.one_hot(labels.numpy(), shape[1])
     weight = np.linspace(0.5, 1.5, shape[1])
-    _close(D.binary_cross_entropy_loss(logits, labels, weight=weight, reduction="none"),
+    assert_matches_reference(D.binary_cross_entropy_loss(logits, labels, weight=weight, reduction="none"),
            ref.binary_cross_entropy(logits.detach(), channels, weight))
 
 
 def test_bce_multilabel_float_target():
     logits, _ = _case()
     multilabel = (torch.rand(SHAPE_2D, generator=torch.Generator().manual_seed(4)) > 0.6).double()
-    _close(D.binary_cross_entropy_loss(logits, multilabel, reduction="none"),
+    assert_matches_reference(D.binary_cross_entropy_loss(logits, multilabel, reduction="none"),
            ref.binary_cross_entropy(logits.detach(), multilabel))
 
 
 @pytest.mark.parametrize("k", [10, 37.5, 100])
 def test_topk_matches_reference(k):
     logits, labels = _case(SHAPE_3D)
-    _close(D.topk_loss(logits, labels, k=k, reduction="none"), ref.topk(logits.detach(), labels, k))
+    assert_matches_reference(D.topk_loss(logits, labels, k=k, reduction="none"), ref.topk(logits.detach(), labels, k))
 
 
 def test_topk_with_ignore_index_counts_only_valid_voxels():
     logits, labels = _case(ignore=-1)
-    _close(D.topk_loss(logits, labels, k=20, ignore_index=-1, reduction="none"),
+    assert_matches_reference(D.topk_loss(logits, labels, k=20, ignore_index=-1, reduction="none"),
            ref.topk(logits.detach(), labels, 20, ignore_index=-1))
 
 
@@ -112,7 +110,7 @@ def test_topk_with_ignore_index_counts_only_valid_voxels():
 def test_topk_threshold_matches_reference(t):
     logits, labels = _case(ignore=4)
     labels[labels == 4] = 7
-    _close(D.topk_threshold_loss(logits, labels, t=t, ignore_index=7, reduction="none"),
+    assert_matches_reference(D.topk_threshold_loss(logits, labels, t=t, ignore_index=7, reduction="none"),
            ref.topk_threshold(logits.detach(), labels, t, ignore_index=7))
 
 
@@ -121,9 +119,9 @@ def test_focal_matches_reference(shape):
     logits, labels = _case(shape, ignore=9)
     k = 2 if shape[1] == 1 else shape[1]
     alpha = list(np.linspace(0.25, 1.0, k))
-    _close(D.focal_loss(logits, labels, gamma=2.0, alpha=alpha, ignore_index=9, reduction="none"),
+    assert_matches_reference(D.focal_loss(logits, labels, gamma=2.0, alpha=alpha, ignore_index=9, reduction="none"),
            ref.focal(logits.detach(), labels, 2.0, alpha, ignore_index=9))
-    _close(D.focal_loss(logits, labels, gamma=0.5, ignore_index=9, reduction="none"),
+    assert_matches_reference(D.focal_loss(logits, labels, gamma=0.5, ignore_index=9, reduction="none"),
            ref.focal(logits.detach(), labels, 0.5, ignore_index=9))
 
 
@@ -136,8 +134,8 @@ def test_dpce_matches_reference_and_computes_its_own_distance(shape):
     dist = signed_distance_map(labels, num_classes=shape[1])
     value = D.distance_penalized_cross_entropy_loss(logits, labels, dist=dist, reduction="none")
     symmetric = ref.signed_distance_maps_ref(ref.one_hot(labels.numpy(), shape[1]))
-    _close(value, ref.distance_penalized_cross_entropy(logits.detach(), labels, symmetric))
-    _close(D.distance_penalized_cross_entropy_loss(logits, labels, reduction="none"), value.detach().numpy())
+    assert_matches_reference(value, ref.distance_penalized_cross_entropy(logits.detach(), labels, symmetric))
+    assert_matches_reference(D.distance_penalized_cross_entropy_loss(logits, labels, reduction="none"), value.detach().numpy())
     assert not torch.allclose(value, D.cross_entropy_loss(logits, labels, reduction="none"))
 
 
@@ -228,7 +226,7 @@ def test_gradcheck_binary_and_soft_focal():
 
 
 def test_focal_agrees_with_monai():
-    monai_losses = pytest.importorskip("monai.losses")
+    monai_losses = peer_losses("monai")
     logits, labels = random_logits(SHAPE_2D, seed=9), random_labels((2, 5, 6), 3, seed=10)
     monai_focal = monai_losses.FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=True)(logits, labels.unsqueeze(1))
     # MONAI averages over classes too (its per-class terms are zero off the true class): × C
@@ -265,3 +263,56 @@ def test_ce_mean_fast_path_equals_mean_of_per_sample_values(channels):
     with pytest.raises(ValueError, match=r"got values in \[0, 2\]") if channels == 1 else \
             pytest.raises(ValueError, match=r"got values in \[0, 3\]"):
         losses.cross_entropy_loss(logits, torch.where(labels == 1, labels.max() + 1, labels))
+
+
+# ------------------------------------------------------------------ ce's label smoothing
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("ignore_index", [None, 255])
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.4])
+def test_label_smoothing_equals_the_float64_reference(channels, ignore_index, epsilon):
+    logits = random_logits((2, channels, 5, 6), seed=1, dtype=torch.float64, scale=2.0)
+    labels = random_labels((2, 5, 6), channels, seed=2)
+    if ignore_index is not None:
+        labels[0, :2] = ignore_index
+    loss = losses.get("ce", label_smoothing=epsilon, ignore_index=ignore_index, reduction="none")
+    expected = ref.label_smoothed_cross_entropy(logits.detach().numpy(), labels.numpy(), epsilon, ignore_index)
+    np.testing.assert_allclose(loss(logits, labels).detach().numpy(), expected, rtol=1e-10)
+    mean = losses.get("ce", label_smoothing=epsilon, ignore_index=ignore_index)(logits, labels)
+    np.testing.assert_allclose(float(mean.detach()), expected.mean(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_label_smoothing_of_soft_targets(channels):
+    logits = random_logits((2, channels, 5, 6), seed=3, dtype=torch.float64)
+    if channels == 1:
+        target = torch.rand((2, 1, 5, 6), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    else:
+        target = random_soft_labels((2, 3, 5, 6), seed=4)
+    value = losses.cross_entropy_loss(logits, target, label_smoothing=0.2, reduction="none")
+    np.testing.assert_allclose(value.detach().numpy(),
+                               ref.label_smoothed_cross_entropy(logits.detach().numpy(), target.numpy(), 0.2),
+                               rtol=1e-10)
+
+
+def test_label_smoothing_equals_torch_and_smp():
+    logits = random_logits((2, 4, 6, 6), seed=5, dtype=torch.float64)
+    labels = random_labels((2, 6, 6), 4, seed=6)
+    ours = losses.cross_entropy_loss(logits, labels, label_smoothing=0.15)
+    torch.testing.assert_close(ours, F.cross_entropy(logits, labels, label_smoothing=0.15))
+    smp = peer_losses("smp")
+    torch.testing.assert_close(ours, smp.SoftCrossEntropyLoss(smooth_factor=0.15)(logits, labels))
+    # SMP's binary smoothing moves the labels to ε and 1 − ε: ours with 2ε (ε/K, K = 2)
+    binary_logits = random_logits((2, 1, 6, 6), seed=7, dtype=torch.float64)
+    binary = random_labels((2, 6, 6), 1, seed=8)
+    peer = smp.SoftBCEWithLogitsLoss(smooth_factor=0.1)(binary_logits, binary.unsqueeze(1).to(torch.float64))
+    torch.testing.assert_close(losses.cross_entropy_loss(binary_logits, binary, label_smoothing=0.2), peer)
+
+
+def test_label_smoothing_gradient_and_bad_value():
+    logits = random_logits((1, 3, 4, 4), seed=9, dtype=torch.float64)
+    labels = random_labels((1, 4, 4), 3, seed=10)
+    assert torch.autograd.gradcheck(lambda x: losses.cross_entropy_loss(x, labels, label_smoothing=0.3), (logits,))
+    with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0.0, 1.0\], got 1.5"):
+        losses.cross_entropy_loss(logits, labels, label_smoothing=1.5)

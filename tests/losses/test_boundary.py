@@ -1,5 +1,6 @@
-"""Boundary losses (boundary, hd, boundary_weighted) against float64 references written from the
-papers (distances by scipy), the papers' identities, MONAI where installed, and gradcheck."""
+"""Boundary losses (``losses.boundary``: boundary, hd, boundary_weighted, log_hd, hd_er) against
+float64 references written from the papers (distances by scipy), the papers' identities, MONAI
+and kornia where installed, and gradcheck."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 import torch
 
 import references
+import references_peers
+from conftest import float64_case, gradcheck_on_crop, one_hot64, peer_losses
 from medsegloss import losses
 from medsegloss.distance import boundary_distance, signed_distance_map, unsigned_distance_map
 from medsegloss.losses.boundary import (
@@ -150,7 +153,7 @@ def test_unsigned_distance_map_is_absolute_signed_distance():
 
 def test_level_set_is_the_papers_and_monais():
     """The issue's case: ours 0.2758 with inside −d, the reference code and MONAI 0.3901."""
-    monai_losses = pytest.importorskip("monai.losses")
+    monai_losses = peer_losses("monai")
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 3, 32, 28, generator=generator, dtype=torch.float64)
     labels = blobs((3, 32, 28), 3, seed=7)
@@ -177,7 +180,7 @@ def test_border_voxels_weigh_zero_and_symmetric_convention_is_an_option():
 
 
 def test_hd_matches_monai():
-    monai_losses = pytest.importorskip("monai.losses")
+    monai_losses = peer_losses("monai")
     labels = blobs((2, 16, 14), 3)
     logits = logits_like(labels, 3, dtype=torch.float32)
     onehot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float()
@@ -185,3 +188,55 @@ def test_hd_matches_monai():
         peer = monai_losses.HausdorffDTLoss(softmax=True, include_background=include_background)
         ours = hausdorff_dt_loss(logits, labels, include_background=include_background)
         torch.testing.assert_close(ours, peer(logits, onehot), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ log_hd, hd_er
+
+
+class TestLogHausdorffDT:
+    def test_is_log_of_hd(self):
+        logits, labels = float64_case((3, 3, 8, 8))
+        hd = losses.hausdorff_dt_loss(logits, labels, reduction="none")
+        torch.testing.assert_close(losses.log_hausdorff_dt_loss(logits, labels, reduction="none"), torch.log1p(hd))
+        torch.testing.assert_close(losses.log_hausdorff_dt_loss(logits, labels), torch.log1p(hd).mean())
+
+    def testgradcheck_on_crop(self):
+        gradcheck_on_crop(losses.log_hausdorff_dt_loss, *float64_case((2, 3, 6, 6)))
+
+    @pytest.mark.parametrize("channels", [1, 3])
+    def test_equals_monai(self, channels):
+        """One sample: MONAI takes the log after its batch mean, we per sample."""
+        monai = peer_losses("monai")
+        logits, labels = float64_case((1, channels, 8, 8))
+        binary = channels == 1
+        peer = monai.LogHausdorffDTLoss(sigmoid=binary, softmax=not binary, include_background=binary)
+        target = labels.unsqueeze(1).to(torch.float64) if binary else one_hot64(labels, channels)
+        torch.testing.assert_close(losses.log_hausdorff_dt_loss(logits, labels), peer(logits, target).to(torch.float64),
+                                   rtol=1e-5, atol=1e-5)
+
+
+class TestHausdorffErosion:
+    @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 1, 8, 8), (1, 3, 5, 6, 6)])
+    def test_reference(self, shape):
+        logits, labels = float64_case(shape, scale=4.0)
+        ours = losses.hausdorff_erosion_loss(logits, labels, reduction="none")
+        np.testing.assert_allclose(ours.detach().numpy(), references_peers.hausdorff_erosion(logits.detach().numpy(), labels.numpy()), rtol=1e-10)
+
+    def test_identities(self):
+        """A wrong 5×5 block: the paper's eq. 10 counts its centre through the erosions that keep it."""
+        labels = torch.zeros(1, 9, 9, dtype=torch.long)
+        logits = torch.full((1, 1, 9, 9), -50.0, dtype=torch.float64)
+        assert float(losses.hausdorff_erosion_loss(logits, labels)) < 1e-12  # perfect: no error to erode
+        logits[..., 2:7, 2:7] = 50.0  # Δ = 1 on the block
+        value = losses.hausdorff_erosion_loss(logits, labels, erosions=1, alpha=0.0)
+        # one erosion: cross average 1 inside the block (3×3 interior + 12 edge voxels at 0.8), −0.5, rescaled
+        eroded = (9 * 0.5 + 12 * 0.3 + 4 * 0.1) / 0.5
+        torch.testing.assert_close(value, torch.tensor(eroded / 81, dtype=torch.float64))
+
+    @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 5, 6, 6)])
+    def test_equals_kornia(self, shape):
+        kornia = peer_losses("kornia")
+        logits, labels = float64_case(shape, scale=4.0)
+        peer = kornia.HausdorffERLoss(alpha=2.0, k=10) if len(shape) == 4 else kornia.HausdorffERLoss3D(alpha=2.0, k=10)
+        torch.testing.assert_close(losses.hausdorff_erosion_loss(logits, labels, include_background=True),
+                                   peer(torch.softmax(logits, 1), labels.unsqueeze(1)), rtol=1e-5, atol=1e-5)

@@ -1,8 +1,8 @@
 """Compound losses that are not plain sums: their own formulas, built from the same primitives
 as the single losses: Combo (Taghanaki et al., 2019), exponential-logarithmic (Wong et al., 2018),
-BASNet's BCE + IoU + SSIM (Qin et al., 2019) and the lesion-level focal loss (after Zhu et al.).
-The plain weighted sums (``dice_ce``, ...) live in :mod:`medsegloss.losses.compound`; both
-modules are the compound family.
+BASNet's BCE + IoU + SSIM (Qin et al., 2019), the lesion-level focal loss (after Zhu et al.) and
+the unified focal loss (Yeung et al., 2022). The plain weighted sums (``dice_ce``, ...) are in
+:mod:`~medsegloss.losses.compound.named_sums`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from medsegloss._ops import (
     at_least_float32, cross_entropy_map, probabilities, reduce, select_classes, soft_counts,
     target_probabilities,
 )
-from medsegloss.losses._registry import exports, loss_class
-
+from medsegloss.losses._registry import exports, loss_class, renamed_options
+from medsegloss.losses.region._counts import TINY, dice_score, tversky_index
 
 
 def _two_channel(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +41,7 @@ def combo_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.5
     The paper writes ``α·L_wce − (1 − α)·Dice``; this adds the constant ``1 − α`` (same gradients,
     0 for a perfect prediction). ``β > 0.5`` penalises false negatives more than false positives.
     Per-class binary terms (sigmoid for one-channel logits, softmax probabilities otherwise);
-    Dice as :func:`~medsegloss.losses.region.dice_loss`, both over the kept classes ``K``.
+    Dice as :func:`~medsegloss.losses.region.overlap.dice_loss`, both over the kept classes ``K``.
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -66,7 +66,7 @@ def combo_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.5
     wce = -(beta * onehot * log_p + (1 - beta) * (1 - onehot) * log_not_p)
     wce = select_classes(wce, include_background).reshape(n, -1).mean(-1)
     tp, fp, fn = soft_counts(probs, onehot)
-    dice = select_classes((2 * tp + smooth) / (2 * tp + fp + fn + smooth), include_background).mean(1)
+    dice = select_classes(dice_score(tp, fp, fn, smooth), include_background).mean(1)
     return reduce(alpha * wce + (1 - alpha) * (1 - dice), reduction)
 
 
@@ -100,8 +100,7 @@ def ell_loss(logits: torch.Tensor, target: torch.Tensor, *, w_dice: float = 0.8,
     n, c = logits.shape[:2]
     log_p = torch.log_softmax(logits, 1)
     onehot = target_probabilities(target, c, dtype=log_p.dtype)[0]
-    tp, fp, fn = soft_counts(log_p.exp(), onehot)
-    dice = (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
+    dice = dice_score(*soft_counts(log_p.exp(), onehot), smooth)
     dice_term = (-torch.log(dice)).clamp_min(1e-6).pow(gamma_dice).mean(1)
     weight = check_weight(weight, c, logits.device, log_p.dtype)
     if weight is None:
@@ -193,8 +192,7 @@ def bce_iou_ssim_loss(logits: torch.Tensor, target: torch.Tensor, *, w_bce: floa
     probs = probabilities(logits)
     onehot = target_probabilities(target, 1, dtype=probs.dtype)[0]
     bce = cross_entropy_map(logits, target).reshape(n, -1).mean(-1)
-    tp, fp, fn = soft_counts(probs, onehot)
-    iou = ((tp + smooth) / (tp + fp + fn + smooth))[:, 0]
+    iou = tversky_index(*soft_counts(probs, onehot), 1.0, 1.0, smooth)[:, 0]
     return reduce(w_bce * bce + w_iou * (1 - iou) + w_ssim * (1 - ssim(probs, onehot, window_size=window_size)),
                   reduction)
 
@@ -273,6 +271,65 @@ def lesion_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.
     return reduce((focal * voxel_weight).reshape(n, -1).sum(-1), reduction)
 
 
+@renamed_options({"lambda_focal": "weight_focal"})
+def unified_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_focal: float = 0.5, delta: float = 0.6,
+                       gamma: float = 0.5, variant: str = "asymmetric", smooth: float = 1e-7,
+                       reduction: str = "mean") -> torch.Tensor:
+    r"""Unified focal loss (Yeung et al., 2022): ``L = λ·L_F + (1 − λ)·L_FT``, ``λ = weight_focal``
+    (the paper's and MONAI's λ, ``weight``; ``lambda_focal`` until this release).
+
+    .. math:: L_F = \frac{1}{V}\sum_v \Big[(1-\delta)(1-p_0)^{\gamma}\,(-g_0\log p_0)
+              + \delta \sum_{c \ge 1} (1-p_c)^{\gamma_c}\,(-g_c\log p_c)\Big],
+
+    .. math:: L_{FT} = \frac{1}{C}\Big[(1 - mTI_0)^{\gamma_0'} + \sum_{c\ge 1} (1 - mTI_c)^{1-\gamma}\Big],\qquad
+              mTI_c = \frac{TP_c + s}{TP_c + \delta FN_c + (1-\delta) FP_c + s}
+
+    Class 0 is the background, the others the rare classes (one-channel logits: ``[1 − p, p]``).
+    ``variant="asymmetric"`` (the paper's recommendation): the rare classes' focal exponent
+    ``γ_c = 0`` (no suppression) and the background's Tversky exponent ``γ'_0 = 1`` (no
+    enhancement); ``"symmetric"``: ``γ_c = γ`` and ``γ'_0 = 1 − γ``. ``δ`` weighs the rare classes
+    in ``L_F`` and the false negatives in ``mTI``. Exponents as in the paper's code and MONAI
+    (``γ`` on the focal factor, ``1 − γ`` on the Tversky term: both 0.5 at the paper's ``γ = 0.5``);
+    defaults ``λ = 0.5, δ = 0.6, γ = 0.5`` as there, ``s = 1e-7`` as its epsilon. The focal part
+    is summed over classes (the paper's code); MONAI's ``AsymmetricUnifiedFocalLoss`` (two classes)
+    averages it over the two, so with λ = 1 MONAI gives half of this, with λ = 0 the same.
+
+    Shape:
+        logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
+        returns a scalar, or ``(N,)`` for ``reduction="none"``.
+
+    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> unified_focal_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
+    """
+    check_reduction(reduction)
+    check_in_range("weight_focal", weight_focal)
+    check_in_range("delta", delta)
+    check_in_range("gamma", gamma)
+    if variant not in ("asymmetric", "symmetric"):
+        raise ValueError(f"variant must be 'asymmetric' or 'symmetric', got {variant!r}")
+    target = check_target(target, logits)
+    logits, target = _two_channel(at_least_float32(logits), target)
+    n, c = logits.shape[:2]
+    log_p = torch.log_softmax(logits, 1)
+    probs = log_p.exp()
+    onehot = target_probabilities(target, c, dtype=probs.dtype)[0]
+    class_weight = torch.full((c,), delta, dtype=probs.dtype, device=probs.device)
+    class_weight[0] = 1.0 - delta
+    focus = (-torch.expm1(log_p)).clamp_min(TINY).pow(gamma)  # (1 − p)^γ, finite slope at p = 1
+    if variant == "asymmetric":
+        focus = torch.cat([focus[:, :1], torch.ones_like(focus[:, 1:])], 1)
+    shape = (1, c) + (1,) * (logits.ndim - 2)
+    focal = -(class_weight.view(shape) * focus * onehot * log_p).sum(1).reshape(n, -1).mean(1)
+    tp, fp, fn = soft_counts(probs, onehot)
+    # the Tversky index with α = 1 − δ on FP, β = δ on FN, summed in the paper's order (FN first,
+    # so the value is its code's to the last bit; tversky_index adds FP first)
+    tversky = (tp + smooth) / (tp + delta * fn + (1.0 - delta) * fp + smooth)
+    focal_tversky = (1.0 - tversky).clamp_min(TINY).pow(1.0 - gamma)
+    if variant == "asymmetric":
+        focal_tversky = torch.cat([1.0 - tversky[:, :1], focal_tversky[:, 1:]], 1)
+    return reduce(weight_focal * focal + (1.0 - weight_focal) * focal_tversky.mean(1), reduction)
+
+
 ComboLoss = loss_class(
     "ComboLoss", combo_loss, "combo", family="compound", paper="Taghanaki et al., 2019",
     formula="Combo loss, α·weighted CE(β) + (1 − α)·(1 − Dice)")
@@ -291,6 +348,12 @@ BCEIoUSSIMLoss = loss_class(
 LesionLoss = loss_class(
     "LesionLoss", lesion_loss, "lesion", family="compound", paper="Zhu et al.",
     formula="Lesion-level focal loss, α·mean over target components + (1 − α)·mean over voxels")
+
+
+UnifiedFocalLoss = loss_class(
+    "UnifiedFocalLoss", unified_focal_loss, "unified_focal", family="compound", paper="Yeung et al., 2022",
+    formula="Unified focal loss, λ·(asymmetric) focal + (1 − λ)·(asymmetric) focal Tversky",
+    peers={"monai": "AsymmetricUnifiedFocalLoss (binary, λ = 0)"})
 
 
 __all__ = exports(__name__, ["ssim", "component_weights"])

@@ -1,4 +1,4 @@
-"""Region-based losses that preserve topology through skeletons: clDice (Shit et al., 2021) and
+"""Region losses that preserve topology through skeletons: clDice (Shit et al., 2021) and
 Skeleton Recall (Kirchhoff et al., 2024), for tubular and curvilinear structures (vessels,
 airways, neurons, roads), where a thin missed connection costs little Dice but breaks the shape.
 
@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medsegloss._checks import check_reduction, check_target
-from medsegloss._ops import (
-    flatten_spatial, probabilities, reduce, select_classes, target_probabilities,
-)
+from medsegloss._checks import check_reduction
+from medsegloss._ops import flatten_spatial, reduce, select_classes
 from medsegloss.losses._registry import exports, loss_class
+from medsegloss.losses.region._counts import region_inputs
 
 
 def soft_erosion(x: torch.Tensor) -> torch.Tensor:
@@ -74,11 +73,9 @@ def _check_iterations(iterations) -> int:
     return iterations
 
 
-def _probabilities_and_target(logits, target, include_background):
+def _kept_classes(logits, target, include_background):
     """Checked input -> kept-class probabilities and target, both ``(N, K, *spatial)``."""
-    target = check_target(target, logits)
-    probs = probabilities(logits)
-    onehot = target_probabilities(target, logits.shape[1], dtype=probs.dtype)[0]
+    probs, onehot, _ = region_inputs(logits, target)
     return select_classes(probs, include_background), select_classes(onehot, include_background)
 
 
@@ -96,8 +93,12 @@ def cldice_loss(logits: torch.Tensor, target: torch.Tensor, *, iterations: int =
     target, the sensitivity the part of the target's skeleton covered by the prediction.
     ``smooth = 1`` as in the paper's code. Background excluded by default, as there.
 
-    MONAI's ``SoftclDiceLoss`` pools the kept channels into one score and adds 1e-4 to the
-    harmonic mean's denominator: the same value for one kept class and a tiny ``smooth`` there.
+    MONAI's ``SoftclDiceLoss`` is the same for one kept class (binary logits, or ``C = 2``
+    without background) with its harmonic-mean ``smooth`` (1e-4) made tiny. For ``C >= 2`` it
+    differs by definition: it pools the kept channels into one score per sample (each sum runs
+    over channels and voxels, so the largest structure dominates), and its default keeps the
+    background; this loss scores each class and averages (the package's rule), background
+    excluded as in the paper's code. Ours is the mean of MONAI's one-class scores (tested).
 
     Shape:
         logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
@@ -108,7 +109,7 @@ def cldice_loss(logits: torch.Tensor, target: torch.Tensor, *, iterations: int =
     """
     check_reduction(reduction)
     iterations = _check_iterations(iterations)
-    probs, onehot = _probabilities_and_target(logits, target, include_background)
+    probs, onehot = _kept_classes(logits, target, include_background)
     skeleton_pred = flatten_spatial(soft_skeleton(probs, iterations))
     with torch.no_grad():  # the target's skeleton is a constant
         skeleton_true = flatten_spatial(soft_skeleton(onehot, iterations))
@@ -159,7 +160,7 @@ def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, *, iteratio
     """
     check_reduction(reduction)
     iterations = _check_iterations(iterations)
-    probs, onehot = _probabilities_and_target(logits, target, include_background)
+    probs, onehot = _kept_classes(logits, target, include_background)
     masks = (onehot > 0.5).to(probs.dtype)
     tube = flatten_spatial(tubed_skeleton(masks, iterations) * masks)
     recall = ((flatten_spatial(probs) * tube).sum(-1) + smooth) / (tube.sum(-1) + smooth)
@@ -169,7 +170,7 @@ def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, *, iteratio
 ClDiceLoss = loss_class(
     "ClDiceLoss", cldice_loss, "cldice", family="region", paper="Shit et al., 2021",
     formula="Soft clDice, 1 − harmonic mean of topology precision and sensitivity on soft skeletons",
-    peers={"monai": "SoftclDiceLoss (one kept class)"})
+    peers={"monai": "SoftclDiceLoss (one kept class; it pools C >= 2 classes)"})
 
 
 SkeletonRecallLoss = loss_class(

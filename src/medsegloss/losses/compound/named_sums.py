@@ -1,192 +1,43 @@
-"""Compound losses: weighted sums of registered losses, and the named compounds of the survey.
+"""The named sums of the compound family: registered factories returning a
+:class:`~medsegloss.losses.compound.weighted_sum.WeightedSum` of registered losses, each with its
+functional form (``dice_ce_loss(logits, target, ...)``).
 
-``WeightedSum`` is the one composition mechanism: ``build("ce + 0.5*dice")`` parses a string
-into it, and the named sums (``dice_ce``, ``dice_bce``, ``dice_focal``, ``dice_topk``,
-``gdl_boundary``) are small factories returning it. Losses that are not plain sums (Combo,
-exponential-log, BASNet's BCE+IoU+SSIM, the lesion-level focal loss) are their own functions in
-:mod:`medsegloss.losses.compound_formulas`.
+A named sum's first term has weight 1 and every other term's weight is the option
+``weight_<term>``, the term's name in the sum (and in ``last_values``); every other option goes,
+under its own name, to each term that takes it (``smooth`` to Dice, ``label_smoothing`` to CE).
+``dice_ce`` (and ``build("ce + dice")``) computes both terms in one pass (:func:`dice_ce_terms`).
 """
 
 from __future__ import annotations
 
-import ast
-import re
-from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsegloss._checks import check_reduction, check_target
+from medsegloss._checks import check_in_range, check_reduction, check_target
 from medsegloss._ops import (
-    at_least_float32, cross_entropy_map, per_voxel_reduce, probabilities, reduce, soft_counts,
-    fused_soft_counts, target_probabilities, use_fused,
+    at_least_float32, cross_entropy_map, fused_soft_counts, per_voxel_reduce, probabilities, reduce, soft_counts,
+    target_probabilities, use_fused,
 )
 from medsegloss.losses._registry import exports, get, lookup, register, renamed_options
+from medsegloss.losses.compound.weighted_sum import WeightedSum
+from medsegloss.losses.region._counts import dice_score, pool, reduce_classes
 
 
-
-def _call(loss: nn.Module, logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None) -> torch.Tensor:
-    """Call a loss, passing the distance maps only to losses that take them."""
-    return loss(logits, target, dist=dist) if getattr(loss, "needs_distance", False) else loss(logits, target)
-
-
-class WeightedSum(nn.Module):
-    """``Σ_i w_i · loss_i(logits, target)``, keeping each term's last value for logging.
-
-    Args:
-        terms: ``(name, weight, loss module)`` triples; names label the logged values.
-        joint: optional function ``joint(logits, target, dist=None) -> {name: value}`` computing
-            every term at once (sharing the softmax); it must equal calling the terms one by one.
-            The named sums use it for speed (``dice_ce``), and so does ``build`` for ``ce + dice``.
-
-    ``weights`` is a dict ``{name: weight}`` that may be changed between steps, e.g. raising the
-    boundary term of ``gdl_boundary`` on a schedule: ``loss.weights["boundary"] = 0.05``.
-    ``last_values`` holds each term's last (unweighted, detached) value as a float; the total is
-    the weighted sum. Terms that need a distance map (``needs_distance``) receive ``dist=``.
-
-    Shape:
-        logits ``(N, C, *spatial)``; target ``(N, *spatial)`` labels or ``(N, C, *spatial)``
-        floats; returns a scalar, or ``(N,)`` when every term has ``reduction="none"``.
-    """
-
-    def __init__(self, terms: list[tuple[str, float, nn.Module]], joint: Callable | None = None):
-        super().__init__()
-        if not terms:
-            raise ValueError("a WeightedSum needs at least one term")
-        names = [name for name, _, _ in terms]
-        if len(set(names)) != len(names):
-            raise ValueError(f"term names must be unique, got {names}")
-        self.names = names
-        self.weights = {name: float(weight) for name, weight, _ in terms}
-        self.terms = nn.ModuleList(module for _, _, module in terms)
-        self.joint = joint
-        self.needs_distance = any(getattr(module, "needs_distance", False) for module in self.terms)
-        self._last: dict[str, torch.Tensor] = {}
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, dist: torch.Tensor | None = None) -> torch.Tensor:
-        if self.joint is not None:
-            values = self.joint(logits, target, dist=dist)
-        else:
-            values = {name: _call(term, logits, target, dist) for name, term in zip(self.names, self.terms)}
-        total = 0.0
-        for name in self.names:
-            self._last[name] = values[name].detach()
-            total = total + self.weights[name] * values[name]
-        return total
-
-    @property
-    def last_values(self) -> dict[str, float]:
-        """Each term's last value (unweighted; the mean when a term returned ``(N,)``)."""
-        return {name: float(value.float().mean()) for name, value in self._last.items()}
-
-    @property
-    def last_tensors(self) -> dict[str, torch.Tensor]:
-        """Each term's last value as a detached tensor on the loss's device: logging that sums
-        them over an epoch need not synchronise with the GPU every step."""
-        return dict(self._last)
-
-    def extra_repr(self) -> str:
-        return " + ".join(f"{self.weights[name]:g}*{name}" for name in self.names)
+def _term(name: str, **options) -> nn.Module:
+    """The registered loss ``name`` with those of ``options`` its signature takes (a named sum's
+    options are shared by its terms: ``smooth`` goes to Dice, not to CE)."""
+    accepted = lookup(name).options
+    return get(name, **{key: value for key, value in options.items() if key in accepted})
 
 
-# one term: [number *] name [(key=value, ...)] [* number]
-_NUMBER = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
-_TERM = re.compile(
-    rf"^\s*(?:(?P<pre>{_NUMBER})\s*\*\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*"
-    rf"(?:\((?P<args>[^()]*)\))?\s*(?:\*\s*(?P<post>{_NUMBER})\s*)?$"
-)
-
-
-def _split_terms(spec: str) -> list[str]:
-    """Split on '+' outside parentheses (not the sign of an exponent, as in ``1e+2*dice``)."""
-    terms, depth, current = [], 0, ""
-    for char in spec:
-        depth += (char == "(") - (char == ")")
-        if depth < 0:
-            raise ValueError(f"unbalanced parentheses in loss string {spec!r}")
-        if char == "+" and depth == 0 and not re.search(r"[0-9.][eE]$", current):
-            terms.append(current)
-            current = ""
-        else:
-            current += char
-    if depth != 0:
-        raise ValueError(f"unbalanced parentheses in loss string {spec!r}")
-    return terms + [current]
-
-
-def _parse_options(args: str, term: str) -> dict:
-    if not args or not args.strip():
-        return {}
-    try:
-        call = ast.parse(f"f({args})", mode="eval").body
-        if call.args or any(keyword.arg is None for keyword in call.keywords):
-            raise ValueError("positional or ** arguments")
-        names = [keyword.arg for keyword in call.keywords]
-        if len(set(names)) != len(names):
-            raise ValueError("an option given twice")
-        return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
-    except (SyntaxError, ValueError) as error:
-        raise ValueError(
-            f"cannot read the options of term {term.strip()!r} ({error}): write them as key=value "
-            f"pairs, each once, e.g. 'tversky(alpha=0.3, beta=0.7)'"
-        ) from error
-
-
-def build(spec: str, multilabel: bool = False, **common) -> nn.Module:
-    """A weighted sum of registered losses parsed from a string.
-
-    ``"ce + 0.5*dice"``, ``"dice_ce"``, ``"0.5*ce + 0.5*tversky(alpha=0.3, beta=0.7)"``. Weights
-    default to 1; options in parentheses are passed to that term. ``common`` options (e.g.
-    ``reduction="none"``, ``ignore_index=255``) go to every term whose signature takes them.
-    A single unweighted term returns that loss itself rather than a one-term sum.
-    ``multilabel=True`` puts every term in multi-label mode (overlapping regions, multi-hot
-    targets ``(N, R, *spatial)``; :func:`~medsegloss.losses.get`); a term that cannot refuses.
-
-    >>> loss = build("ce + 0.5*dice")
-    >>> loss
-    WeightedSum(
-      1*ce + 0.5*dice
-      (terms): ModuleList(
-        (0): CrossEntropyLoss()
-        (1): DiceLoss()
-      )
-    )
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a loss string must name at least one loss, e.g. 'ce + 0.5*dice'; got {spec!r}")
-    terms = []
-    for raw in _split_terms(spec):
-        if not raw.strip():
-            raise ValueError(f"empty term in loss string {spec!r}: a '+' needs a loss on each side")
-        match = _TERM.match(raw)
-        if not match:
-            raise ValueError(
-                f"cannot parse term {raw.strip()!r} of loss string {spec!r}: expected "
-                "'[weight*]name[(key=value, ...)]', e.g. 'ce + 0.5*dice'"
-            )
-        name = match["name"]
-        info = lookup(name)  # unknown names fail here, with suggestions
-        weight = float(match["pre"] or 1.0) * float(match["post"] or 1.0)
-        options = {key: value for key, value in common.items() if key in info.options}
-        options.update(_parse_options(match["args"], raw))
-        terms.append((name, weight, get(name, multilabel=multilabel, **options)))
-    if len(terms) == 1 and terms[0][1] == 1.0:
-        return terms[0][2]
-    # the same loss twice with different options gets a numbered label
-    seen: dict[str, int] = {}
-    labelled = []
-    for name, weight, module in terms:
-        seen[name] = seen.get(name, 0) + 1
-        labelled.append((name if seen[name] == 1 else f"{name}_{seen[name]}", weight, module))
-    return WeightedSum(labelled, joint=None if multilabel else _joint_for(labelled))
-
-
-def _joint_for(terms: list[tuple[str, float, nn.Module]]) -> Callable | None:
-    """The one-pass computation of ``terms`` where one exists: ``ce`` + ``dice`` (the reference
-    experiment's ``"ce + 1.0*dice"``) is exactly what ``dice_ce`` fuses, whatever the weights,
-    as long as the two share ``ignore_index``/``reduction`` and use no option the fused pass lacks."""
+def fused_pass(terms: list[tuple[str, float, nn.Module]]):
+    """The one-pass computation of a sum's ``(label, weight, module)`` terms where one exists (the
+    ``joint`` of its WeightedSum), else None: ``ce`` + ``dice`` (the reference experiment's
+    ``"ce + 1.0*dice"``) is exactly what ``dice_ce`` fuses, whatever the weights, as long as the two
+    share ``ignore_index``/``reduction`` and use no option the fused pass lacks."""
     modules = {name: module for name, _, module in terms}
     if set(modules) != {"ce", "dice"}:
         return None
@@ -201,17 +52,6 @@ def _joint_for(terms: list[tuple[str, float, nn.Module]]) -> Callable | None:
     return partial(dice_ce_terms, **{key: value for key, value in dice.items() if key != "squared"})
 
 
-# ---------------------------------------------------------------------------------------------
-# Named sums: registered factories returning a WeightedSum, and their functional forms.
-
-
-def _term(name: str, **options) -> nn.Module:
-    """The registered loss ``name`` with those of ``options`` its signature takes (a named sum's
-    options are shared by its terms: ``smooth`` goes to Dice, not to CE)."""
-    accepted = lookup(name).options
-    return get(name, **{key: value for key, value in options.items() if key in accepted})
-
-
 def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smooth: float = 1e-5, weight=None,
                   include_background: bool = True, ignore_index: int | None = None, batch: bool = False,
                   reduction: str = "mean") -> dict[str, torch.Tensor]:
@@ -220,8 +60,6 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
     logits on the CPU, or one-channel logits with labels or soft labels) take one fused pass
     (:func:`~medsegloss._ops.use_fused`, :func:`~medsegloss._ops.fused_soft_counts`); otherwise
     one log-softmax feeds both."""
-    from medsegloss.losses.region import _pool, reduce_classes
-
     check_reduction(reduction)
     target = check_target(target, logits, ignore_index)
     logits = at_least_float32(logits)
@@ -242,8 +80,7 @@ def dice_ce_terms(logits: torch.Tensor, target: torch.Tensor, *, dist=None, smoo
         onehot, valid = target_probabilities(target, c, ignore_index, probs.dtype)
         tp, fp, fn = soft_counts(probs, onehot, valid)
         ce = per_voxel_reduce(ce_map, None if valid is None else valid[:, 0], reduction)
-    tp, fp, fn = _pool((tp, fp, fn), batch)
-    dice = reduce_classes(1.0 - (2 * tp + smooth) / (2 * tp + fp + fn + smooth), n, weight,
+    dice = reduce_classes(1.0 - dice_score(*pool((tp, fp, fn), batch), smooth), n, weight,
                           include_background=include_background, reduction=reduction)
     return {"ce": ce, "dice": dice}
 
@@ -260,7 +97,7 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_dice: flo
               \frac{2 TP_c + s}{2 TP_c + FP_c + FN_c + s}\Big)
 
     Softmax CE for ``C >= 2``, sigmoid (binary) CE for one-channel logits; the Dice term is
-    :func:`~medsegloss.losses.region.dice_loss`. The terms take their own options: Dice
+    :func:`~medsegloss.losses.region.overlap.dice_loss`. The terms take their own options: Dice
     ``smooth``, ``squared``, ``weight`` (class weights: the Dice term only), ``batch``,
     ``include_background``; CE ``label_smoothing``; both ``ignore_index``. Equal to MONAI's
     ``DiceCELoss`` (``lambda_ce = 1``, ``lambda_dice = w_dice``; without ``weight``, which MONAI
@@ -415,7 +252,6 @@ def gdl_boundary_loss(logits: torch.Tensor, target: torch.Tensor, *, dist: torch
     return gdl_boundary(weight_boundary=weight_boundary, spacing=spacing, reduction=reduction)(logits, target, dist=dist)
 
 
-
 @register("gdl_boundary", family="compound", paper="Kervadec et al., 2019", function=gdl_boundary_loss,
           needs_distance=True)
 @renamed_options({"alpha": "weight_boundary"})
@@ -428,4 +264,78 @@ def gdl_boundary(*, weight_boundary: float = 0.01, spacing=None, reduction: str 
                         ("boundary", weight_boundary, _term("boundary", spacing=spacing, reduction=reduction))])
 
 
-__all__ = exports(__name__, ["WeightedSum", "build"])
+def dice_cldice_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.5, iterations: int = 3,
+                     smooth: float = 1.0, include_background: bool = False, reduction: str = "mean") -> torch.Tensor:
+    r"""Soft Dice + clDice (Shit et al., 2021): ``L = (1 − α)(1 − Dice) + α(1 − clDice)``.
+
+    The Dice term is :func:`~medsegloss.losses.region.overlap.dice_loss`, the clDice term
+    :func:`~medsegloss.losses.region.topology.cldice_loss`; both share ``smooth`` (1, as in the
+    paper's code) and ``include_background`` (background excluded by default, as there).
+    MONAI's ``SoftDiceclDiceLoss`` is the same sum (its clDice pools the kept classes, see
+    ``cldice_loss``).
+
+    Shape:
+        logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
+        returns a scalar, or ``(N,)`` for ``reduction="none"``.
+
+    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> dice_cldice_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
+    """
+    return dice_cldice(alpha=alpha, iterations=iterations, smooth=smooth, include_background=include_background,
+                       reduction=reduction)(logits, target)
+
+
+@register("dice_cldice", family="compound", paper="Shit et al., 2021", function=dice_cldice_loss,
+          formula="(1 − α)·(1 − Dice) + α·(1 − clDice)", peers={"monai": "SoftDiceclDiceLoss (binary)"})
+def dice_cldice(*, alpha: float = 0.5, iterations: int = 3, smooth: float = 1.0, include_background: bool = False,
+                reduction: str = "mean") -> WeightedSum:
+    """(1 − α)·Dice + α·clDice (Shit et al.: α = 0.5), as a WeightedSum."""
+    check_in_range("alpha", alpha)
+    options = dict(iterations=iterations, smooth=smooth, include_background=include_background, reduction=reduction)
+    return WeightedSum([("dice", 1.0 - alpha, _term("dice", **options)), ("cldice", alpha, _term("cldice", **options))])
+
+
+def gdl_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, weight_gdl: float = 1.0, weight_focal: float = 1.0,
+                   gamma: float = 2.0, alpha=None, smooth: float = 1e-5, batch: bool = False,
+                   include_background: bool = True, ignore_index: int | None = None,
+                   reduction: str = "mean") -> torch.Tensor:
+    r"""Generalized Dice + focal: ``L = w_gdl · GDL + w_focal · Focal_γ`` (Sudre et al., 2017 and
+    Lin et al., 2017; MONAI's ``GeneralizedDiceFocalLoss``, whose ``lambda_gdl``, ``lambda_focal``
+    are ``weight_gdl``, ``weight_focal``).
+
+    The terms are :func:`~medsegloss.losses.region.generalized_dice.generalized_dice_loss` (with
+    ``smooth``, ``batch``, ``include_background``) and
+    :func:`~medsegloss.losses.distribution.focal_loss` (with ``gamma``, ``alpha``: for ``C >= 2``
+    the softmax focal loss); both ``ignore_index``. MONAI's equals it for one-channel logits. For
+    ``C >= 2`` the two differ by definition: MONAI's ``softmax=True`` reaches its GDL only, its
+    focal term stays ``FocalLoss``'s sigmoid focal loss of each channel against the rest (equal to
+    ``gdl`` + ``focal`` with ``multilabel=True``, tested). MONAI's GDL weights are not normalised,
+    so its smoothing weighs more: equal for a tiny ``smooth``.
+
+    Shape:
+        logits ``(N, C, *spatial)``, target ``(N, *spatial)`` labels or ``(N, C, *spatial)`` floats;
+        returns a scalar, or ``(N,)`` for ``reduction="none"``.
+
+    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> gdl_focal_loss(logits, torch.randint(0, 3, (2, 8, 8))).backward()
+    """
+    return gdl_focal(weight_gdl=weight_gdl, weight_focal=weight_focal, gamma=gamma, alpha=alpha, smooth=smooth,
+                     batch=batch, include_background=include_background, ignore_index=ignore_index,
+                     reduction=reduction)(logits, target)
+
+
+@register("gdl_focal", family="compound", paper="Sudre et al., 2017; Lin et al., 2017 (MONAI)",
+          function=gdl_focal_loss, formula="w_gdl·generalized Dice + w_focal·focal (softmax)",
+          peers={"monai": "GeneralizedDiceFocalLoss (binary; C >= 2: its focal is sigmoid)"})
+def gdl_focal(*, weight_gdl: float = 1.0, weight_focal: float = 1.0, gamma: float = 2.0, alpha=None,
+              smooth: float = 1e-5, batch: bool = False, include_background: bool = True,
+              ignore_index: int | None = None, reduction: str = "mean") -> WeightedSum:
+    """w_gdl·generalized Dice + w_focal·focal (softmax), as a WeightedSum."""
+    check_in_range("weight_gdl", weight_gdl, 0.0, float("inf"))
+    check_in_range("weight_focal", weight_focal, 0.0, float("inf"))
+    options = dict(gamma=gamma, alpha=alpha, smooth=smooth, batch=batch, include_background=include_background,
+                   ignore_index=ignore_index, reduction=reduction)
+    return WeightedSum([("gdl", weight_gdl, _term("gdl", **options)), ("focal", weight_focal, _term("focal", **options))])
+
+
+__all__ = exports(__name__)

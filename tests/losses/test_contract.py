@@ -2,10 +2,16 @@
 
 Tiny shapes (2×3×8×8, 2×3×4×6×6) keep the whole matrix at a few seconds. Losses marked
 ``binary_only`` run on one-channel logits; ``needs_distance`` ones compute their maps from the
-target (and get the same maps as ``dist=`` where the result must match).
+target. A loss whose value comes from a fused kernel (``_ops.use_fused`` says yes on a contract
+input) runs each property on the kernel and on the plain path (the one a CUDA run takes); the
+others run once. Bad targets are refused here, for every loss, with the contract's messages.
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,10 +21,7 @@ import references as ref
 
 from conftest import random_labels, random_logits
 from medsegloss import losses
-from medsegloss.distance import signed_distance_map
-
-# every test here runs on the fused kernels and on the plain path (conftest.fused_path)
-pytestmark = pytest.mark.usefixtures("fused_path")
+from medsegloss._ops import fused_paths
 
 NAMES = losses.available()
 SHAPES = {"2d": (2, 3, 8, 8), "3d": (2, 3, 4, 6, 6)}
@@ -71,9 +74,56 @@ def _value_and_grad(loss, logits, target):
     return value, logits.grad
 
 
+def _names_with_a_kernel() -> set[str]:
+    """The losses for which some loss module's ``use_fused`` answers yes on the contract's inputs
+    (labels, C = 3 and C = 1): their value comes from a fused kernel there."""
+    modules = [module for name, module in list(sys.modules.items())
+               if name.startswith("medsegloss.losses") and callable(getattr(module, "use_fused", None))]
+    found, current = set(), [None]
+
+    def recording(original):
+        def use_fused(*args, **kwargs):
+            if original(*args, **kwargs):
+                found.add(current[0])
+                return True
+            return False
+        return use_fused
+
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for module in modules:
+            stack.enter_context(mock.patch.object(module, "use_fused", recording(module.use_fused)))
+        for name in NAMES:
+            current[0] = name
+            for channels in (1,) if losses.info(name).binary_only else (1, 3):
+                logits = random_logits((1, channels, 6, 6), requires_grad=False)
+                losses.get(name)(logits, random_labels((1, 6, 6), channels))
+    return found
+
+
+KERNELS = _names_with_a_kernel()
+
+
+def _on_paths(names):
+    """``(name, path)`` parameters: the fused and the plain path for a loss with a kernel, else the rule."""
+    return [pytest.param(name, path, id=f"{path}-{name}") for name in names
+            for path in (("fused", "plain") if name in KERNELS else ("rule",))]
+
+
+@pytest.fixture
+def path(request):
+    """Force the path of the test's ``path`` parameter (``rule``: use_fused decides)."""
+    with fused_paths({"fused": True, "plain": False, "rule": None}[request.param]):
+        yield request.param
+
+
+def test_the_kernel_probe_finds_the_kernels():
+    assert {"ce", "dice", "iou", "tversky", "gdl", "dice_ce", "focal"} <= KERNELS
+    assert not KERNELS & {"mcc", "lovasz", "cldice", "boundary", "hd_er", "combo", "lesion"}
+
+
 @pytest.mark.parametrize("dims", ["2d", "3d"])
-@pytest.mark.parametrize("name", NAMES)
-def test_finite_value_and_gradient_reach_the_logits(name, dims):
+@pytest.mark.parametrize("name, path", _on_paths(NAMES), indirect=["path"])
+def test_finite_value_and_gradient_reach_the_logits(name, path, dims):
     logits, labels = _case(name, SHAPES[dims])
     value, grad = _value_and_grad(losses.get(name), logits, labels)
     assert value.shape == () and torch.isfinite(value)
@@ -95,8 +145,8 @@ def test_a_loss_whose_gradient_can_vanish_on_noise_has_one_on_a_shifted_blob(nam
     assert float(stepped) < float(value.detach())
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_class_absent_from_the_target(name):
+@pytest.mark.parametrize("name, path", _on_paths(NAMES), indirect=["path"])
+def test_class_absent_from_the_target(name, path):
     logits, labels = _case(name)
     labels = labels.clone()
     labels[labels == labels.max()] = 0  # the highest class (the foreground for one channel) is absent
@@ -104,8 +154,8 @@ def test_class_absent_from_the_target(name):
     assert torch.isfinite(value) and torch.isfinite(grad).all()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_saturated_logits_stay_finite(name):
+@pytest.mark.parametrize("name, path", _on_paths(NAMES), indirect=["path"])
+def test_saturated_logits_stay_finite(name, path):
     logits, labels = _case(name, scale=1000.0)
     value, grad = _value_and_grad(losses.get(name), logits, labels)
     assert torch.isfinite(value) and torch.isfinite(grad).all()
@@ -114,8 +164,8 @@ def test_saturated_logits_stay_finite(name):
     assert torch.isfinite(value) and torch.isfinite(grad).all()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_bf16_autocast_computes_in_float32(name):
+@pytest.mark.parametrize("name, path", _on_paths(NAMES), indirect=["path"])
+def test_bf16_autocast_computes_in_float32(name, path):
     logits, labels = _case(name)
     half = logits.detach().to(torch.bfloat16).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -126,31 +176,13 @@ def test_bf16_autocast_computes_in_float32(name):
     torch.testing.assert_close(value, losses.get(name)(half.detach().float(), labels), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_perfect_prediction_scores_no_higher_than_random(name):
+@pytest.mark.parametrize("name, path", _on_paths(NAMES), indirect=["path"])
+def test_perfect_prediction_scores_no_higher_than_random(name, path):
     loss = losses.get(name)
     logits, labels = _case(name)
     perfect = _perfect_logits(labels, logits.shape[1])
     with torch.no_grad():
         assert float(loss(perfect, labels)) <= float(loss(logits, labels))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_class_options_are_the_functions_and_the_registrys(name):
-    """The module's options, defaults and docs are its function's (dropping or renaming an option
-    in one place fails here), and every option given to get() reaches the function."""
-    import inspect
-
-    info = losses.info(name)
-    assert info.function is not None, f"{name} has no functional form registered"
-    keyword_only = {parameter.name: parameter.default
-                    for parameter in inspect.signature(info.function).parameters.values()
-                    if parameter.kind is parameter.KEYWORD_ONLY and parameter.name != "dist"}
-    assert info.options == keyword_only
-    if isinstance(info.factory, type):
-        assert inspect.getdoc(info.factory) == inspect.getdoc(info.function)
-        assert losses.get(name).options == {}
-        assert losses.get(name, reduction="sum").options == {"reduction": "sum"}
 
 
 # class -> options -> float64 reference: registry name, non-default options, reference(logits, labels)
@@ -165,8 +197,8 @@ CLASS_REFERENCES = {
 }
 
 
-@pytest.mark.parametrize("name", CLASS_REFERENCES)
-def test_class_matches_float64_reference(name):
+@pytest.mark.parametrize("name, path", _on_paths(CLASS_REFERENCES), indirect=["path"])
+def test_class_matches_float64_reference(name, path):
     options, reference = CLASS_REFERENCES[name]
     logits = random_logits((2, 3, 6, 7), seed=5, dtype=torch.float64, scale=2.0)
     labels = random_labels((2, 6, 7), 3, seed=6)
@@ -175,31 +207,8 @@ def test_class_matches_float64_reference(name):
     torch.testing.assert_close(value.detach(), torch.from_numpy(np.asarray(expected, np.float64)), rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_each_loss_lives_in_its_familys_module(name):
-    info = losses.info(name)
-    assert info.factory.__module__.startswith(f"medsegloss.losses.{info.family}"), info.factory.__module__
-    assert info.function.__module__.startswith(f"medsegloss.losses.{info.family}"), info.function.__module__
-
-
-def test_catalogue_tables_in_readme_and_docs_are_generated_from_the_registry():
-    from pathlib import Path
-
-    root = Path(__file__).parent.parent
-    assert losses.catalogue_markdown("catalogue") in (root / "docs" / "losses.md").read_text(), \
-        "docs/losses.md: paste the output of `python -m medsegloss.losses --markdown`"
-    assert losses.catalogue_markdown("families") in (root / "README.md").read_text(), \
-        "README.md: paste the output of `python -m medsegloss.losses --markdown --table families`"
-
-
-def test_peers_are_named_only_where_a_test_checks_them():
-    tested = {"dice", "iou", "tversky", "gdl", "focal", "hd", "boundary", "dice_ce", "dice_focal", "mcc", "lovasz", "gwdl",
-              "cldice", "log_hd", "dice_cldice", "gdl_focal", "unified_focal", "hd_er"}
-    assert {name for name in NAMES if losses.info(name).peers} <= tested
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_reduction_none_gives_one_value_per_sample(name):
+@pytest.mark.parametrize("name, path", _on_paths(NAMES), indirect=["path"])
+def test_reduction_none_gives_one_value_per_sample(name, path):
     if "reduction" not in losses.info(name).options:
         pytest.skip(f"{name} has no reduction option")
     logits, labels = _case(name, (3, 3, 8, 8))
@@ -211,21 +220,39 @@ def test_reduction_none_gives_one_value_per_sample(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_targets_raise_clear_errors(name):
+    """The one home of the property: every input the contract forbids is refused with its message."""
     loss = losses.get(name)
     logits, labels = _case(name)
     n, c, h, w = logits.shape
     with pytest.raises(ValueError, match=r"integer target must have shape \(N, \*spatial\) = \(2, 8, 8\).*got \(2, 8, 7\)"):
         loss(logits, labels[..., :7])
-    out_of_range = labels.clone()
-    out_of_range[0, 0, 0] = max(c, 2)
-    with pytest.raises(ValueError, match=rf"target labels must lie in \[0, {max(c, 2) - 1}\].*got values in"):
-        loss(logits, out_of_range)
+    for bad_label in (max(c, 2), -1):
+        out_of_range = labels.clone()
+        out_of_range[1, 3, 5] = bad_label
+        with pytest.raises(ValueError, match=rf"target labels must lie in \[0, {max(c, 2) - 1}\].*got values in"):
+            loss(logits, out_of_range)
     with pytest.raises(ValueError, match=rf"one-hot target has {c + 1} channels but logits have C={c}"):
         loss(logits, torch.zeros(n, c + 1, h, w))
+    for fill in (8.0, -0.5, float("nan"), float("inf")):
+        target = torch.zeros(logits.shape)
+        target[:, :, 2:4, 2:4] = fill
+        with pytest.raises(ValueError, match=r"float target must hold probabilities in \[0, 1\]"):
+            loss(logits, target)
+    with pytest.raises(ValueError, match=r"logits must not be empty: got shape \(0, "):
+        loss(logits[:0], labels[:0])
+    with pytest.raises(ValueError, match="floating-point tensor"):
+        loss(logits.detach().long(), labels)
 
 
-@pytest.mark.parametrize("name", [name for name in NAMES if not losses.info(name).binary_only])
-def test_one_channel_logits_are_binary(name):
+def test_float_target_at_the_ends_of_0_1_is_accepted():
+    logits = random_logits((2, 3, 6, 6))
+    target = torch.nn.functional.one_hot(random_labels((2, 6, 6), 3), 3).movedim(-1, 1).double()
+    assert torch.isfinite(losses.get("dice")(logits, target))
+
+
+@pytest.mark.parametrize("name, path", _on_paths([name for name in NAMES if not losses.info(name).binary_only]),
+                         indirect=["path"])
+def test_one_channel_logits_are_binary(name, path):
     loss = losses.get(name)
     logits, labels = random_logits((2, 1, 8, 8), seed=3), random_labels((2, 8, 8), 1, seed=4)
     value, grad = _value_and_grad(loss, logits, labels)
@@ -234,14 +261,6 @@ def test_one_channel_logits_are_binary(name):
     assert float(loss(_perfect_logits(labels, 1), labels)) <= float(value.detach())
     with pytest.raises(ValueError, match="target labels must lie in"):
         loss(logits, labels + 1)  # label 2 with one channel: binary means {0, 1}
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_registry_entry_is_complete(name):
-    info = losses.info(name)
-    assert info.family in losses.FAMILIES and info.paper and info.summary
-    module = losses.get(name)
-    assert getattr(module, "needs_distance", False) == info.needs_distance
 
 
 @pytest.mark.parametrize("channels", [1, 3])

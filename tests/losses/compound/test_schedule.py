@@ -1,13 +1,16 @@
-"""Term-weight schedules (``medsegloss.losses.term_schedule``): closed-form values, the string
-syntax and its errors, and applying a schedule to a WeightedSum changes the loss as the formula says."""
+"""Term-weight schedules (``losses.compound.schedule``): closed-form values, applying a schedule
+to a WeightedSum changes the loss as the formula says, and a training run follows the schedule of
+its loss string."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
 from medsegloss import losses
-from medsegloss.losses.term_schedule import parse_schedule
+from medsegloss.losses.compound.language import parse_schedule
 
 
 @pytest.mark.parametrize("total", [2, 11, 1000])
@@ -29,28 +32,6 @@ def test_step_is_piecewise_constant_from_each_point_on():
     schedule = parse_schedule("boundary=step(0@0, 1@2000); dice=step(1@0, 0.5@10, 0.25@20)")
     assert [schedule.weights(s, 5000)["boundary"] for s in (0, 1999, 2000, 4999)] == [0, 0, 1, 1]
     assert [schedule.weights(s, 5000)["dice"] for s in (9, 10, 19, 20)] == [1, 0.5, 0.5, 0.25]
-
-
-@pytest.mark.parametrize("text, words", [
-    ("boundary", "must look like"),
-    ("boundary=cubic(1, 2)", "must look like"),
-    ("boundary=linear(1)", "linear takes"),
-    ("boundary=linear(1, x)", "'x' is not a number"),
-    ("boundary=linear(1, inf)", "is not a number"),
-    ("b=linear(1, 2, 5, 5)", "start_step < end_step"),
-    ("b=step(1@5, 2@10)", "start at @0"),
-    ("b=step(1@0, 2@10, 3@10)", "start at @0 and rise"),
-    ("b=step(1, 2@10)", "weight@step"),
-    ("b=linear(0, 1); b=step(1@0)", "names a term twice"),
-])
-def test_malformed_schedules_name_the_entry(text, words):
-    with pytest.raises(ValueError, match="schedule") as error:
-        parse_schedule(text)
-    assert words in str(error.value)
-
-
-def test_empty_text_means_no_schedule():
-    assert parse_schedule(None) is None and parse_schedule("  ") is None
 
 
 def test_applied_schedule_gives_the_weighted_sum_of_its_terms():
@@ -76,6 +57,8 @@ def test_a_schedule_must_name_terms_of_a_compound_loss():
 
 
 # ---------------------------------------------------------------- in the trainer
+
+
 TINY = {"image_size": 32, "base_width": 4, "depth": 2, "batch_size": 4, "lr": 1e-2, "metrics": ("dice",),
         "device": "cpu", "dataset_options": {"num_cases": 6, "slices_per_case": 4}, "val_fraction": 0.2,
         "test_fraction": 0.34, "threads": 1, "steps": 6, "val_every": 3, "dataset": "phantom-lesion"}
@@ -87,7 +70,7 @@ def _run(tmp_path, name, **changes):
 
     out = tmp_path / name
     fit(Config.preset("default", **{**TINY, **changes}), out, quiet=True)
-    lines = [__import__("json").loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return torch.load(out / "last.pt", weights_only=True)["model"], lines
 
 
