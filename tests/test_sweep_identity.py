@@ -66,3 +66,42 @@ def test_two_loss_strings_of_one_run_folder_are_refused_before_training(tmp_path
     error = capsys.readouterr().err
     assert "'ce+dice' and 'ce + dice'" in error and "one run folder" in error
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- report: one bad run is skipped, named
+def _fabricated_run(out, loss, seed):
+    """A finished run as `fit` writes it (config, metrics.json with test rows), no training."""
+    from medsegloss._io import write_json
+    from medsegloss.experiment.config import Config, loss_slug
+
+    config = Config(dataset="phantom-lesion", loss=loss, seed=seed).to_dict()
+    run = out / "phantom-lesion" / loss_slug(loss) / f"seed{seed}"
+    write_json(run / "config.json", config)
+    rows = [{"case": f"case{k}", "class": 1, "dice": 0.5 + 0.05 * k + 0.02 * (loss == "dice"), "empty": "none"}
+            for k in range(4)]
+    write_json(run / "metrics.json", {"config": config, "test_rows": rows, "test": [], "cost": {}})
+    return run
+
+
+@pytest.mark.parametrize("corruption, named", [
+    ("{", "metrics.json is corrupt"),
+    ("[1, 2]", "metrics.json is not a run's result"),
+    ('{"test_rows": [], "config": {"dataset": "phantom-lesion", "loss": "ce"}}', "no valid config"),
+])
+def test_report_skips_a_corrupt_run_with_a_warning_naming_its_file(tmp_path, corruption, named, capsys):
+    from medsegloss.experiment import report
+    from medsegloss.experiment.report.analysis import find_runs
+
+    for seed in (0, 1):
+        for loss in ("ce", "dice"):
+            _fabricated_run(tmp_path, loss, seed)
+    bad = tmp_path / "phantom-lesion" / "dice" / "seed1"
+    (bad / "metrics.json").write_text(corruption)
+    (tmp_path / "bench.json").write_text('["not", "a", "record"]')
+    runs = find_runs([tmp_path])
+    assert sorted((run.loss, run.seed) for run in runs.runs) == [("ce", 0), ("ce", 1), ("dice", 0)]
+    warning = capsys.readouterr().err
+    assert f"skipped the run in {bad}" in warning and named in warning
+    assert f"ignored {tmp_path / 'bench.json'} (not a bench record)" in warning
+    assert report.main([str(tmp_path), "--no-figures", "--dest", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "REPORT.md").exists()
