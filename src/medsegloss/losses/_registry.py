@@ -15,7 +15,7 @@ subclass with ``function = staticmethod(f)``, still works.
 
 from __future__ import annotations
 
-from medsegloss._checks import unknown_name
+from medsegloss._checks import check_loss_options, unknown_name
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,12 +232,8 @@ def get(name: str, multilabel: bool = False, **options) -> nn.Module:
     if multilabel and not info.multilabel:
         raise ValueError(f"loss {name!r} does not support multilabel=True: {info.multilabel_refusal}")
     options = translate_options(options, getattr(info.factory, "__renamed_options__", {}), name)
-    accepted = info.options
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"loss {name!r} has no option(s) {', '.join(unknown)}; its options are: "
-            + ", ".join(f"{key}={value!r}" for key, value in accepted.items())
-        )
+    numeric = {key for other in _REGISTRY.values() for key, value in other.options.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}  # e.g. focal's alpha=None
+    check_loss_options(name, options, info.options, numeric)
     module = info.factory(**options)
     return as_multilabel(module, name) if multilabel else module

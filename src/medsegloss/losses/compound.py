@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsegloss._checks import check_reduction, check_target
+from medsegloss._checks import check_non_negative, check_reduction, check_target
 from medsegloss._ops import (
     at_least_float32, cross_entropy_map, per_voxel_reduce, probabilities, reduce, soft_counts,
     fused_soft_counts, target_probabilities, use_fused,
@@ -168,7 +168,8 @@ def build(spec: str, multilabel: bool = False, **common) -> nn.Module:
             )
         name = match["name"]
         info = lookup(name)  # unknown names fail here, with suggestions
-        weight = float(match["pre"] or 1.0) * float(match["post"] or 1.0)
+        weight = check_non_negative(f"the weight of term {raw.strip()!r}",
+                                    float(match["pre"] or 1.0) * float(match["post"] or 1.0))  # 1e999: inf
         options = {key: value for key, value in common.items() if key in info.options}
         options.update(_parse_options(match["args"], raw))
         terms.append((name, weight, get(name, multilabel=multilabel, **options)))

@@ -124,12 +124,21 @@ def _parse_entry(entry: str) -> TermSchedule:
     return TermSchedule(term, kind, tuple(points))
 
 
+def _checked(entry: TermSchedule, text: str) -> TermSchedule:
+    """A term weight is a finite number >= 0: a negative one maximises its term."""
+    from medsegloss._checks import check_non_negative
+
+    for _, weight in entry.points:
+        check_non_negative(f"schedule entry {text.strip()!r}: the weight of {entry.term}", weight)
+    return entry
+
+
 def parse_schedule(text: str | None) -> Schedule | None:
     """``"term=linear(a, b); other=step(w@s, ...)"`` -> :class:`Schedule` (None for an empty text).
     Errors name the entry that is wrong."""
     if text is None or not text.strip():
         return None
-    entries = [_parse_entry(entry) for entry in text.split(";") if entry.strip()]
+    entries = [_checked(_parse_entry(entry), entry) for entry in text.split(";") if entry.strip()]
     terms = [entry.term for entry in entries]
     if len(set(terms)) != len(terms):
         raise ValueError(f"schedule {text!r} names a term twice: {terms}")
