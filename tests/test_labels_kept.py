@@ -51,3 +51,33 @@ def test_a_picture_label_with_classes_in_the_alpha_is_read(tmp_path):
     path = tmp_path / "label.png"
     Image.fromarray(np.stack([np.zeros_like(CLASSES), CLASSES * 2], -1), mode="LA").save(path)
     np.testing.assert_array_equal(read_picture(path, label=True)[0], CLASSES * 2)
+
+
+# ---------------------------------------------------------------- MSD: one label file per case
+def _edited_task(tmp_path, edit):
+    from nnunet_fixtures import edit_dataset_json
+    from test_data_msd import write_task
+
+    write_task(tmp_path, cases=4)
+    edit_dataset_json(tmp_path, edit)
+    return tmp_path
+
+
+def _share_first_label(content):
+    training = [dict(entry) for entry in content["training"]]
+    training[1]["label"] = training[0]["label"].removeprefix("./")  # the same file, written differently
+    return {**content, "training": training}
+
+
+def test_two_msd_cases_sharing_one_label_file_are_refused(tmp_path):
+    root = _edited_task(tmp_path, _share_first_label)
+    with pytest.raises(DatasetError, match=r"dataset\.json: cases 'BRATS_001' and 'BRATS_002' share the label "
+                                           r"file .*BRATS_001\.nii\.gz"):
+        get_dataset("msd", root, split="all", size=None)
+
+
+@pytest.mark.parametrize("test", ["abc", [1, 2], {"image": "x"}])
+def test_an_msd_test_list_that_is_not_a_list_of_paths_is_refused(tmp_path, test):
+    root = _edited_task(tmp_path, lambda content: {**content, "test": test})
+    with pytest.raises(DatasetError, match=r"dataset\.json: 'test' must be a list of image paths"):
+        get_dataset("msd", root, split="all", size=None)
