@@ -81,3 +81,30 @@ def test_an_msd_test_list_that_is_not_a_list_of_paths_is_refused(tmp_path, test)
     root = _edited_task(tmp_path, lambda content: {**content, "test": test})
     with pytest.raises(DatasetError, match=r"dataset\.json: 'test' must be a list of image paths"):
         get_dataset("msd", root, split="all", size=None)
+
+
+# ---------------------------------------------------------------- predict: the channels of a case on one grid
+def test_predict_refuses_channel_files_of_one_case_with_different_affines(tmp_path, capsys, one_thread):
+    pytest.importorskip("nibabel")
+    import nibabel
+    from nnunet_fixtures import AFFINE, write_nifti, write_nnunet
+
+    from medsegloss.experiment import inference, trainer
+    from medsegloss.experiment.config import Config
+
+    files = write_nnunet(tmp_path / "Dataset001_Liver", labels={"background": 0, "liver": 1, "tumor": 2}, cases=4)
+    config = Config(dataset="nnunet", data_root=str(tmp_path / "Dataset001_Liver"), image_size=16, base_width=2,
+                    depth=1, steps=2, batch_size=4, metrics=("dice",), threads=1)
+    trainer.fit(config, tmp_path / "run", quiet=True)
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 5.0  # the second channel 5 mm away: not co-registered
+    first, second = tmp_path / "in" / "case_000_0000.nii.gz", tmp_path / "in" / "case_000_0001.nii.gz"
+    first.parent.mkdir()
+    first.write_bytes(files["case_000"][0].read_bytes())
+    write_nifti(second, np.asarray(nibabel.load(str(files["case_000"][1])).dataobj), shifted)
+    inputs = [str(path) for path in (*files["case_001"], first, second)]
+    assert inference.main(["--checkpoint", str(tmp_path / "run" / "best.pt"), *inputs,
+                           "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert f"case 'case_000.nii.gz': channel file {second} and channel file {first} have different affines" in error
+    assert not (tmp_path / "out").exists()  # refused before any mask is written, as training refuses the case
