@@ -130,8 +130,12 @@ def make_loss(config: Config, multilabel: bool = False) -> nn.Module:
     accepted = {option for name in loss_names(config) for option in losses.info(name).options}
     unknown = sorted(set(config.loss_options) - accepted)
     if unknown:
-        raise ValueError(f"no term of loss {config.loss!r} takes option(s) {', '.join(unknown)}; "
-                         f"options of its terms: {', '.join(sorted(accepted))}")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(accepted), n=2, cutoff=0.6)
+        raise ValueError(f"no term of loss {config.loss!r} takes option(s) {', '.join(unknown)}"
+                         + (f" (did you mean {' or '.join(close)}?)" if close else "")
+                         + f"; options of its terms: {', '.join(sorted(accepted))}")
     return loss
 
 
