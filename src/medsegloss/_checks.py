@@ -176,6 +176,46 @@ def check_in_range(name: str, value: float, low: float = 0.0, high: float = 1.0)
     return value
 
 
+def check_non_negative(name: str, value, integer: bool = False) -> float:
+    """A weight, smoothing term or paper constant: a finite number >= 0 (an int when ``integer``),
+    never a bool or a string. Used where a loss is parsed or built, so a weight of -5 (the loss
+    maximised) or an inf fails before training, naming the option."""
+    kind = "an int" if integer else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
+            or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be {kind} >= 0, got {value!r}")
+    return value
+
+
+def check_loss_options(loss: str, options: dict, accepted: dict, numeric=()) -> None:
+    """The options of loss ``loss`` where it is built (``get``, every term of a loss string, the
+    nnU-Net variables): an unknown name fails naming the closest accepted ones (``TypeError``);
+    ``ignore_index`` is an int or None; a flag (bool default) is True or False; ``reduction`` is
+    known; numbers (a number default, or a name in ``numeric``: a number in another loss) are
+    finite and >= 0 (all the papers' weights, smoothing terms and exponents are); class weights
+    in a list each are."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"loss {loss!r} has no option(s) {', '.join(unknown)}.{did_you_mean(unknown[0], accepted)} "
+                        "Its options are: " + ", ".join(f"{key}={value!r}" for key, value in accepted.items()))
+    for key, value in options.items():
+        default, where = accepted[key], f"loss {loss!r}: option {key}"
+        if key == "ignore_index":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{where} must be an integer label or None, got {value!r}")
+        elif key == "reduction":
+            if value not in REDUCTIONS:
+                raise ValueError(f"{where} must be one of {REDUCTIONS}, got {value!r}")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{where} must be True or False, got {value!r}")
+        elif isinstance(default, (int, float)) or (key in numeric and not (value is None and default is None)):
+            check_non_negative(where, value, integer=isinstance(default, int))
+        elif key == "weight" and isinstance(value, (list, tuple)):
+            for item in value:
+                check_non_negative(f"{where} (class weights {list(value)})", item)
+
+
 def check_distance_map(dist, logits: torch.Tensor) -> torch.Tensor:
     """A precomputed signed distance map must be a float tensor shaped like the logits,
     ``(N, C, *spatial)`` (``C == 1``: the foreground's map). Returned as float32 at least."""

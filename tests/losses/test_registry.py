@@ -63,7 +63,7 @@ def test_registry_entry_is_complete(name):
 def test_unknown_names_and_options_are_clear_errors():
     with pytest.raises(ValueError, match=r"unknown loss 'tverksy'\. Did you mean: tversky"):
         losses.get("tverksy")
-    with pytest.raises(TypeError, match=r"loss 'tversky' has no option\(s\) gamma; its options are: alpha=0.3"):
+    with pytest.raises(TypeError, match=r"loss 'tversky' has no option\(s\) gamma\..* Its options are: alpha=0.3"):
         losses.get("tversky", gamma=2.0)
     with pytest.raises(TypeError, match=r"loss 'gdl_focal' has no option\(s\) lambda_gdl"):
         losses.get("gdl_focal", lambda_gdl=1.0)  # born with weight_gdl: no deprecated names

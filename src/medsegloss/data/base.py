@@ -87,6 +87,24 @@ def check_finite_image(array: np.ndarray, path) -> np.ndarray:
     )
 
 
+def mask_without_alpha(bands: np.ndarray, path, mode: str) -> np.ndarray:
+    """The label of a mask picture with an alpha band (``(H, W, B)``, alpha last: LA, PA, RGBA),
+    so that no label is lost in the alpha: the grey (or palette) values when the alpha is
+    constant or only marks where they are non-zero; the alpha when they are constant (classes
+    saved as transparency); else an error naming the file. Colour bands that differ come back
+    as they are (the caller's colour-mask error)."""
+    values, alpha = bands[..., :-1], bands[..., -1]
+    if not (values == values[..., :1]).all():
+        return values
+    values = values[..., 0]
+    if (alpha == alpha.flat[0]).all() or np.array_equal(alpha == 0, values == 0):
+        return values
+    if (values == values.flat[0]).all():
+        return alpha
+    raise DatasetError(f"mask {path} (mode {mode}) holds different labels in its grey/colour and alpha bands: save "
+                       "the class values as a single-channel (grey or palette) image without alpha")
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Cases of one split, served as slices (``dims=2``) or volumes (``dims=3``).
 

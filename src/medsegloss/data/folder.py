@@ -15,7 +15,9 @@ Mask values -> class indices (the same mapping for every split, from all masks o
 * else: the sorted distinct values become ``0, 1, ..., K-1`` (e.g. {0, 85, 170, 255} -> 0..3).
 
 Masks must be single-channel (grey, palette indices or 1-bit) with integer values (a float mask
-holding 0.7 is an error, never truncated); a colour mask is an error. At most ``MAX_CLASSES``
+holding 0.7 is an error, never truncated); a colour mask is an error. A mask with an alpha
+band (LA, PA, RGBA) is read from the band that holds the classes: the grey one, or the alpha when
+the grey is constant; labels in both is an error. At most ``MAX_CLASSES``
 (256) classes: a mask with more distinct values is refused before anything is allocated for it
 (the mapping is a sorted search over the declared values, never a table sized by the largest
 value). Images holding NaN or inf are an error. Every error names the file.
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsegloss.data.base import DatasetError, check_finite_image, handle_bad
+from medsegloss.data.base import DatasetError, check_finite_image, handle_bad, mask_without_alpha
 
 MAX_CLASSES = 256  # labels are stored as uint8
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz")
@@ -89,11 +91,11 @@ def _frame_array(frame, path: Path, mask: bool) -> np.ndarray:
     from medsegloss.data.nifti import integer_labels
 
     if mask:
-        if frame.mode in ("LA", "La", "PA"):  # grey (or palette) + alpha: the alpha is no class
-            return integer_labels(np.asarray(frame)[..., 0], path)
+        if frame.mode in ("LA", "La", "PA"):  # grey (or palette) + alpha
+            return integer_labels(mask_without_alpha(np.asarray(frame), path, frame.mode), path)
         if frame.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
             bands = np.asarray(frame)
-            channels = bands[..., :3] if bands.ndim == 3 else bands
+            channels = mask_without_alpha(bands, path, frame.mode) if frame.mode == "RGBA" else bands
             if channels.ndim == 3 and not (channels == channels[..., :1]).all():
                 raise DatasetError(f"mask {path} is a colour image (mode {frame.mode}): save class values as a "
                                    "single-channel (grey or palette) image")

@@ -75,13 +75,17 @@ def case_files(root, content, on_error: str = "raise"):
     from medsegloss.data.nifti import strip_suffix
 
     root = Path(root)
-    files, seen = [], {}
+    files, seen, labels = [], {}, {}
     for entry in content["training"]:
         image, label = root / entry["image"], root / entry["label"]
         case = strip_suffix(image.name)
         if case in seen:
             raise DatasetError(f"{root / 'dataset.json'}: case {case!r} is listed twice ({seen[case]} and {image})")
         seen[case] = image
+        other = labels.setdefault(label.resolve(), case)  # './labelsTr/a' and 'labelsTr/a' are one file
+        if other != case:
+            raise DatasetError(f"{root / 'dataset.json'}: cases {other!r} and {case!r} share the label file {label}: "
+                               f"one of them would train on the other's label")
         missing = [path for path in (image, label) if not path.is_file()]
         if missing:
             handle_bad(f"case {case!r}: {missing[0]} (listed in {root / 'dataset.json'}) does not exist", on_error)
@@ -89,9 +93,13 @@ def case_files(root, content, on_error: str = "raise"):
         files.append(CaseFiles(case, (image,), label))
     if not files:
         raise DatasetError(f"no labelled case found under {root} from dataset.json's 'training' list")
-    tests = {}
-    for entry in content.get("test", []) or []:
-        path = root / (entry if isinstance(entry, str) else entry.get("image", ""))
+    tests, listed = {}, content.get("test", []) or []
+    if not isinstance(listed, list) or not all(isinstance(entry, str) or (isinstance(entry, dict) and isinstance(
+            entry.get("image"), str)) for entry in listed):
+        raise DatasetError(f"{root / 'dataset.json'}: 'test' must be a list of image paths (or {{\"image\": path}} "
+                           f"objects), got {listed!r}"[:300])
+    for entry in listed:
+        path = root / (entry if isinstance(entry, str) else entry["image"])
         tests[strip_suffix(path.name)] = (path,)
     return files, tests
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsegloss.data.base import Case, DatasetError, SegmentationDataset, check_finite_image
+from medsegloss.data.base import Case, DatasetError, SegmentationDataset, check_finite_image, mask_without_alpha
 from medsegloss.data.nifti import integer_labels
 
 CT_PERCENTILES = (0.5, 99.5)
@@ -119,7 +119,8 @@ def label_spec(labels: dict, source) -> LabelSpec:
 
 def read_picture(path, *, label: bool = False) -> np.ndarray:
     """A PNG / TIFF / BMP file as ``(B, D, H, W)`` (``B`` colour bands, ``D`` pages), float32 for
-    images; labels as ``(D, H, W)`` int64 (single-band only). RGBA drops the alpha band."""
+    images; labels as ``(D, H, W)`` int64 (single-band only; a label's alpha band is read by
+    :func:`~medsegloss.data.base.mask_without_alpha`). An image's RGBA drops the alpha band."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     path = Path(path)
@@ -131,6 +132,9 @@ def read_picture(path, *, label: bool = False) -> np.ndarray:
             for frame in ImageSequence.Iterator(picture):
                 if frame.mode == "P" and not label:
                     frame = frame.convert("RGB")
+                if label and frame.mode in ("RGBA", "LA", "La", "PA"):  # the classes may be in the alpha
+                    pages.append(mask_without_alpha(np.asarray(frame), path, frame.mode))
+                    continue
                 if frame.mode in ("RGBA", "LA", "CMYK", "YCbCr"):
                     frame = frame.convert("RGB" if frame.mode != "LA" else "L")
                 pages.append(np.asarray(frame))
@@ -213,6 +217,19 @@ def read_nifti_channels(path) -> tuple[np.ndarray, tuple[float, float, float], n
     return np.ascontiguousarray(array.transpose(3, 2, 1, 0)), spacing, affine
 
 
+def check_same_affine(case_id: str, first: tuple, second: tuple) -> None:
+    """Two files of one case, each ``(path, affine or None, role)``, lie on one grid (affines
+    equal to rtol 1e-4, atol 1e-3 mm); else a DatasetError naming both files and the affines.
+    Training checks every channel against the label, ``predict`` the channels against each other."""
+    (path, affine, role), (other_path, other_affine, other_role) = first, second
+    if affine is None or other_affine is None or np.allclose(affine, other_affine, rtol=1e-4, atol=1e-3):
+        return
+    difference = float(np.abs(affine - other_affine).max())
+    raise DatasetError(f"case {case_id!r}: {role} {path} and {other_role} {other_path} have different affines "
+                       f"(not co-registered? largest difference {difference:.4g}): {Path(path).name} "
+                       f"{np.round(affine, 4).tolist()}, {Path(other_path).name} {np.round(other_affine, 4).tolist()}")
+
+
 def check_case(case_id: str, channels: list[tuple[Path, np.ndarray, np.ndarray | None]], label_path: Path,
                label: np.ndarray, label_affine, spec: LabelSpec) -> None:
     """Every channel matches the label's shape and affine; every label value is declared."""
@@ -220,11 +237,7 @@ def check_case(case_id: str, channels: list[tuple[Path, np.ndarray, np.ndarray |
         if array.shape[1:] != label.shape:
             raise DatasetError(f"case {case_id!r}: image {path} has shape {array.shape[1:]} (z, y, x) but its "
                                f"label {label_path} has {label.shape}")
-        if affine is not None and label_affine is not None and not np.allclose(affine, label_affine, rtol=1e-4, atol=1e-3):
-            difference = float(np.abs(affine - label_affine).max())
-            raise DatasetError(f"case {case_id!r}: image {path} and label {label_path} have different affines "
-                               f"(not co-registered? largest difference {difference:.4g}): image "
-                               f"{np.round(affine, 4).tolist()}, label {np.round(label_affine, 4).tolist()}")
+        check_same_affine(case_id, (path, affine, "image"), (label_path, label_affine, "label"))
     values = np.unique(label)
     undeclared = sorted(set(values.tolist()) - spec.values)
     if undeclared:

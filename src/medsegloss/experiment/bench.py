@@ -267,6 +267,56 @@ def check_sweep(base, datasets, losses, roots: dict[str, str], named=None) -> No
         for loss in losses:
             check_settings(for_dataset(base, dataset, roots, named).replace(
                 loss=loss, init_weights=None, fold=0 if base.folds else None))
+    check_run_folders(losses)
+
+
+def check_run_folders(losses) -> None:
+    """Two loss strings that name one run folder (``"ce+dice"`` and ``"ce + dice"``) are refused
+    before any training: the second would find the first's run (case-folded: macOS and Windows)."""
+    from medsegloss.experiment.config import loss_slug
+
+    seen = {}
+    for loss in losses:
+        other = seen.setdefault(loss_slug(loss).casefold(), loss)
+        if other != loss:
+            raise ValueError(f"losses {other!r} and {loss!r} name one run folder ({loss_slug(loss)}): "
+                             f"they are one loss written twice; give it once")
+
+
+def check_same_settings(out: Path, base, job_configs: dict) -> None:
+    """Refuse, before anything is written, a sweep into an ``out`` whose ``bench.json`` or runs
+    were made with other settings (field by field, :func:`~medsegloss.experiment.rundir.config_differences`):
+    skipping those runs would make the report state settings they were never trained with. A
+    run that can train on to the new budget (:func:`~medsegloss.experiment.rundir.continues`) is
+    not a difference."""
+    from medsegloss.experiment.config import Config
+    from medsegloss.experiment.rundir import config_differences, continuable, continues, read_run_json
+
+    differ = {}  # "field: X there, Y here" -> the first file that holds X
+    record = out / "bench.json"
+    if record.exists():
+        stored = read_run_json(record)
+        if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+            raise ValueError(f"{record} is corrupt (not a bench record); move it away or choose another --out")
+        try:
+            longer = continues(Config.from_dict(stored["settings"]), base)
+        except (TypeError, ValueError):  # settings of another version
+            longer = False
+        for line in ([] if longer else config_differences(stored["settings"], base)):
+            if line.split(":")[0] not in SWEEP_FIELDS:
+                differ.setdefault(line, record)
+    for config in job_configs.values():
+        path = Path(config.out) / "config.json"
+        if path.exists() and not continuable(path.parent, config):
+            stored = read_run_json(path)
+            if not isinstance(stored, dict):
+                raise ValueError(f"{path} is corrupt (not a JSON object); move it away or choose another --out")
+            for line in config_differences(stored, config):
+                differ.setdefault(line, path)
+    if differ:
+        raise ValueError(f"{out} holds runs of other settings ({'; '.join(differ)}; first in {next(iter(differ.values()))}): "
+                         f"bench would skip them and report settings they were not trained with; rerun with their "
+                         f"settings, or use another --out for these")
 
 
 def finished(config, run_dir: Path) -> bool:
@@ -364,6 +414,7 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
     folds = {dataset: fold_count(for_dataset(base, dataset, roots, named), say) for dataset in datasets}
     planned = plan(datasets, losses, seeds, shard, folds)
     job_configs = configs(base, planned, out, roots, named)
+    check_same_settings(out, base, job_configs)
     for dataset, count in folds.items():
         if count:
             write_fold_files(for_dataset(base, dataset, roots, named), out, dataset, seeds, count)

@@ -17,7 +17,9 @@ from medsegloss.experiment.inference import labels_from_logits, model_logits
 def predict_items(model, dataset, indices, batch_size: int, amp_dtype=None, patch_size=None) -> list[tuple]:
     """``(case, slice, spacing, prediction, label)`` per item, predictions as uint8 arrays
     (multi-hot ``(R, ...)`` for a multi-label dataset: ``sigmoid > 0.5`` per region). Volumes
-    (``dims=3``) go one at a time, by sliding windows of ``patch_size`` when larger than it."""
+    (``dims=3``) go one at a time, by sliding windows of ``patch_size`` when larger than it.
+    Voxels of the dataset's ignore label are background in both prediction and label, so no
+    overlap count (TP, FP, FN of a class) includes them, as in nnU-Net's evaluation."""
     from torch.utils.data import DataLoader, Subset
 
     records, multilabel = [], bool(dataset.multilabel)
@@ -28,9 +30,15 @@ def predict_items(model, dataset, indices, batch_size: int, amp_dtype=None, patc
         predictions = labels_from_logits(model_logits(model, batch["image"], amp_dtype, patch_size), multilabel)
         predictions = predictions.to(torch.uint8).cpu().numpy()
         spacings = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in batch["spacing"]], 1)
+        labels = batch["label"].to(torch.uint8).numpy()
+        ignored = batch["ignore"].numpy() if "ignore" in batch else (  # regions: a mask; classes: the label value
+            labels == dataset.ignore_index if dataset.ignore_index is not None else None)
         for i in range(len(predictions)):
+            if ignored is not None:
+                predictions[i][..., ignored[i]] = 0
+                labels[i][..., ignored[i]] = 0
             records.append((batch["case"][i], int(batch["slice"][i]), tuple(spacings[i].tolist()),
-                            predictions[i], batch["label"][i].to(torch.uint8).numpy()))
+                            predictions[i], labels[i]))
     return records
 
 

@@ -348,9 +348,24 @@ def check_channel_cases(cases: list[ChannelCase], data: dict) -> None:
                 f"case {case.name.name!r}: the model takes {len(names)} channel(s) ({', '.join(names)}) but the "
                 f"files given hold {sum(counts)}: {found}. Give one file per channel named "
                 f"<case>_0000, <case>_0001, ... (nnU-Net), or one 4-D image with the channels on its last axis")
+        check_channel_grid(case)
         if data.get("multilabel") and not is_nifti_path(case.files[0]):
             raise ValueError(f"case {case.name.name!r}: regions (a multi-label model) are written as a multi-hot "
                              f"NIfTI; {case.files[0]} is a picture")
+
+
+def check_channel_grid(case: ChannelCase) -> None:
+    """The NIfTI channel files of one case share one affine (the check training makes against the
+    label, from the headers): channels of different grids would be stacked voxel by voxel."""
+    from medsegloss.data.multichannel import check_same_affine
+
+    files = [path for path in case.files if is_nifti_path(path)]
+    if len(files) > 1:
+        import nibabel
+
+        affines = [np.asarray(nibabel.load(str(path)).affine, dtype=np.float64) for path in files]
+        for path, affine in zip(files[1:], affines[1:]):
+            check_same_affine(case.name.name, (path, affine, "channel file"), (files[0], affines[0], "channel file"))
 
 
 def is_nifti_path(path: Path) -> bool:

@@ -196,6 +196,12 @@ def continuable(out: Path, config: Config) -> bool:
         stored = Config.from_dict(_io.read_json(path))
     except (TypeError, ValueError):
         return False
+    return continues(stored, config)
+
+
+def continues(stored: Config, config: Config) -> bool:
+    """Whether ``config`` is ``stored`` with a larger ``steps`` (and maybe ``val_every``, ``out``)
+    under a constant learning rate: the settings a finished run may be trained on under."""
     differ = {key for key, value in config.to_dict().items() if stored.to_dict()[key] != value}
     return (bool(differ) and differ <= set(CONTINUABLE_FIELDS) and "steps" in differ
             and config.schedule == "constant" and not config.until_converged

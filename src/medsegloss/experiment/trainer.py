@@ -103,14 +103,35 @@ def scheduled_loss(loss: nn.Module) -> nn.Module:
     return loss.loss if isinstance(loss, DeepSupervisionLoss) else loss
 
 
-def make_loss(config: Config, multilabel: bool = False) -> nn.Module:
+def make_loss(config: Config, multilabel: bool = False, ignore_index: int | None = None) -> nn.Module:
     """The loss of ``config.loss`` (registry name or loss string, its schedule built in) with
     ``loss_options``; ``multilabel``: overlapping regions, each scored by the loss's binary
-    (sigmoid) form. Options no term of the loss accepts fail here."""
+    (sigmoid) form; ``ignore_index``: the dataset's ignore label, given to every term (as the
+    nnU-Net trainer masks it), so a term without ``ignore_index`` or with distance maps is refused.
+    Options no term of the loss accepts fail here."""
+    mode = {"multilabel": multilabel}
+    if ignore_index is not None:
+        check_ignore_label(config, ignore_index)
+        mode["ignore_index"] = ignore_index
     try:
-        return loss_spec(config).build(multilabel=multilabel, **config.loss_options)
+        return loss_spec(config).build(**mode, **{k: v for k, v in config.loss_options.items() if k not in mode})
     except TypeError as error:  # an option no term takes
         raise ValueError(str(error)) from None
+
+
+def check_ignore_label(config: Config, ignore_index: int) -> None:
+    """A dataset with an ignore label trains a loss whose every term skips it (``ignore_index``);
+    distance maps cannot (the ignored voxels have no class to measure from)."""
+    from medsegloss import losses
+
+    given = config.loss_options.get("ignore_index", ignore_index)
+    refused = [name for name in loss_names(config) if "ignore_index" not in losses.info(name).options
+               or losses.info(name).needs_distance]
+    if refused or given != ignore_index:
+        raise ValueError(f"dataset {config.dataset_name or config.dataset!r} has an ignore label (value {ignore_index}), "
+                         + (f"which loss term(s) {', '.join(refused)} cannot skip (no ignore_index, or distance maps)"
+                            if refused else f"but loss_options set ignore_index={given!r}")
+                         + "; pick losses that take ignore_index (ce, dice, dice_ce, focal, tversky, ...)")
 
 
 def check_binary_only(config: Config, out_channels: int) -> None:
@@ -361,8 +382,15 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
     multilabel = train_set.multilabel  # regions: one sigmoid each, the loss per region
+    ignore = None if multilabel else train_set.ignore_index  # nnU-Net's ignore label: no loss counts it
     if multilabel:
         loss_fn = make_loss(config, multilabel=True)
+        if train_set.ignore_index is not None and rank == 0:  # multi-label losses take no voxel mask
+            print(f"medsegloss train: warning: dataset {config.dataset_name or config.dataset!r} has regions and an "
+                  f"ignore label (value {train_set.ignore_index}): its voxels train as background of every region "
+                  f"(validation and test do not score them)", file=sys.stderr, flush=True)
+    elif ignore is not None:
+        loss_fn = make_loss(config, ignore_index=ignore)
     out_channels = output_channels(config, train_set.num_classes, multilabel)
     if not multilabel:  # every region is a binary problem: binary-only losses apply to each
         check_binary_only(config, out_channels)
@@ -376,7 +404,8 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
         else:  # a crop changes distances near its border: maps of each patch
             distance_classes = out_channels
     sampler = PatchSampler(train_set, config.patch, foreground_fraction=config.foreground_fraction,
-                           augment=config.augment, seed=config.seed, distance_classes=distance_classes)
+                           augment=config.augment, seed=config.seed, distance_classes=distance_classes,
+                           ignore_index=ignore)
     model_args = {"in_channels": int(train_set[0]["image"].shape[0]), "num_classes": out_channels,
                   "base": config.base_width, "depth": config.depth, "dims": config.dims}
     if config.deep_supervision:  # (only then: checkpoints of plain runs keep their model_args)

@@ -51,17 +51,38 @@ def loss_from_environment(environ=None) -> tuple[str, dict]:
         raise ValueError("set MEDSEGLOSS_LOSS or MEDSEGLOSS_CONFIG, not both "
                          f"(MEDSEGLOSS_LOSS={spec!r}, MEDSEGLOSS_CONFIG={config!r})")
     if not config:
-        return (spec or DEFAULT_LOSS), {}
+        if spec is not None and not spec.strip():
+            raise ValueError("MEDSEGLOSS_LOSS is set but empty: give a loss (e.g. 'ce + dice'), or unset it for "
+                             f"the default {DEFAULT_LOSS}")
+        return check_loss(spec or DEFAULT_LOSS, {}, "MEDSEGLOSS_LOSS")
     path = Path(config)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"MEDSEGLOSS_CONFIG={str(path)!r}: cannot read a JSON loss config ({error})") from error
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise ValueError(f"MEDSEGLOSS_CONFIG={str(path)!r}: cannot read a JSON loss config "
+                         f"({type(error).__name__}: {error})") from None
     if not isinstance(data, dict) or not isinstance(data.get("loss"), str) or set(data) - {"loss", "options"} \
             or not isinstance(data.get("options", {}), dict):
         raise ValueError(f"{path}: a loss config is {{\"loss\": \"ce + dice\", \"options\": {{...}}}}, "
                          f"got {data!r}")
-    return data["loss"], dict(data.get("options", {}))
+    return check_loss(data["loss"], dict(data.get("options", {})), str(path))
+
+
+def check_loss(spec: str, options: dict, source: str) -> tuple[str, dict]:
+    """``(spec, options)`` once they build a loss, as ``medsegloss train`` checks them: options no
+    term takes (a typo) named with the closest, values of the wrong type or range refused, so a bad
+    variable fails when the trainer is made rather than inside nnU-Net's first step."""
+    from medsegloss.experiment.config import Config
+    from medsegloss.experiment.trainer import make_loss
+
+    if "|" in spec:
+        raise ValueError(f"{source}: loss {spec!r} carries a term-weight schedule ('|'), which the nnU-Net "
+                         "trainer does not run; give the loss without it")
+    try:
+        make_loss(Config(loss=spec, loss_options=options))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{source}: {error}") from None
+    return spec, options
 
 
 class NNUNetLoss(nn.Module):
@@ -151,6 +172,10 @@ def _trainer_class() -> type:
         """nnU-Net's default trainer with the loss taken from medsegloss (``MEDSEGLOSS_LOSS`` or
         ``MEDSEGLOSS_CONFIG``); everything else (network, schedule, augmentation) is nnU-Net's."""
 
+        def __new__(cls, *args, **kwargs):  # not __init__: nnU-Net records its __init__'s signature
+            loss_from_environment()  # a bad MEDSEGLOSS_LOSS / MEDSEGLOSS_CONFIG fails before nnU-Net sets up
+            return super().__new__(cls)
+
         def _build_loss(self):
             spec, options = loss_from_environment()
             manager = self.label_manager
@@ -201,7 +226,11 @@ def main(argv=None) -> int:
     if not argv or argv[0] != "install" or len(argv) > 2:
         print("usage: python -m medsegloss.integrations.nnunet install [FOLDER]", file=sys.stderr)
         return 2
-    path = install_trainer(argv[1] if len(argv) == 2 else None)
+    try:
+        path = install_trainer(argv[1] if len(argv) == 2 else None)
+    except (ValueError, ImportError, OSError) as error:
+        print(f"medsegloss nnunet install: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {path}: train with nnUNetv2_train ... -tr {TRAINER_NAME}")
     return 0
 

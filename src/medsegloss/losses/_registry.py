@@ -15,7 +15,7 @@ subclass with ``function = staticmethod(f)``, still works.
 
 from __future__ import annotations
 
-from medsegloss._checks import unknown_name
+from medsegloss._checks import check_loss_options, unknown_name
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -238,11 +238,8 @@ def check_options(info: LossInfo, options) -> None:
     """``TypeError`` naming the options of ``options`` that the loss does not take (its deprecated
     names count as taken), and listing the ones it does."""
     unknown = sorted(set(options) - set(info.options) - set(info.renamed_options))
-    if unknown:
-        raise TypeError(
-            f"loss {info.name!r} has no option(s) {', '.join(unknown)}; its options are: "
-            + ", ".join(f"{key}={value!r}" for key, value in info.options.items())
-        )
+    if unknown:  # the one wording (_checks.check_loss_options), which also checks the values
+        check_loss_options(info.name, {key: options[key] for key in unknown}, info.options)
 
 
 def get(name: str, multilabel: bool = False, **options) -> nn.Module:
@@ -255,6 +252,8 @@ def get(name: str, multilabel: bool = False, **options) -> nn.Module:
     if multilabel and not info.multilabel:
         raise ValueError(f"loss {name!r} does not support multilabel=True: {info.multilabel_refusal}")
     options = translate_options(options, info.renamed_options, name)
-    check_options(info, options)
+    numeric = {key for other in _REGISTRY.values() for key, value in other.options.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}  # e.g. focal's alpha=None
+    check_loss_options(name, options, info.options, numeric)
     module = info.factory(**options)
     return as_multilabel(module, name) if multilabel else module

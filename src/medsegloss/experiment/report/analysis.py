@@ -105,8 +105,28 @@ def loss_label(config: dict) -> str:
 def find_runs(out_dirs) -> Benchmark:
     """The finished runs under ``out_dirs`` (each a folder searched recursively) and the
     unfinished ones (``config.json`` without ``metrics.json``). The same run found twice (e.g. a
-    shard folder and the merged folder) is an error naming both paths."""
+    shard folder and the merged folder) is an error naming both paths. A run whose
+    ``metrics.json`` (or ``config.json``) is corrupt, not an object, or lacks its seed is skipped
+    with a warning naming the file: one bad run must not sink the report."""
+    import sys
+
     from medsegloss.experiment.config import loss_slug
+
+    def read(run_dir: Path, config_path: Path):
+        """(metrics.json, its config), or the reason the run cannot be read (a string)."""
+        path = run_dir / "metrics.json"
+        try:
+            result = _io.read_json(path)
+            if not isinstance(result, dict) or not isinstance(result.get("test_rows"), list):
+                return f"{path} is not a run's result (no test_rows)"
+            path = config_path
+            config = result.get("config") or _io.read_json(config_path)
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            return f"{path} is corrupt ({error})"
+        if not isinstance(config, dict) or not {"loss", "dataset", "seed"} <= set(config) \
+                or isinstance(config["seed"], bool) or not isinstance(config["seed"], int):
+            return f"{run_dir / 'metrics.json'} holds no valid config (loss, dataset and an integer seed)"
+        return result, config
 
     out_dirs = [Path(d) for d in ([out_dirs] if isinstance(out_dirs, (str, Path)) else out_dirs)]
     runs: dict[tuple, Run] = {}
@@ -119,8 +139,11 @@ def find_runs(out_dirs) -> Benchmark:
             if not (run_dir / "metrics.json").exists():
                 unfinished.append(run_dir)
                 continue
-            result = _io.read_json(run_dir / "metrics.json")
-            config = result.get("config") or _io.read_json(config_path)
+            read_back = read(run_dir, config_path)
+            if isinstance(read_back, str):
+                print(f"medsegloss report: warning: skipped the run in {run_dir}: {read_back}", file=sys.stderr)
+                continue
+            result, config = read_back
             label = loss_label(config)
             dataset = config.get("dataset_name") or config["dataset"]  # a sweep's own name (bench --dataset)
             fold = config.get("fold")
@@ -138,12 +161,23 @@ def find_runs(out_dirs) -> Benchmark:
 
 def sweep_order(out_dirs, runs: list[Run]) -> tuple[list[str], list[str]]:
     """Datasets and losses in the benchmark's own order (its bench.json), else sorted."""
+    import sys
+
     datasets, losses = [], []
     for out_dir in map(Path, out_dirs):
         if (out_dir / BENCH_FILE).exists():
-            sweep = _io.read_json(out_dir / BENCH_FILE)
-            datasets += [d for d in sweep.get("datasets", []) if d not in datasets]
-            losses += [loss for loss in sweep.get("losses", []) if loss not in losses]
+            try:
+                sweep = _io.read_json(out_dir / BENCH_FILE)
+            except (OSError, ValueError, UnicodeDecodeError) as error:
+                sweep = f"corrupt ({error})"
+            if not isinstance(sweep, dict) or not all(isinstance(sweep.get(key, []), list)
+                                                      for key in ("datasets", "losses")):
+                print(f"medsegloss report: warning: ignored {out_dir / BENCH_FILE} ("
+                      f"{sweep if isinstance(sweep, str) else 'not a bench record'}): runs in sorted order",
+                      file=sys.stderr)
+                continue
+            datasets += [d for d in sweep.get("datasets", []) if isinstance(d, str) and d not in datasets]
+            losses += [loss for loss in sweep.get("losses", []) if isinstance(loss, str) and loss not in losses]
     found_datasets = {run.dataset for run in runs}
     found_losses = {run.loss for run in runs}
     datasets = [d for d in datasets if d in found_datasets] + sorted(found_datasets - set(datasets))

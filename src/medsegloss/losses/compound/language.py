@@ -107,8 +107,10 @@ class LossSpec:
             return
         if len(self.names) == 1:
             check_options(lookup(self.names[0]), common)
-        raise TypeError(f"no term of loss {self.text!r} takes option(s) {', '.join(unknown)}; options of its "
-                        f"terms: {', '.join(self.options)}")
+        from medsegloss._checks import did_you_mean
+
+        raise TypeError(f"no term of loss {self.text!r} takes option(s) {', '.join(unknown)}."
+                        f"{did_you_mean(unknown[0], self.options)} Options of its terms: {', '.join(self.options)}")
 
     def build(self, multilabel: bool = False, **common) -> nn.Module:
         """The loss module. ``common`` options (e.g. ``reduction="none"``) go to every term whose
@@ -192,7 +194,11 @@ def _parse_term(raw: str, text: str) -> Term:
     info = lookup(match["name"])  # unknown names fail here, with suggestions
     options = _parse_options(match["args"], raw)
     check_options(info, options)
-    return Term(info.name, float(match["pre"] or 1.0) * float(match["post"] or 1.0), options)
+    from medsegloss._checks import check_non_negative
+
+    weight = check_non_negative(f"the weight of term {raw.strip()!r}",  # 1e999 reads as inf
+                                float(match["pre"] or 1.0) * float(match["post"] or 1.0))
+    return Term(info.name, weight, options)
 
 
 def parse(text: str) -> LossSpec:
@@ -300,12 +306,21 @@ def _parse_entry(entry: str) -> TermSchedule:
     return TermSchedule(term, kind, tuple(points))
 
 
+def _checked(entry: TermSchedule, text: str) -> TermSchedule:
+    """A term weight is a finite number >= 0: a negative one maximises its term."""
+    from medsegloss._checks import check_non_negative
+
+    for _, weight in entry.points:
+        check_non_negative(f"schedule entry {text.strip()!r}: the weight of {entry.term}", weight)
+    return entry
+
+
 def parse_schedule(text: str | None) -> Schedule | None:
     """``"term=linear(a, b); other=step(w@s, ...)"`` -> :class:`Schedule` (None for an empty text).
     Errors name the entry that is wrong."""
     if text is None or not text.strip():
         return None
-    entries = [_parse_entry(entry) for entry in text.split(";") if entry.strip()]
+    entries = [_checked(_parse_entry(entry), entry) for entry in text.split(";") if entry.strip()]
     terms = [entry.term for entry in entries]
     if len(set(terms)) != len(terms):
         raise ValueError(f"schedule {text!r} names a term twice: {terms}")
