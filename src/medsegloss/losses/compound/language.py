@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from medsegloss._checks import check_term_weight
 from medsegloss.losses._registry import check_options, get, lookup
 from medsegloss.losses.compound.schedule import Schedule, TermSchedule
 
@@ -192,7 +193,9 @@ def _parse_term(raw: str, text: str) -> Term:
     info = lookup(match["name"])  # unknown names fail here, with suggestions
     options = _parse_options(match["args"], raw)
     check_options(info, options)
-    return Term(info.name, float(match["pre"] or 1.0) * float(match["post"] or 1.0), options)
+    weight = check_term_weight(float(match["pre"] or 1.0) * float(match["post"] or 1.0),
+                               f"term {raw.strip()!r} of loss string {text!r}")
+    return Term(info.name, weight, options)
 
 
 def parse(text: str) -> LossSpec:
@@ -271,6 +274,11 @@ def _numbers(text: str, entry: str) -> list[float]:
     return values
 
 
+def _check_weight(weight: float, entry: str) -> float:
+    """A scheduled weight: finite, in [0, MAX_TERM_WEIGHT] (0 switches a term off)."""
+    return check_term_weight(weight, f"schedule entry {entry.strip()!r}", allow_zero=True)
+
+
 def _parse_entry(entry: str) -> TermSchedule:
     match = _ENTRY.match(entry)
     if match is None:
@@ -279,6 +287,8 @@ def _parse_entry(entry: str) -> TermSchedule:
     term, kind, args = match["term"], match["kind"], match["args"]
     if kind == "linear":
         values = _numbers(args, entry)
+        for weight in values[:2]:
+            _check_weight(weight, entry)
         if len(values) == 2:
             return TermSchedule(term, kind, ((0, values[0]), (None, values[1])))
         if len(values) == 4:
@@ -293,7 +303,7 @@ def _parse_entry(entry: str) -> TermSchedule:
         if not start:
             raise ValueError(f"schedule entry {entry.strip()!r}: each step point is weight@step, got {part.strip()!r}")
         (weight_value,), (start_value,) = _numbers(weight, entry), _numbers(start, entry)
-        points.append((start_value, weight_value))
+        points.append((start_value, _check_weight(weight_value, entry)))
     starts = [start for start, _ in points]
     if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
         raise ValueError(f"schedule entry {entry.strip()!r}: step points must start at @0 and rise, got steps {starts}")
