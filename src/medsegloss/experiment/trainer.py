@@ -521,14 +521,16 @@ def train_step(model: nn.Module, batch: dict, loss_fn: nn.Module, optimizer, sca
     return loss.detach()
 
 
-def check_finite(first_bad: torch.Tensor, saved_step: int) -> None:
-    """Raise :class:`NonFiniteLossError` when ``first_bad`` holds the step of a non-finite loss."""
+def check_finite(first_bad: torch.Tensor, saved_step: int, saved: bool = True) -> None:
+    """Raise :class:`NonFiniteLossError` when ``first_bad`` holds the step of a non-finite loss;
+    ``saved``: whether last.pt (of ``saved_step``) exists, so the message names only what does."""
     bad = int(first_bad)
     if bad >= 0:
+        kept = (f"kept its last good checkpoint (last.pt of step {saved_step})" if saved
+                else "no checkpoint was saved before it")
         raise NonFiniteLossError(
-            f"the training loss is not finite (NaN or inf) at step {bad}; the run stopped and kept its "
-            f"last good checkpoint (last.pt of step {saved_step}). Lower the learning rate or check the "
-            "loss and its options.")
+            f"the training loss is not finite (NaN or inf) at step {bad}; the run stopped ({kept}). Lower the "
+            "learning rate or check the loss and its options.")
 
 
 def make_loader(run: Run):
@@ -561,6 +563,7 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
     total, terms = torch.zeros((), device=run.device), {}
     first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
     saved_step, count, images, step_seconds, window = run.state.step, 0, 0, [], 0
+    saved = (run.out / "last.pt").exists()  # the checkpoint of saved_step, if one was written
     started = window_started = time.perf_counter()
     for step in range(run.state.step, stop):
         batch = next(batches)
@@ -575,7 +578,7 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
             terms[key] = terms.get(key, 0.0) + term
         count, images, window = count + 1, images + len(batch["image"]), window + 1
         if (step + 1) % LOG_EVERY == 0 or step + 1 == stop:
-            check_finite(first_bad, saved_step)
+            check_finite(first_bad, saved_step, saved)
             now = time.perf_counter()
             step_seconds.append((now - window_started) / window)
             window_started, window = now, 0
@@ -583,7 +586,7 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
                 progress.set_postfix(loss=f"{float(total) / count:.4f}", refresh=False)
         if progress is not None:
             progress.update(1)
-    check_finite(first_bad, saved_step)
+    check_finite(first_bad, saved_step, saved)
     if count == 0:
         raise ValueError("no training steps between validations")
     run.state.step = stop
