@@ -194,7 +194,9 @@ def make_dataset(config: Config, split: str, split_file=None):
 def make_datasets(config: Config, split_path, write_split: bool = True, split_file=None) -> dict:
     """The train / val / test parts of one split: the run's ``split.json`` when it exists (a
     resumed run sees the same cases), else the config's fold (:func:`fold_split`) or the seed's
-    split, saved there."""
+    split, saved there. Parts that cannot give a verdict are refused (``data.base.check_parts``)."""
+    from medsegloss.data.base import check_parts
+
     split_path = Path(split_path)
     if not split_path.exists() and config.folds is not None:
         import tempfile
@@ -206,11 +208,11 @@ def make_datasets(config: Config, split_path, write_split: bool = True, split_fi
             save_split(fold_split(config), fold_path)
             return make_datasets(config.replace(folds=None, fold=None), split_path, write_split, fold_path)
     existing = split_path if split_path.exists() else split_file
-    train = make_dataset(config, "train", existing)
+    parts = {name: make_dataset(config, name, existing) for name in ("train", "val", "test")}
+    check_parts(parts)  # no empty part, some foreground to learn
     if existing is None and write_split:
-        train.save_split(split_path)
-    parts = {name: make_dataset(config, name, existing) for name in ("val", "test")}
-    return {"train": train, **parts}
+        parts["train"].save_split(split_path)
+    return parts
 
 
 def fold_split(config: Config) -> dict:
