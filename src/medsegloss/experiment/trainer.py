@@ -247,8 +247,11 @@ def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module
 def initial_state(config: Config) -> dict:
     """The fresh model's ``state_dict`` for ``config`` (its dataset, width and seed): save it and
     pass the file as ``init_weights`` to start every loss of a benchmark from the same weights."""
+    from medsegloss.experiment.capacity import check_fits
+
     train = make_dataset(config, "train")
     out_channels = output_channels(config, train.num_classes, train.multilabel)
+    check_fits(config, train, train[0]["image"].shape[0], out_channels, resolve_device(config))
     return make_model(config, train[0]["image"].shape[0], out_channels).state_dict()
 
 
@@ -359,6 +362,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     of a seed sees the same samples and a resumed or continued run reads on where it stopped.
     """
     from medsegloss.data.sampling import PatchSampler
+    from medsegloss.experiment.capacity import check_fits
 
     parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
@@ -368,6 +372,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     out_channels = output_channels(config, train_set.num_classes, multilabel)
     if not multilabel:  # every region is a binary problem: binary-only losses apply to each
         check_binary_only(config, out_channels)
+    check_fits(config, train_set, int(train_set[0]["image"].shape[0]), out_channels, device)  # patch, memory
     loss_fn = loss_fn.to(device)
     distance_classes = None
     if getattr(loss_fn, "needs_distance", False):
