@@ -43,7 +43,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_killed_worker_loses_only_its_own_run_which_is_trained_again(tmp_path):
-    config = Config.preset("default", steps=60, **TINY)
+    config = Config.preset("default", steps=40, **TINY)
     out, killed = tmp_path / "sweep", []
 
     def kill_the_first_worker_caught_training():
@@ -59,11 +59,11 @@ def test_a_killed_worker_loses_only_its_own_run_which_is_trained_again(tmp_path)
 
     killer = threading.Thread(target=kill_the_first_worker_caught_training, daemon=True)
     killer.start()
-    outcome = bench.run_sweep(config, ["phantom-lesion"], ["ce", "dice", "focal", "tversky"], [0], out,
+    outcome = bench.run_sweep(config, ["phantom-lesion"], ["ce", "dice", "focal"], [0], out,
                               quiet=True, jobs=2, estimate=False)
     killer.join(5)
     assert killed, "no worker was caught training"
-    assert outcome == {"jobs": 4, "trained": 4, "skipped": 0, "failed": []}
+    assert outcome == {"jobs": 3, "trained": 3, "skipped": 0, "failed": []}
     assert all((run / "metrics.json").exists() for run in out.glob("phantom-lesion/*/seed0"))
 
 
@@ -111,3 +111,20 @@ def test_a_bench_killed_with_kill_9_leaves_no_process_behind(tmp_path):
             parent.kill()
         parent.wait(10)
         parent.stdout.close()
+
+
+def test_the_pool_gives_results_errors_and_retries_a_lost_task_once():
+    from medsegloss.experiment.workers import TaskFailed, imap_unordered
+
+    lost = []
+    tasks = [(2, 10), ("x",), (signal.SIGKILL,)]
+    functions = {0: pow, 1: int, 2: signal.raise_signal}
+    results = {}
+    for index, task in enumerate(tasks):  # one function per pool: each task gets its own run
+        for _, result in imap_unordered(functions[index], [task], 1, retries=1,
+                                        on_lost=lambda i, reason: lost.append(reason)):
+            results[index] = result
+    assert results[0] == 1024
+    assert isinstance(results[1], TaskFailed) and str(results[1]).startswith("ValueError: invalid literal")
+    assert isinstance(results[2], TaskFailed) and "killed by SIGKILL (2 times)" in str(results[2])
+    assert len(lost) == 1 and "killed by SIGKILL" in lost[0]

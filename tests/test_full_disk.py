@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name a descriptor's file")]
 TINY = ["--dataset", "phantom-lesion", "--image-size", "16", "--base-width", "2", "--depth", "1", "--steps", "4",
         "--val-every", "2", "--batch-size", "4", "--dataset-options", '{"num_cases": 5, "slices_per_case": 2}',
-        "--metrics", "dice", "--threads", "1", "--device", "cpu", "--quiet", "--folds", "0"]
+        "--metrics", "dice", "--threads", "1", "--device", "cpu", "--patch", "0", "--quiet", "--folds", "0"]
 
 
 @pytest.fixture

@@ -189,3 +189,29 @@ def test_nan_voxels_are_an_error_naming_the_file(checkpoints, tmp_path, capsys):
     error = one_line_error(capsys)
     assert f"image {tmp_path / 'nan.nii.gz'} holds non-finite values" in error
     assert not (tmp_path / "m" / "nan.nii.gz").exists()
+
+
+def _truncated_nifti(path):
+    """A NIfTI whose header reads but whose voxels stop halfway (a copy cut short)."""
+    write_nifti(path, (16, 16, 3))
+    data = path.read_bytes()
+    path.write_bytes(data[: 352 + (len(data) - 352) // 2])
+
+
+def test_every_input_is_read_before_the_first_mask_is_written(checkpoints, tmp_path, capsys):
+    write_png(tmp_path / "in" / "good.png")
+    _truncated_nifti(tmp_path / "in" / "cut.nii")
+    assert predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "cut.nii", "--out", tmp_path / "m") == 2
+    assert f"input {tmp_path / 'in' / 'cut.nii'} is not a readable NIfTI image" in one_line_error(capsys)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+    write_nifti(tmp_path / "in" / "cut.nii", (16, 16, 3))  # fixed: the rerun needs no --overwrite
+    assert predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "cut.nii", "--out", tmp_path / "m") == 0
+    assert sorted(path.name for path in (tmp_path / "m").iterdir()) == ["cut.nii", "good.png"]
+
+
+def test_a_nifti_of_the_wrong_rank_is_refused_before_any_write(checkpoints, tmp_path, capsys):
+    write_png(tmp_path / "in" / "good.png")
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2, 2), np.float32), np.eye(4)), str(tmp_path / "in" / "4d.nii"))
+    assert predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "4d.nii", "--out", tmp_path / "m") == 2
+    assert "expected a 2-D or 3-D NIfTI image, got shape (4, 4, 2, 2)" in one_line_error(capsys)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

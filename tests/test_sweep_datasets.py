@@ -16,7 +16,7 @@ from medsegloss.experiment.config import parse_dataset_options, parse_named_data
 from medsegloss.experiment.report.analysis import find_runs  # noqa: E402
 
 TINY = ["--losses", "ce", "--seeds", "0", "--epochs", "1", "--image-size", "16", "--base-width", "4", "--depth", "2",
-        "--metrics", "dice", "--quiet", "--no-report", "--folds", "0"]
+        "--metrics", "dice", "--patch", "0", "--quiet", "--no-report", "--folds", "0"]
 
 
 @pytest.fixture(scope="module")

@@ -267,6 +267,14 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path, monkeypatch, capsys):
     assert "at step 8;" in capsys.readouterr().err  # resumed after step 3: call 5 = step 8
 
 
+def test_non_finite_loss_before_the_first_checkpoint_names_no_checkpoint(tmp_path, monkeypatch):
+    trip_loss(monkeypatch, at_call=2, action="nan")  # step 2 of the first epoch: nothing saved yet
+    with pytest.raises(trainer.NonFiniteLossError, match="at step 2") as caught:
+        trainer.fit(tiny(epochs=3), tmp_path, quiet=True)
+    assert not (tmp_path / "last.pt").exists()
+    assert "last.pt" not in str(caught.value) and "no checkpoint was saved" in str(caught.value)
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--loss", "dcie"], r"unknown loss 'dcie'\. Did you mean: .*dice"),
     (["--dataset", "phantom-lesoin"], r"unknown dataset 'phantom-lesoin'\. Did you mean: phantom-lesion"),

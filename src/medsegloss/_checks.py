@@ -167,6 +167,24 @@ def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
     return values
 
 
+# A term weight above this overflows float32 training or drowns every other term: Adam squares
+# the gradient (float32 ends at 3e38), SGD steps by it; no paper's compound uses more than ~100.
+MAX_TERM_WEIGHT = 1e6
+
+
+def check_term_weight(weight: float, where: str, allow_zero: bool = False) -> float:
+    """A term weight of a loss string or a schedule (``where`` names it): finite, at most
+    :data:`MAX_TERM_WEIGHT`, ``> 0`` (``>= 0`` with ``allow_zero``: a schedule may switch a term off)."""
+    if not math.isfinite(weight) or weight > MAX_TERM_WEIGHT:
+        raise ValueError(f"{where} has weight {weight:g}: term weights must be finite and at most "
+                         f"{MAX_TERM_WEIGHT:g} (larger ones overflow float32 training)")
+    if weight < 0:
+        raise ValueError(f"{where} has weight {weight:g}: term weights must be >= 0 (a negative one maximises the term)")
+    if weight == 0 and not allow_zero:
+        raise ValueError(f"{where} has weight 0: the term would add nothing to the loss (drop it)")
+    return weight
+
+
 def check_in_range(name: str, value: float, low: float = 0.0, high: float = 1.0) -> float:
     """A scalar option that must lie in ``[low, high]`` (default ``[0, 1]``; e.g. Tversky's
     alpha in ``[0, inf)``, TopK's percentage in ``[0, 100]``, a band width)."""

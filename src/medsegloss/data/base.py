@@ -105,6 +105,31 @@ def mask_without_alpha(bands: np.ndarray, path, mode: str) -> np.ndarray:
                        "the class values as a single-channel (grey or palette) image without alpha")
 
 
+def check_parts(parts: dict) -> None:
+    """Refuse a split that cannot give a verdict, before anything is trained: a part without a
+    case (the run would be validated or tested on nothing) or a training part whose masks hold
+    no foreground (only 0 or the ignore label: nothing to learn, metrics of empty masks).
+    ``parts``: part name -> dataset (``train``, ``val``, ``test``, or the parts of a fold)."""
+    sizes = {name: len(part.cases) for name, part in parts.items()}
+    name = parts["train"].name
+    empty = [part for part, size in sizes.items() if size == 0]
+    if empty:
+        total = len({case for part in parts.values() for case in part.cases})
+        raise DatasetError(
+            f"{name}: " + " and ".join(f"the {part} part holds no case" for part in empty)
+            + f" ({total} case{'s' if total != 1 else ''} in all: "
+            + ", ".join(f"{part} {size}" for part, size in sizes.items())
+            + "): a run would be evaluated on nothing; add cases or change val_fraction / test_fraction")
+    train = parts["train"]
+    ignore = train.ignore_index
+    if not any(np.any((label != 0) & (label != ignore)) if ignore is not None else np.any(label)
+               for label in (train.case(case).label for case in train.cases)):
+        raise DatasetError(
+            f"{name}: the {sizes['train']} training case(s) hold no foreground (every mask is background, label 0"
+            + (f", or the ignore label {ignore}" if ignore is not None else "")
+            + "): the model would learn nothing and the metrics would score empty masks; check the masks")
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Cases of one split, served as slices (``dims=2``) or volumes (``dims=3``).
 

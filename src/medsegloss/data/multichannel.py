@@ -164,6 +164,8 @@ def read_dataset_json(root, layout: str, holds: str) -> tuple[Path, dict]:
         content = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise DatasetError(f"{path} is not readable JSON: {error}") from None
+    except RecursionError:
+        raise DatasetError(f"{path} is not readable JSON: nested too deeply for the JSON reader") from None
     if not isinstance(content, dict):
         raise DatasetError(f"{path} must hold a JSON object, got {type(content).__name__}")
     return path, content

@@ -98,6 +98,8 @@ def case_files(root, content, channel_names, on_error: str = "raise"):
     files = []
     for case, label in labels.items():
         channels = images.get(case, {})
+        if not _declared_channels_only(case, channels, channel_names, source, on_error):
+            continue
         if picture and set(channels) == {0} and len(channel_names) > 1:
             paths = (channels[0],)  # an RGB picture: its bands are the channels (checked when read)
         else:
@@ -112,8 +114,19 @@ def case_files(root, content, channel_names, on_error: str = "raise"):
     if not files:
         raise DatasetError(f"no labelled case in {root} (labelsTr/<case>{ending} with imagesTr/<case>_XXXX{ending})")
     tests = {case: tuple(paths[c] for c in sorted(paths))
-             for case, paths in _files_by_case(root / "imagesTs", ending).items()}
+             for case, paths in _files_by_case(root / "imagesTs", ending).items()
+             if _declared_channels_only(case, paths, channel_names, source, on_error)}
     return files, tests
+
+
+def _declared_channels_only(case: str, channels: dict[int, Path], channel_names, source, on_error: str) -> bool:
+    """False (after ``handle_bad``) when ``case`` has channel files beyond those ``source`` declares:
+    a dataset.json that forgot a modality would silently train without it."""
+    extra = [str(channels[c]) for c in sorted(channels) if c >= len(channel_names)]
+    if extra:
+        handle_bad(f"case {case!r}: channel file(s) {extra} beyond the {len(channel_names)} channel(s) {source} "
+                   f"declares ({', '.join(channel_names)}); declare them in channel_names or remove them", on_error)
+    return not extra
 
 
 def options_class_names(**_) -> None:

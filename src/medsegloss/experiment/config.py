@@ -278,7 +278,9 @@ def parse_dataset_options(items, names) -> tuple[dict, dict[str, dict]]:
         path = Path(text)
         try:
             return json.loads(path.read_text() if not text.lstrip().startswith("{") and path.is_file() else text)
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, RecursionError) as error:
+            if isinstance(error, RecursionError):
+                error, source = "nested too deeply for the JSON reader", source[:40] + "..."
             raise ValueError(f"--dataset-options {source!r}: not a JSON object or a readable JSON file ({error})") from None
 
     for item in items or []:
@@ -358,6 +360,8 @@ def _parse_json_object(text: str) -> dict:
         value = json.loads(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"not valid JSON (nested too deeply for the JSON reader): {text[:40]!r}...") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"alpha\": 0.3}}', got {text!r}")
     return value

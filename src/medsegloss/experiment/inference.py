@@ -250,15 +250,21 @@ def read_png_input(path: Path) -> np.ndarray:
     return array
 
 
-def predict_nifti(model, image_size: int, path: Path, target: Path, patch_size=None) -> Path:
-    """Segment one NIfTI file into ``target``; the mask keeps its affine and header (uint8)."""
-    import nibabel
-
+def read_nifti_volume(path: Path):
+    """(image, float32 array (x, y[, z])) of a 2-D or 3-D NIfTI input (a trailing axis of 1 dropped)."""
     image, array = read_nifti_input(path)
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3):
         raise ValueError(f"{path}: expected a 2-D or 3-D NIfTI image, got shape {array.shape}")
+    return image, array
+
+
+def predict_nifti(model, image_size: int, path: Path, target: Path, patch_size=None) -> Path:
+    """Segment one NIfTI file into ``target``; the mask keeps its affine and header (uint8)."""
+    import nibabel
+
+    image, array = read_nifti_volume(path)
     # NIfTI holds (x, y, z); medsegloss works in array order (z, y, x)
     volume = array.T if array.ndim == 3 else array.T[None]
     labels = segment_volume(model, volume, image_size, patch_size=patch_size)
@@ -545,7 +551,8 @@ def output_paths(inputs: list[Path], out: Path, overwrite: bool = False, sources
 def predict_files(checkpoint, inputs, out, device: str = "cpu", overwrite: bool = False) -> list[Path]:
     """Segment every input file (NIfTI or PNG) into ``out`` (see :func:`output_paths` for where
     each mask goes); returns the written paths. Everything is checked before the first write:
-    the device, the checkpoint, every input's header and every output path."""
+    the device, the checkpoint, every input (header, then every voxel: a file truncated after its
+    header fails before any mask is written) and every output path."""
     from medsegloss.data.nifti import is_nifti
 
     torch_device = check_device(device)
@@ -557,12 +564,16 @@ def predict_files(checkpoint, inputs, out, device: str = "cpu", overwrite: bool 
         cases = group_channel_files(paths)
         check_channel_cases(cases, model.data)
         targets = output_paths([case.name for case in cases], Path(out), overwrite, sources=paths)
+        for case in cases:  # every voxel read once before the first write: a bad file fails with nothing written
+            read_channel_case(case)
         written = []
         for case, target in zip(cases, targets):
             target.parent.mkdir(parents=True, exist_ok=True)
             written.append(predict_channel_case(model, model.data, case, target, config.patch))
         return written
     targets = output_paths(paths, Path(out), overwrite)
+    for path in paths:  # every voxel read once before the first write (the header check reads no voxels)
+        read_nifti_volume(path) if is_nifti(path) else read_png_input(path)
     written = []
     for path, target in zip(paths, targets):
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -215,7 +215,9 @@ def make_dataset(config: Config, split: str, split_file=None):
 def make_datasets(config: Config, split_path, write_split: bool = True, split_file=None) -> dict:
     """The train / val / test parts of one split: the run's ``split.json`` when it exists (a
     resumed run sees the same cases), else the config's fold (:func:`fold_split`) or the seed's
-    split, saved there."""
+    split, saved there. Parts that cannot give a verdict are refused (``data.base.check_parts``)."""
+    from medsegloss.data.base import check_parts
+
     split_path = Path(split_path)
     if not split_path.exists() and config.folds is not None:
         import tempfile
@@ -227,11 +229,11 @@ def make_datasets(config: Config, split_path, write_split: bool = True, split_fi
             save_split(fold_split(config), fold_path)
             return make_datasets(config.replace(folds=None, fold=None), split_path, write_split, fold_path)
     existing = split_path if split_path.exists() else split_file
-    train = make_dataset(config, "train", existing)
+    parts = {name: make_dataset(config, name, existing) for name in ("train", "val", "test")}
+    check_parts(parts)  # no empty part, some foreground to learn
     if existing is None and write_split:
-        train.save_split(split_path)
-    parts = {name: make_dataset(config, name, existing) for name in ("val", "test")}
-    return {"train": train, **parts}
+        parts["train"].save_split(split_path)
+    return parts
 
 
 def fold_split(config: Config) -> dict:
@@ -266,8 +268,11 @@ def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module
 def initial_state(config: Config) -> dict:
     """The fresh model's ``state_dict`` for ``config`` (its dataset, width and seed): save it and
     pass the file as ``init_weights`` to start every loss of a benchmark from the same weights."""
+    from medsegloss.experiment.capacity import check_fits
+
     train = make_dataset(config, "train")
     out_channels = output_channels(config, train.num_classes, train.multilabel)
+    check_fits(config, train, train[0]["image"].shape[0], out_channels, resolve_device(config))
     return make_model(config, train[0]["image"].shape[0], out_channels).state_dict()
 
 
@@ -378,6 +383,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     of a seed sees the same samples and a resumed or continued run reads on where it stopped.
     """
     from medsegloss.data.sampling import PatchSampler
+    from medsegloss.experiment.capacity import check_fits
 
     parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
@@ -394,6 +400,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     out_channels = output_channels(config, train_set.num_classes, multilabel)
     if not multilabel:  # every region is a binary problem: binary-only losses apply to each
         check_binary_only(config, out_channels)
+    check_fits(config, train_set, int(train_set[0]["image"].shape[0]), out_channels, device)  # patch, memory
     loss_fn = loss_fn.to(device)
     distance_classes = None
     if getattr(loss_fn, "needs_distance", False):
@@ -550,14 +557,16 @@ def train_step(model: nn.Module, batch: dict, loss_fn: nn.Module, optimizer, sca
     return loss.detach()
 
 
-def check_finite(first_bad: torch.Tensor, saved_step: int) -> None:
-    """Raise :class:`NonFiniteLossError` when ``first_bad`` holds the step of a non-finite loss."""
+def check_finite(first_bad: torch.Tensor, saved_step: int, saved: bool = True) -> None:
+    """Raise :class:`NonFiniteLossError` when ``first_bad`` holds the step of a non-finite loss;
+    ``saved``: whether last.pt (of ``saved_step``) exists, so the message names only what does."""
     bad = int(first_bad)
     if bad >= 0:
+        kept = (f"kept its last good checkpoint (last.pt of step {saved_step})" if saved
+                else "no checkpoint was saved before it")
         raise NonFiniteLossError(
-            f"the training loss is not finite (NaN or inf) at step {bad}; the run stopped and kept its "
-            f"last good checkpoint (last.pt of step {saved_step}). Lower the learning rate or check the "
-            "loss and its options.")
+            f"the training loss is not finite (NaN or inf) at step {bad}; the run stopped ({kept}). Lower the "
+            "learning rate or check the loss and its options.")
 
 
 def make_loader(run: Run):
@@ -590,6 +599,7 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
     total, terms = torch.zeros((), device=run.device), {}
     first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
     saved_step, count, images, step_seconds, window = run.state.step, 0, 0, [], 0
+    saved = (run.out / "last.pt").exists()  # the checkpoint of saved_step, if one was written
     started = window_started = time.perf_counter()
     for step in range(run.state.step, stop):
         batch = next(batches)
@@ -604,7 +614,7 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
             terms[key] = terms.get(key, 0.0) + term
         count, images, window = count + 1, images + len(batch["image"]), window + 1
         if (step + 1) % LOG_EVERY == 0 or step + 1 == stop:
-            check_finite(first_bad, saved_step)
+            check_finite(first_bad, saved_step, saved)
             now = time.perf_counter()
             step_seconds.append((now - window_started) / window)
             window_started, window = now, 0
@@ -612,7 +622,7 @@ def train_interval(run: Run, batches, stop: int, progress=None) -> dict:
                 progress.set_postfix(loss=f"{float(total) / count:.4f}", refresh=False)
         if progress is not None:
             progress.update(1)
-    check_finite(first_bad, saved_step)
+    check_finite(first_bad, saved_step, saved)
     if count == 0:
         raise ValueError("no training steps between validations")
     run.state.step = stop

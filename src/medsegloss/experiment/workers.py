@@ -39,6 +39,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _serve(connection, parent: int, function, initializer, initargs) -> None:
     """A worker: ``function(*task)`` for every task received until ``None`` or end of file."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     _exit_with_parent(parent)
     if initializer is not None:
         initializer(*initargs)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from medsegloss._checks import check_term_weight
 from medsegloss.losses._registry import check_options, get, lookup
 from medsegloss.losses.compound.schedule import Schedule, TermSchedule
 
@@ -194,10 +195,8 @@ def _parse_term(raw: str, text: str) -> Term:
     info = lookup(match["name"])  # unknown names fail here, with suggestions
     options = _parse_options(match["args"], raw)
     check_options(info, options)
-    from medsegloss._checks import check_non_negative
-
-    weight = check_non_negative(f"the weight of term {raw.strip()!r}",  # 1e999 reads as inf
-                                float(match["pre"] or 1.0) * float(match["post"] or 1.0))
+    weight = check_term_weight(float(match["pre"] or 1.0) * float(match["post"] or 1.0),
+                               f"term {raw.strip()!r} of loss string {text!r}")
     return Term(info.name, weight, options)
 
 
@@ -277,6 +276,11 @@ def _numbers(text: str, entry: str) -> list[float]:
     return values
 
 
+def _check_weight(weight: float, entry: str) -> float:
+    """A scheduled weight: finite, in [0, MAX_TERM_WEIGHT] (0 switches a term off)."""
+    return check_term_weight(weight, f"schedule entry {entry.strip()!r}", allow_zero=True)
+
+
 def _parse_entry(entry: str) -> TermSchedule:
     match = _ENTRY.match(entry)
     if match is None:
@@ -285,6 +289,8 @@ def _parse_entry(entry: str) -> TermSchedule:
     term, kind, args = match["term"], match["kind"], match["args"]
     if kind == "linear":
         values = _numbers(args, entry)
+        for weight in values[:2]:
+            _check_weight(weight, entry)
         if len(values) == 2:
             return TermSchedule(term, kind, ((0, values[0]), (None, values[1])))
         if len(values) == 4:
@@ -299,20 +305,11 @@ def _parse_entry(entry: str) -> TermSchedule:
         if not start:
             raise ValueError(f"schedule entry {entry.strip()!r}: each step point is weight@step, got {part.strip()!r}")
         (weight_value,), (start_value,) = _numbers(weight, entry), _numbers(start, entry)
-        points.append((start_value, weight_value))
+        points.append((start_value, _check_weight(weight_value, entry)))
     starts = [start for start, _ in points]
     if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
         raise ValueError(f"schedule entry {entry.strip()!r}: step points must start at @0 and rise, got steps {starts}")
     return TermSchedule(term, kind, tuple(points))
-
-
-def _checked(entry: TermSchedule, text: str) -> TermSchedule:
-    """A term weight is a finite number >= 0: a negative one maximises its term."""
-    from medsegloss._checks import check_non_negative
-
-    for _, weight in entry.points:
-        check_non_negative(f"schedule entry {text.strip()!r}: the weight of {entry.term}", weight)
-    return entry
 
 
 def parse_schedule(text: str | None) -> Schedule | None:
@@ -320,7 +317,7 @@ def parse_schedule(text: str | None) -> Schedule | None:
     Errors name the entry that is wrong."""
     if text is None or not text.strip():
         return None
-    entries = [_checked(_parse_entry(entry), entry) for entry in text.split(";") if entry.strip()]
+    entries = [_parse_entry(entry) for entry in text.split(";") if entry.strip()]
     terms = [entry.term for entry in entries]
     if len(set(terms)) != len(terms):
         raise ValueError(f"schedule {text!r} names a term twice: {terms}")

@@ -75,6 +75,10 @@ class Schedule:
         if unknown:
             raise ValueError(f"the schedule names term(s) {unknown} that the loss does not have; its terms are "
                              f"{list(names)}")
+        off = {entry.term for entry in self.terms if all(weight == 0 for _, weight in entry.points)}
+        if off >= set(names):
+            raise ValueError(f"the schedule {self.text!r} sets every term of the loss ({', '.join(names)}) to weight 0 "
+                             f"at every step: the loss would be zero")
 
     def check_terms(self, loss) -> None:
         """:meth:`check_names` against a built loss (a WeightedSum's ``names``)."""
