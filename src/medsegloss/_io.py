@@ -65,16 +65,22 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+TEMP_NAME_CHARS = 48  # of the target's name in its temp file's name: at most 4 * 48 bytes in UTF-8
+
+
 @contextlib.contextmanager
 def _temporary(path, keep_suffixes: bool = False) -> Iterator[tuple[int, Path]]:
     """A temp file ``.<name>.<random>.tmp`` beside ``path`` (open descriptor, path), with the
     suffixes of ``path`` appended if ``keep_suffixes``; on a clean exit it gets plain-file
-    permissions, is synced and moved over ``path``; on an error it is removed."""
+    permissions, is synced and moved over ``path``; on an error it is removed. The name is cut
+    to its first ``TEMP_NAME_CHARS`` characters (and the last two suffixes, the format's), so the
+    temp name of a legal long file name is legal too (255 bytes on most file systems)."""
     path = Path(path)
+    suffixes = "".join(suffix for suffix in path.suffixes[-2:] if len(suffix) <= 16) if keep_suffixes else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.",
-                                        suffix=".tmp" + ("".join(path.suffixes) if keep_suffixes else ""), dir=path.parent)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name[:TEMP_NAME_CHARS]}.", suffix=".tmp" + suffixes,
+                                        dir=path.parent)
     except OSError as error:
         raise WriteError.of(path, error) from error
     temp = Path(temp)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -329,11 +328,9 @@ def finished(config, run_dir: Path) -> bool:
 
 def default_jobs(threads: int = 0) -> int:
     """Runs at once: the usable cores over the threads of one run (1 when 0 = torch's default)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, threads))
+    from medsegloss.experiment.trainer import usable_cores
+
+    return max(1, usable_cores() // max(1, threads))
 
 
 def _start_worker(threads: int) -> None:

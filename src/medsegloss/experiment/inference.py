@@ -196,9 +196,11 @@ def load_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, Config]:
 
 # ---------------------------------------------------------------- segmenting files
 @torch.no_grad()
-def segment_volume(model, volume: np.ndarray, image_size: int, batch_size: int = 16, patch_size=None) -> np.ndarray:
-    """Labels of a ``(D, H, W)`` image volume (raw intensities), as uint8 ``(D, H, W)``; a 3-D
-    model by sliding windows of ``patch_size`` when the volume is larger (:func:`model_logits`).
+def segment_volume(model, volume: np.ndarray, image_size: int | None, batch_size: int = 16,
+                   patch_size=None) -> np.ndarray:
+    """Labels of a ``(D, H, W)`` image volume (raw intensities), as uint8 ``(D, H, W)``, resized
+    in-plane to ``image_size`` (None: padded to a square only); a 3-D model by sliding windows of
+    ``patch_size`` when the volume is larger (:func:`model_logits`).
 
     Shape:
         volume ``(D, H, W)``; returns uint8 ``(D, H, W)`` class labels.
@@ -207,7 +209,7 @@ def segment_volume(model, volume: np.ndarray, image_size: int, batch_size: int =
 
     depth, height, width = volume.shape
     side = max(height, width)
-    resized = torch.from_numpy(resize_image(normalize_percentile(volume.astype(np.float32)), image_size))
+    resized = torch.from_numpy(resize_image(normalize_percentile(volume.astype(np.float32)), image_size or side))
     if model.dims == 3:
         logits = model_logits(model, resized[None, None], patch_size=patch_size)[0].transpose(0, 1)  # (D, C, S, S)
     else:
@@ -574,13 +576,14 @@ def predict_files(checkpoint, inputs, out, device: str = "cpu", overwrite: bool 
     targets = output_paths(paths, Path(out), overwrite)
     for path in paths:  # every voxel read once before the first write (the header check reads no voxels)
         read_nifti_volume(path) if is_nifti(path) else read_png_input(path)
+    size = config.dataset_options.get("size", config.image_size)  # the side training resized to (None: native)
     written = []
     for path, target in zip(paths, targets):
         target.parent.mkdir(parents=True, exist_ok=True)
         if is_nifti(path):
-            written.append(predict_nifti(model, config.image_size, path, target, config.patch))
+            written.append(predict_nifti(model, size, path, target, config.patch))
         else:
-            written.append(predict_png(model, config.image_size, path, target))
+            written.append(predict_png(model, size, path, target))
     return written
 
 

@@ -177,6 +177,7 @@ def check_settings(config: Config) -> None:
     if unknown:
         raise ValueError(f"dataset {config.dataset!r} has no option(s) {', '.join(unknown)}; "
                          f"its options: {', '.join(sorted(accepted))}")
+    check_dataset_option_values(config)
     metrics.check_names(config.metrics, "metrics")
     spec = loss_spec(config)  # a malformed string or schedule, an unknown loss or term fails here
     try:
@@ -192,6 +193,28 @@ def check_settings(config: Config) -> None:
         check_binary_only(config, output_channels(config, len(class_names)))
     if config.init_weights is not None:
         check_init_weights_file(config.init_weights)
+
+
+def check_dataset_option_values(config: Config) -> None:
+    """Dataset options the config sets itself (``dims``, ``seed``, ``root``, the fractions) are
+    refused, so the model, the split and the checkpoint agree with the data; ``size`` (a dataset's
+    own side in a sweep, None: native) is an int >= 1 or None, and ``predict`` uses it too;
+    ``on_error`` is ``raise`` or ``skip``. Checked before anything is written."""
+    from medsegloss.data.base import ON_ERROR
+
+    options = config.dataset_options
+    own = sorted((set(config.replace(dataset_options={}).dataset_arguments()) | {"split_file"}) - {"size"})
+    clash = [key for key in own if key in options]
+    if clash:
+        flags = {"root": "--data-root", "split_file": "the run's split.json"}
+        named = [flags.get(key, "--" + key.replace("_", "-")) for key in clash]
+        raise ValueError(f"dataset option(s) {', '.join(clash)} are set by the run's config ({', '.join(named)}): "
+                         f"give them there, not in dataset_options")
+    size = options.get("size", config.image_size)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"dataset option size must be an int >= 1 or null (native size), got {size!r}")
+    if options.get("on_error", "raise") not in ON_ERROR:
+        raise ValueError(f"dataset option on_error must be one of {', '.join(ON_ERROR)}, got {options['on_error']!r}")
 
 
 def check_init_weights_file(path) -> None:
@@ -578,8 +601,18 @@ def make_loader(run: Run):
 
     batches = StepBatchSampler(run.config.batch_size, run.total_steps, start_step=run.state.step, rank=run.rank,
                                world_size=run.world_size)
-    return DataLoader(run.sampler, batch_sampler=batches, num_workers=run.config.workers,
-                      pin_memory=run.device.type == "cuda")
+    workers = min(run.config.workers, usable_cores())  # 100000 processes would hang; the samples do not change
+    if workers < run.config.workers:
+        run.log(f"workers: {run.config.workers} asked, {workers} used (the usable CPU cores)")
+    return DataLoader(run.sampler, batch_sampler=batches, num_workers=workers, pin_memory=run.device.type == "cuda")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the platform tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def train_interval(run: Run, batches, stop: int, progress=None) -> dict:

@@ -55,6 +55,15 @@ def plain_text(plot):
     return plot_plainly
 
 
+def printable(text) -> str:
+    """A name as text a font can draw: bytes of a file name that were not UTF-8 (which Python
+    decodes to lone surrogates) become U+FFFD, so such a case name cannot drop a figure."""
+    try:
+        return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate of another origin
+        return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _save(figure, path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -234,17 +243,17 @@ def plot_overlays(panels: list[dict], losses, path, title: str = "", class_names
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
-                axis.set_title(name, fontsize=8)
+                axis.set_title(printable(name), fontsize=8)
             if column == 0:
-                axis.set_ylabel(panel.get("name", ""), fontsize=7)
+                axis.set_ylabel(printable(panel.get("name", "")), fontsize=7)
     if class_names:
         from matplotlib.patches import Patch
 
-        handles = [Patch(color=LABEL_COLORS[(i - 1) % len(LABEL_COLORS)], label=name)
+        handles = [Patch(color=LABEL_COLORS[(i - 1) % len(LABEL_COLORS)], label=printable(name))
                    for i, name in enumerate(class_names) if i > 0]
         figure.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
     if title:
-        figure.suptitle(title, fontsize=9)
+        figure.suptitle(printable(title), fontsize=9)
     figure.tight_layout(rect=(0, 0.04 if class_names else 0, 1, 1))
     return _save(figure, path)
 
@@ -358,7 +367,12 @@ def _draw(figures: dict, title: str, draw) -> None:
     try:
         figures[title] = draw()
     except Exception as error:  # a figure must not cost the whole report; say why it is missing
-        print(f"report: no figure {title!r}: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"report: no figure {title!r}: {_one_line(error)}", file=sys.stderr)
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: first line of the message``: some libraries' messages are many lines long."""
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
 
 
 def write_figures(results: dict, runs: list, dest: Path, overlays: bool = True) -> dict[str, Path]:
@@ -391,7 +405,7 @@ def write_figures(results: dict, runs: list, dest: Path, overlays: bool = True) 
         try:
             panels, info, class_names = overlay_panels([r for r in runs if r.dataset == dataset], losses)
         except Exception as error:  # a figure must not cost the whole report; say why it is missing
-            print(f"report: no overlays for {dataset}: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"report: no overlays for {dataset}: {_one_line(error)}", file=sys.stderr)
             continue
         if panels:
             _draw(figures, f"Predictions on {dataset}", lambda: plot_overlays(
