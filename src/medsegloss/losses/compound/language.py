@@ -40,7 +40,9 @@ from torch import nn
 
 from medsegloss._checks import check_term_weight
 from medsegloss.losses._registry import check_options, get, lookup
+from medsegloss.losses.compound.named_sums import fused_pass
 from medsegloss.losses.compound.schedule import Schedule, TermSchedule
+from medsegloss.losses.compound.weighted_sum import WeightedSum
 
 _UNSIGNED = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _NUMBER = rf"[-+]?{_UNSIGNED}"  # a schedule's numbers
@@ -88,8 +90,9 @@ class LossSpec:
 
     @property
     def options(self) -> list[str]:
-        """The options some term takes: the ``common`` options :meth:`build` accepts."""
-        return sorted({option for name in self.names for option in _accepted(name)})
+        """The options some term takes: the ``common`` options :meth:`build` accepts (and the
+        terms' deprecated names, for one release)."""
+        return sorted({option for name in self.names for option in lookup(name).options})
 
     def with_schedule(self, text: str | None) -> LossSpec:
         """This spec with the schedule ``text`` (a config's ``loss_schedule``; None or empty: this
@@ -103,7 +106,7 @@ class LossSpec:
 
     def check_options(self, common: dict) -> None:
         """``TypeError`` naming the options of ``common`` that no term takes."""
-        unknown = sorted(set(common) - set(self.options))
+        unknown = sorted(set(common) - {option for name in self.names for option in _accepted(name)})
         if not unknown:
             return
         if len(self.names) == 1:
@@ -118,9 +121,6 @@ class LossSpec:
         signature takes them, under the term's own options; an option no term takes is a
         ``TypeError``. ``multilabel=True``: every term in multi-label mode
         (:func:`~medsegloss.losses.get`; a term that cannot refuses)."""
-        from medsegloss.losses.compound.named_sums import fused_pass
-        from medsegloss.losses.compound.weighted_sum import WeightedSum
-
         self.check_options(common)
         terms = []
         for term in self.terms:
