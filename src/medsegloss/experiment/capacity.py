@@ -7,7 +7,7 @@ no flag.
 The memory of a step is estimated from the architecture of :class:`~medsegloss.models.UNet`:
 its parameters exactly (:func:`parameter_count`), each held with its gradient and the
 optimizer's states; its activations (the tensors autograd saves for the backward pass) by
-:func:`activation_bytes`, within ~20 % of the saved tensors measured in ``tests/test_capacity.py``.
+:func:`activation_bytes`, within ~20 % of the saved tensors measured in ``tests/experiment/test_capacity.py``.
 A run is refused only when the estimate exceeds the device's whole memory: it could never run.
 """
 

@@ -18,7 +18,7 @@ import torch
 from medsegloss.experiment import inference, reproducibility, trainer
 from medsegloss.experiment.config import Config
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def tiny(**changes) -> Config:

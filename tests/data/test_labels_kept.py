@@ -56,7 +56,7 @@ def test_a_picture_label_with_classes_in_the_alpha_is_read(tmp_path):
 # ---------------------------------------------------------------- MSD: one label file per case
 def _edited_task(tmp_path, edit):
     from nnunet_fixtures import edit_dataset_json
-    from test_data_msd import write_task
+    from data.test_msd import write_task  # tests/ is on sys.path (conftest)
 
     write_task(tmp_path, cases=4)
     edit_dataset_json(tmp_path, edit)

@@ -16,7 +16,7 @@ import pytest
 from medsegloss.experiment import bench
 from medsegloss.experiment.config import Config
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL") or not Path("/proc/self/stat").exists(),
                                 reason="needs POSIX signals and /proc")
 # tiny runs, long enough (steps) that a worker can be caught training
