@@ -195,7 +195,7 @@ def for_dataset(base, dataset: str, roots: dict[str, str], named=None):
     if spec is not None:
         options = {**(base.dataset_options or DATASET_OPTIONS.get(spec.kind, {})), **spec.options}
         return base.replace(dataset=spec.kind, dataset_name=None if spec.name == spec.kind else spec.name,
-                            data_root=spec.root, dataset_options=options)
+                            data_root=spec.root or roots.get(dataset), dataset_options=options)
     options = base.dataset_options or DATASET_OPTIONS.get(dataset, {})
     return base.replace(dataset=dataset, data_root=roots.get(dataset), dataset_options=options)
 
@@ -516,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  medsegloss bench --dataset liver=nnunet:/data/Dataset003_Liver --dataset cells=folder:/data/cells\n"
                "  medsegloss bench --shard $SLURM_ARRAY_TASK_ID/8 --out /scratch/bench   # one of 8 machines",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="SWEEP.toml",
+                        help="the sweep's options from a TOML file (docs/benchmark.md); the command line overrides "
+                             "them; the resolved sweep is written to OUT/sweep.toml")
     parser.add_argument("--preset", choices=("default", "paper"), default="default",
                         help="default: the CPU benchmark on the phantoms; paper: the seed paper's experiment "
                              "(UNet base 64, 256x256, Adam lr 0.01, 100 epochs, ce vs ce + 1.0*dice on covid-ct and acdc)")
@@ -555,7 +558,7 @@ def sweep_from_args(args) -> tuple:
     from medsegloss.experiment.config import Config
 
     own = {"preset", "losses", "datasets", "seeds", "data_root", "out", "shard", "baseline", "no_report", "quiet",
-           "jobs", "dataset", "dataset_options", "margin"}
+           "jobs", "dataset", "dataset_options", "margin", "config"}
     given = {key: value for key, value in vars(args).items() if key not in own}
     if "epochs" in given and "steps" not in given:  # --epochs: a budget in epochs instead of steps
         given = {"steps": None, "val_every": None, **given}
@@ -585,10 +588,15 @@ def check_baseline(baseline: str | None, losses) -> None:
 
 
 def main(argv=None) -> int:
+    from medsegloss.experiment import sweepfile
+
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     try:
+        if args.config is not None:  # the file's options first: the command line's come after them and win
+            given = list(sys.argv[1:] if argv is None else argv)
+            args = parser.parse_args(sweepfile.file_arguments(args.config, parser, given) + given)
         base, datasets, losses, seeds, roots = sweep_from_args(args)
         out = Path(args.out)
         jobs = args.jobs if args.jobs is not None else default_jobs(base.threads)
@@ -597,6 +605,7 @@ def main(argv=None) -> int:
         outcome = run_sweep(base, datasets, losses, seeds, out, shard=args.shard, roots=roots, quiet=args.quiet,
                             jobs=jobs, named=getattr(args, "named_datasets", None),
                             command=list(sys.argv[1:] if argv is None else argv))
+        sweepfile.write_resolved(out, args, base, datasets, losses, seeds, roots)  # OUT/sweep.toml
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume (finished runs are kept)", file=sys.stderr)
         return 130

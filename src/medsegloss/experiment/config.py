@@ -24,6 +24,7 @@ from pathlib import Path
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SELECTIONS = ("last", "best")
+LOGGERS = ("tensorboard",)  # where runs can also log their curves (metrics.jsonl is always written)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Config:
     workers: int = 0  # DataLoader worker processes
     threads: int = 0  # CPU threads of torch (0: torch's default); 1 is faster on a busy machine
     out: str | None = None  # run directory; None: runs/<dataset>/<loss>/seed<seed>
+    log: tuple[str, ...] = ()  # also log the curves to: tensorboard (RUN/tb/, view with tensorboard --logdir OUT); metrics.jsonl stays the record
 
     def __post_init__(self):
         for name in ("dataset_options", "loss_options"):
@@ -85,6 +87,11 @@ class Config:
             check_dataset_name(self.dataset_name, "dataset_name")
         metrics = (self.metrics,) if isinstance(self.metrics, str) else self.metrics
         object.__setattr__(self, "metrics", tuple(metrics))
+        log = (self.log,) if isinstance(self.log, str) else self.log
+        object.__setattr__(self, "log", tuple(log or ()))
+        unknown = [name for name in self.log if name not in LOGGERS]
+        if unknown:
+            raise ValueError(f"log: unknown logger(s) {', '.join(map(repr, unknown))}; available: {', '.join(LOGGERS)}")
         for name in ("image_size", "epochs", "batch_size", "base_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -166,6 +173,7 @@ class Config:
         """A JSON-ready dict of every field."""
         data = dataclasses.asdict(self)
         data["metrics"] = list(self.metrics)
+        data["log"] = list(self.log)
         return data
 
     def replace(self, **changes) -> Config:

@@ -89,13 +89,14 @@ def drop_unsaved_epochs(out: Path, last_saved_step: int) -> None:
 
 
 def config_differences(stored: dict, config: Config) -> list[str]:
-    """``"field: X there, Y here"`` for each field (other than ``out``) where a stored config
-    differs from ``config``; a field the stored one lacks (written by an older version) counts
-    only when ``config`` does not hold its default."""
+    """``"field: X there, Y here"`` for each field (other than ``out`` and ``log``: where a run
+    writes and logs changes nothing it computes) where a stored config differs from ``config``;
+    a field the stored one lacks (written by an older version) counts only when ``config`` does
+    not hold its default."""
     defaults = Config().to_dict()
     differ = []
     for key, value in config.to_dict().items():
-        if key == "out":
+        if key in ("out", "log"):
             continue
         there = stored.get(key, defaults[key])
         if there != value:
@@ -183,7 +184,7 @@ def run_lock(out: Path, enabled: bool = True):
 # Fields a finished run may be continued under: with a constant learning rate the rate of a step
 # does not depend on the budget, so training a finished run of S steps on to S' > S steps gives
 # the weights a run started with S' steps reaches (the samples are a function of the step).
-CONTINUABLE_FIELDS = ("steps", "val_every", "out")
+CONTINUABLE_FIELDS = ("steps", "val_every", "out", "log")
 
 
 def continuable(out: Path, config: Config) -> bool:

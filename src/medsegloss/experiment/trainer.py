@@ -165,7 +165,9 @@ def check_settings(config: Config) -> None:
     import inspect
 
     from medsegloss import data, losses, metrics
+    from medsegloss.experiment.tensorboard import check_available
 
+    check_available(config.log)  # --log tensorboard without the package: fail now, not at the first validation
     info = data.info(config.dataset)  # an unknown name fails here, naming the closest
     if config.data_root is not None and not Path(config.data_root).exists():
         raise FileNotFoundError(f"data root {config.data_root} of dataset {config.dataset!r} does not exist")
@@ -692,6 +694,9 @@ def validate(run: Run, stats: dict, started: float) -> None:
     if run.term_schedule is not None:  # the scheduled term weights of the interval's last step
         record["term_weights"] = dict(scheduled_loss(run.loss_fn).weights)
     _io.append_jsonl(run.out / "metrics.jsonl", record)
+    from medsegloss.experiment.tensorboard import log_validation
+
+    log_validation(run, record)  # --log tensorboard: the same record as event files in RUN/tb/
     save_last_checkpoint(run.out, checkpoint_content(run, full=True))
     term_text = ", ".join(f"{key} {value:.4f}" for key, value in record["terms"].items())
     run.log(f"step {step}/{run.total_steps} (epoch {run.state.epoch:g})  loss {train_loss:.4f} ({term_text})  "
