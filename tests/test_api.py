@@ -182,3 +182,10 @@ def test_workers_rerun_a_script_that_registers_its_own_losses(monkeypatch):
     with api._workers_without_script(2):
         assert not hasattr(script, "__file__") and script.__spec__ is None
     assert script.__file__ == "sweep.py"
+
+
+def test_importing_the_api_does_no_heavy_work():
+    code = "import sys, medsegloss, medsegloss.bench; medsegloss.Results; print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))"
+    environment = {**os.environ, "PYTHONPATH": str(Path(medsegloss.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr

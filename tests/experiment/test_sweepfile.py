@@ -173,7 +173,7 @@ def test_python_values_are_checked_like_a_file():
 
 
 def test_the_documented_sweep_file_is_valid(tmp_path):
-    text = (Path(__file__).parents[1] / "docs" / "benchmark.md").read_text()
+    text = (Path(__file__).parents[2] / "docs" / "benchmark.md").read_text()
     example = text.split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "sweep.toml").write_text(example)
     values = sweepfile.read(tmp_path / "sweep.toml")

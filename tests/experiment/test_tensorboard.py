@@ -121,3 +121,10 @@ def test_tensorboard_logdir_of_a_sweep_shows_every_run_by_its_folder(tmp_path):
                                    for fold in (0, 1)]
     scalars = runs.PluginRunToTagToContent("scalars")  # what the Scalars dashboard lists per run
     assert set(scalars) == set(runs.Runs()) and all("val/mean_dice" in tags for tags in scalars.values())
+
+
+def test_logging_is_not_part_of_a_runs_identity(run):
+    config, out = run
+    lines = (out / "metrics.jsonl").read_text()
+    result = trainer.fit(config.replace(log=()), out, quiet=True)  # the finished run, not "another config"
+    assert result["steps"] == 4 and (out / "metrics.jsonl").read_text() == lines
