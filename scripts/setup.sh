@@ -29,8 +29,9 @@ keep_torch="$(mktemp)"; trap 'rm -f "$keep_torch"' EXIT
 "$python" -c "import torch; print('torch==' + torch.__version__)" > "$keep_torch"
 case "$what" in
     run)  pip install -c "$keep_torch" -e ".[experiment]" ;;
-    test) # the nnunet extra: the nnU-Net v2 trainer integration is tested end to end
-          pip install -c "$keep_torch" -e ".[test,experiment,peers,nnunet]"
+    test) # the nnunet extra: the nnU-Net v2 trainer integration is tested end to end; pandas and
+          # tensorboard: the Python API's DataFrames and --log tensorboard's event files are tested
+          pip install -c "$keep_torch" -e ".[test,experiment,peers,nnunet,pandas,tensorboard]"
           # smp's losses are compared against; its model zoo (timm, torchvision) is not needed
           pip install --no-deps "segmentation-models-pytorch>=0.3" ;;
     *) echo "usage: scripts/setup.sh [run|test]" >&2; exit 2 ;;

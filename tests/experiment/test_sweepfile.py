@@ -170,3 +170,13 @@ def test_python_values_are_checked_like_a_file():
                                 "metrics": ("dice", "hd95"), "loss_options": {"alpha": 0.3}}) == [
         "--losses", "ce", "focal(gamma=2)", "--no-augment", "--patch", "none", "--metrics", "dice,hd95",
         "--loss-options", '{"alpha": 0.3}']
+
+
+def test_the_documented_sweep_file_is_valid(tmp_path):
+    text = (Path(__file__).parents[2] / "docs" / "benchmark.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "sweep.toml").write_text(example)
+    values = sweepfile.read(tmp_path / "sweep.toml")
+    argv = sweepfile.arguments(values)
+    assert "--dataset" in argv and "liver=nnunet:/data/Dataset003_Liver" in argv
+    assert argv[argv.index("--losses") + 3] == "tversky(alpha=0.3, beta=0.7)"

@@ -53,9 +53,12 @@ def scalars(record: dict, class_names=()) -> dict[str, float]:
 
 
 def hyperparameters(config: dict) -> dict:
-    """A config as TensorBoard hyperparameters: numbers, strings and booleans as they are; None
-    as ``"none"``, lists as ``"a,b"``, dicts as JSON."""
+    """A config as TensorBoard hyperparameters: numbers and strings as they are; booleans as
+    ``"true"`` / ``"false"`` (torch would write them as 1.0 / 0.0), None as ``"none"``, lists as
+    ``"a,b"``, dicts as JSON."""
     def plain(value):
+        if isinstance(value, bool):
+            return "true" if value else "false"
         if value is None:
             return "none"
         if isinstance(value, (list, tuple)):
