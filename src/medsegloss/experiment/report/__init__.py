@@ -223,7 +223,9 @@ def settings_text(results: dict, name=markdown_escape) -> str:
                                   f"{r['n_empty_reference']} with false positives" for r in empty) + ".")
     return (f"{len(results['runs'])} runs: {len(results['losses'])} losses × {len(results['datasets'])} "
             f"datasets × seeds {', '.join(map(str, results['seeds']))}; test cases per seed: {per_seed}. "
-            f"Mean ± std over seeds (each seed's mean over its test cases); best mean in bold.{empty_text} "
+            + ("Mean ± std over seeds (each seed's mean over its test cases)" if len(results["seeds"]) > 1 else
+               "Mean over the test cases (one seed: no spread over seeds; the intervals are in the comparison below)")
+            + f"; best mean in bold.{empty_text} "
             f"{budget_text(results)}").strip()
 
 
