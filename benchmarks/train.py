@@ -21,7 +21,7 @@ import torch
 
 def make_setup(dataset, loss_name: str, base: int, depth: int, seed: int = 0):
     from medsegloss import losses
-    from medsegloss.experiment.trainer import output_channels
+    from medsegloss.experiment.components import output_channels
     from medsegloss.experiment.config import Config
     from medsegloss.models import UNet
 

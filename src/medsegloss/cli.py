@@ -11,7 +11,7 @@ COMMANDS = {
     "losses": ("medsegloss.losses._cli", "main", "list the registered losses with family and paper"),
     "metrics": ("medsegloss.metrics._cli", "main", "list the registered metrics"),
     "datasets": ("medsegloss.data._cli", "main", "list the datasets"),
-    "train": ("medsegloss.experiment.trainer", "main", "train a UNet with one loss"),
+    "train": ("medsegloss.experiment.train_cli", "main", "train a UNet with one loss"),
     "predict": ("medsegloss.experiment.inference", "main", "segment NIfTI volumes or PNG images"),
     "bench": ("medsegloss.experiment.bench", "main", "run the controlled loss benchmark"),
     "report": ("medsegloss.experiment.report", "main", "write the report of benchmark runs"),

@@ -3,6 +3,7 @@ split part without any case (a folder of one case trained and "finished" with no
 a training part whose masks are all background; a dataset.json nested too deeply for the JSON
 reader; nnU-Net channel files beyond the channels dataset.json declares."""
 
+from medsegloss.experiment import train_cli
 import json
 import logging
 
@@ -36,7 +37,7 @@ def _blob(value=255):
 
 
 def _train(root, out, *flags):
-    return trainer.main(["--dataset", "folder", "--data-root", str(root), "--image-size", "16", "--base-width", "2",
+    return train_cli.main(["--dataset", "folder", "--data-root", str(root), "--image-size", "16", "--base-width", "2",
                          "--depth", "1", "--steps", "2", "--val-every", "2", "--batch-size", "2", "--metrics", "dice",
                          "--threads", "1", "--device", "cpu", "--quiet", "--out", str(out), *flags])
 
@@ -103,7 +104,7 @@ def test_options_nested_too_deeply_are_one_line_errors(tmp_path, capsys):
                        "--quiet"]) == 2
     assert "nested too deeply" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        trainer.parse_arguments(["--loss-options", deep])
+        train_cli.parse_arguments(["--loss-options", deep])
     error = capsys.readouterr().err
     assert "nested too deeply" in error and "Traceback" not in error
 

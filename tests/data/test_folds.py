@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from medsegloss.experiment import components
 import json
 
 import numpy as np
@@ -110,7 +111,7 @@ def test_a_training_run_tests_its_fold_and_the_last_model(tmp_path):
     assert sorted({row["case"] for row in result["test_rows"]}) == expected["test"]
     assert result["selection"] == {"select": "last", "step": 4}
     with pytest.raises(ValueError, match="needs fold"):
-        trainer.check_config(config.replace(fold=None))
+        components.check_config(config.replace(fold=None))
 
 
 def test_folds_from_nnunets_splits_final_and_their_errors(tmp_path):

@@ -2,6 +2,7 @@
 model with one sigmoid channel per region and a loss in multi-label mode, is evaluated per region,
 and `medsegloss predict` writes the regions as a multi-hot NIfTI (x, y, z, R)."""
 
+from medsegloss.experiment import components
 import numpy as np
 import pytest
 import torch
@@ -46,14 +47,15 @@ def test_one_sigmoid_channel_per_region_and_a_multilabel_loss(run, monkeypatch):
     from medsegloss import losses
 
     seen = {}
-    original = trainer.make_loss
+    original = components.make_loss
 
     def spy(config, multilabel=False):
         seen["multilabel"] = multilabel
         return original(config, multilabel=multilabel)
 
-    monkeypatch.setattr(trainer, "make_loss", spy)
-    run_ = trainer.prepare_run(config, out, trainer.check_config(config), torch.device("cpu"), quiet=True)
+    for module in (trainer, components):
+        monkeypatch.setattr(module, "make_loss", spy)
+    run_ = trainer.prepare_run(config, out, components.check_config(config), torch.device("cpu"), quiet=True)
     assert seen["multilabel"] is True
     logits = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
     target = (torch.rand(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()

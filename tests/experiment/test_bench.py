@@ -70,7 +70,7 @@ def test_every_loss_starts_from_the_same_weights_and_split(sweep):
         splits = {(root / slug / f"seed{seed}" / "split.json").read_text() for slug in ("ce", "1.0xce", "dice")}
         assert len(splits) == 1  # same seed -> same split file
         # the init file is the seed's fresh model, and seeds differ
-        from medsegloss.experiment.trainer import initial_state
+        from medsegloss.experiment.components import initial_state
 
         expected = initial_state(tiny_config().replace(seed=seed))
         stored = torch.load(init, weights_only=True)

@@ -3,6 +3,7 @@ that needs more memory than the device has, are refused naming the flag (they fa
 allocator asking for TiBs). The estimate is checked against the UNet itself: its parameter
 count exactly, its activations against the tensors autograd really saves."""
 
+from medsegloss.experiment import train_cli
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ TINY = ["--dataset", "phantom-lesion", "--image-size", "16", "--base-width", "2"
 
 
 def _refused(capsys, out, *flags) -> str:
-    assert trainer.main([*TINY, "--out", str(out), *flags]) == 2
+    assert train_cli.main([*TINY, "--out", str(out), *flags]) == 2
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1 and "Traceback" not in error, error
     assert not (out / "config.json").exists()
@@ -65,7 +66,7 @@ def test_a_3d_patch_larger_than_every_volume_is_refused_naming_the_flag(tmp_path
 
 def test_a_2d_patch_larger_than_the_images_is_refused_and_one_as_large_accepted(tmp_path, capsys):
     assert "--patch 17 is larger than every training image" in _refused(capsys, tmp_path / "a", "--patch", "17")
-    assert trainer.main([*TINY, "--out", str(tmp_path / "b"), "--patch", "16"]) == 0
+    assert train_cli.main([*TINY, "--out", str(tmp_path / "b"), "--patch", "16"]) == 0
 
 
 @pytest.mark.parametrize("flags, named", [(["--base-width", "1000000"], "lower --base-width (1000000) or --depth (1)"),

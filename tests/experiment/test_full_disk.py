@@ -3,6 +3,7 @@ could not be written and the cause, no traceback, no temp file left behind. The 
 by failing ``os.fsync`` of the files written (where a real full disk reports it with delayed
 allocation), and by writing into ``/dev/full`` (where every write fails for real)."""
 
+from medsegloss.experiment import train_cli
 import builtins
 import errno
 import os
@@ -65,13 +66,13 @@ def test_a_write_into_a_full_device_names_the_file(tmp_path, monkeypatch):
 
 def test_train_on_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, full_disk):
     full_disk()
-    assert trainer.main([*TINY, "--out", str(tmp_path / "run")]) == 2
+    assert train_cli.main([*TINY, "--out", str(tmp_path / "run")]) == 2
     _one_line(capsys.readouterr().err, tmp_path / "run" / "config.json")
 
 
 def test_train_whose_checkpoint_meets_a_full_disk_names_the_checkpoint(tmp_path, capsys, full_disk):
     full_disk("last.pt")
-    assert trainer.main([*TINY, "--out", str(tmp_path / "run")]) == 2
+    assert train_cli.main([*TINY, "--out", str(tmp_path / "run")]) == 2
     _one_line(capsys.readouterr().err, tmp_path / "run" / "last.pt")
     assert _temp_files(tmp_path) == []
 
@@ -98,7 +99,7 @@ def test_bench_runs_meeting_a_full_disk_fail_naming_the_file(tmp_path, capsys, f
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert trainer.main([*TINY, "--out", str(out)]) == 0
+    assert train_cli.main([*TINY, "--out", str(out)]) == 0
     return out / "best.pt"
 
 

@@ -3,6 +3,8 @@ nnU-Net trainer does (every term skips the ignore label; validation and test lea
 out), a loss that cannot skip it is refused before config.json / split.json are written, and
 regions with an ignore label say what happens to the ignored voxels."""
 
+from medsegloss.experiment import components
+from medsegloss.experiment import train_cli
 import numpy as np
 import pytest
 import torch
@@ -32,7 +34,7 @@ def test_the_loss_skips_the_ignore_label_as_the_nnunet_trainer(ignore_root):
     from medsegloss.integrations.nnunet import NNUNetLoss
 
     config = Config(dataset="nnunet", data_root=str(ignore_root), loss="ce + dice")
-    ours = trainer.make_loss(config, ignore_index=3)
+    ours = components.make_loss(config, ignore_index=3)
     nnunet = NNUNetLoss(losses.build("ce + dice"), ignore_label=3)  # the nnU-Net trainer's mask
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 8, 8, generator=generator, dtype=torch.float64)
@@ -45,7 +47,7 @@ def test_the_loss_skips_the_ignore_label_as_the_nnunet_trainer(ignore_root):
 
 def test_train_runs_and_scores_only_the_labelled_voxels(ignore_root, tmp_path, capsys):
     out = tmp_path / "run"
-    assert trainer.main(["--dataset", "nnunet", "--data-root", str(ignore_root), "--loss", "ce + dice",
+    assert train_cli.main(["--dataset", "nnunet", "--data-root", str(ignore_root), "--loss", "ce + dice",
                          "--out", str(out), *TINY]) == 0
     import json
 
@@ -72,7 +74,7 @@ def test_evaluation_leaves_the_ignored_voxels_out(ignore_root):
     from medsegloss.experiment.evaluation import predict_items
 
     config = Config(dataset="nnunet", data_root=str(ignore_root), image_size=16)
-    data = trainer.make_dataset(config, "all")
+    data = components.make_dataset(config, "all")
 
     records = predict_items(Everywhere(3), data, range(len(data)), batch_size=4)
     ignored = 0
@@ -86,7 +88,7 @@ def test_evaluation_leaves_the_ignored_voxels_out(ignore_root):
 
 def test_a_loss_that_cannot_skip_the_ignore_label_is_refused_before_any_file(ignore_root, tmp_path, capsys):
     out = tmp_path / "run"
-    assert trainer.main(["--dataset", "nnunet", "--data-root", str(ignore_root), "--loss", "ce + combo",
+    assert train_cli.main(["--dataset", "nnunet", "--data-root", str(ignore_root), "--loss", "ce + combo",
                          "--out", str(out), *TINY]) == 2
     error = capsys.readouterr().err
     assert "has an ignore label (value 3), which loss term(s) combo cannot skip" in error
@@ -96,12 +98,12 @@ def test_a_loss_that_cannot_skip_the_ignore_label_is_refused_before_any_file(ign
 def test_regions_with_an_ignore_label_warn_at_the_start(tmp_path, capsys):
     root = tmp_path / "Dataset010_Regions"
     write_nnunet(root, labels={"background": 0, "whole": [1, 2], "core": 2, "ignore": 3}, values=(1, 2, 3), cases=5)
-    assert trainer.main(["--dataset", "nnunet", "--data-root", str(root), "--loss", "dice",
+    assert train_cli.main(["--dataset", "nnunet", "--data-root", str(root), "--loss", "dice",
                          "--out", str(tmp_path / "run"), *TINY]) == 0
     assert "has regions and an ignore label (value 3): its voxels train as background" in capsys.readouterr().err
     from medsegloss.experiment.evaluation import predict_items
 
-    data = trainer.make_dataset(Config(dataset="nnunet", data_root=str(root), image_size=16), "all")
+    data = components.make_dataset(Config(dataset="nnunet", data_root=str(root), image_size=16), "all")
     records = predict_items(Everywhere(2), data, range(len(data)), batch_size=4)
     for index, (_, _, _, prediction, _) in enumerate(records):  # ignored voxels: no region predicted, scored
         ignored = data[index]["ignore"].numpy()

@@ -2,6 +2,8 @@
 `--workers` beyond the machine, an unusable disk cache, dataset options that clash with the
 config or hold bad values, and one image size for training and `predict`."""
 
+from medsegloss.experiment import components
+from medsegloss.experiment import train_cli
 import logging
 
 import numpy as np
@@ -55,7 +57,7 @@ def test_predict_resizes_to_the_size_training_used(checkpoint, tmp_path, monkeyp
 
 def test_workers_beyond_the_cores_are_capped(tmp_path):
     config = Config(**{**TINY, "workers": 100000})
-    run = trainer.prepare_run(config, tmp_path, trainer.check_config(config), trainer.resolve_device(config),
+    run = trainer.prepare_run(config, tmp_path, components.check_config(config), components.resolve_device(config),
                               quiet=True)
     assert trainer.make_loader(run).num_workers == trainer.usable_cores()
 
@@ -92,7 +94,7 @@ def test_an_unusable_cache_folder_never_fails_a_run(tmp_path, monkeypatch, caplo
 ])
 def test_bad_dataset_options_are_refused_before_anything_is_written(options, message, tmp_path, capsys):
     out, root = tmp_path / "run", _folder(tmp_path / "data")
-    assert trainer.main(["--dataset", "folder", "--data-root", str(root), "--out", str(out), "--quiet", "--steps", "2",
+    assert train_cli.main(["--dataset", "folder", "--data-root", str(root), "--out", str(out), "--quiet", "--steps", "2",
                          "--image-size", "16", "--base-width", "2", "--depth", "1", "--dataset-options", options]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()

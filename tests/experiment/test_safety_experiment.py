@@ -3,6 +3,8 @@ directory has one trainer at a time and survives corrupt files, `predict` never 
 input or another output, every CLI argument is checked up front, and user-chosen names cannot
 break the report. Each test failed on the code before the fix."""
 
+from medsegloss.experiment import components
+from medsegloss.experiment import train_cli
 import json
 import os
 import random
@@ -87,7 +89,7 @@ def test_resume_refuses_a_pickled_payload_in_last_pt(unfinished_run, tmp_path, c
     marker = tmp_path / "code-ran"
     (unfinished_run / "last.prev.pt").unlink()
     write_malicious(unfinished_run / "last.pt", marker)
-    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 2
+    assert train_cli.main(["--resume", str(unfinished_run), "--quiet"]) == 2
     error = capsys.readouterr().err
     assert not marker.exists()
     assert f"refused checkpoint {unfinished_run / 'last.pt'}" in error and "could run code" in error
@@ -97,7 +99,7 @@ def test_resume_refuses_a_pickled_payload_in_last_pt(unfinished_run, tmp_path, c
 def test_an_unsafe_last_pt_is_refused_even_with_a_good_previous_one(unfinished_run, tmp_path, capsys):
     marker = tmp_path / "code-ran"
     write_malicious(unfinished_run / "last.pt", marker)
-    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 2
+    assert train_cli.main(["--resume", str(unfinished_run), "--quiet"]) == 2
     assert not marker.exists() and "refused checkpoint" in capsys.readouterr().err
 
 
@@ -119,7 +121,7 @@ def test_init_weights_with_a_payload_are_refused_before_anything_is_written(tmp_
     marker = tmp_path / "code-ran"
     write_malicious(tmp_path / "init.pt", marker)
     out = tmp_path / "run"
-    assert trainer.main(["--dataset", "phantom-lesion", "--init-weights", str(tmp_path / "init.pt"),
+    assert train_cli.main(["--dataset", "phantom-lesion", "--init-weights", str(tmp_path / "init.pt"),
                          "--out", str(out), "--quiet"]) == 2
     assert not marker.exists() and "refused checkpoint" in capsys.readouterr().err
     assert not out.exists()
@@ -127,7 +129,7 @@ def test_init_weights_with_a_payload_are_refused_before_anything_is_written(tmp_
 
 # ---------------------------------------------------------------- 3. one trainer per run directory; corrupt files
 def train(out, *flags):
-    return trainer.main(["--dataset", "phantom-lesion", "--image-size", "16", "--base-width", "2", "--depth", "1",
+    return train_cli.main(["--dataset", "phantom-lesion", "--image-size", "16", "--base-width", "2", "--depth", "1",
                          "--epochs", "2", "--batch-size", "4", "--dataset-options", '{"num_cases": 5, "slices_per_case": 2}',
                          "--metrics", "dice", "--threads", "1", "--out", str(out), "--quiet", *flags])
 
@@ -173,7 +175,7 @@ def test_a_metrics_json_of_another_config_is_refused(finished_run, tmp_path, cap
 def test_a_truncated_last_pt_falls_back_to_the_previous_checkpoint(finished_run, unfinished_run, capsys):
     data = (unfinished_run / "last.pt").read_bytes()
     (unfinished_run / "last.pt").write_bytes(data[: len(data) // 2])
-    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 0
+    assert train_cli.main(["--resume", str(unfinished_run), "--quiet"]) == 0
     error = capsys.readouterr().err
     assert f"checkpoint {unfinished_run / 'last.pt'} is truncated or corrupt" in error
     assert f"resuming from {unfinished_run / 'last.prev.pt'} (epoch 1)" in error
@@ -186,11 +188,11 @@ def test_a_truncated_last_pt_falls_back_to_the_previous_checkpoint(finished_run,
 def test_corrupt_files_without_a_fallback_are_named(unfinished_run, capsys):
     (unfinished_run / "last.prev.pt").unlink()
     (unfinished_run / "last.pt").write_bytes(b"")
-    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 2
+    assert train_cli.main(["--resume", str(unfinished_run), "--quiet"]) == 2
     assert f"checkpoint {unfinished_run / 'last.pt'} is empty" in capsys.readouterr().err
     config = (unfinished_run / "config.json").read_text()
     (unfinished_run / "config.json").write_text(config[: len(config) // 2])
-    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 2
+    assert train_cli.main(["--resume", str(unfinished_run), "--quiet"]) == 2
     assert f"{unfinished_run / 'config.json'} is corrupt (not valid JSON" in capsys.readouterr().err
 
 
@@ -199,7 +201,7 @@ def test_a_truncated_last_metrics_line_is_dropped_with_a_warning(finished_run, u
     (unfinished_run / "metrics.jsonl").write_text(log[:-40])  # the epoch-2 line cut mid-write
     (unfinished_run / "last.pt").unlink()  # the crash came before last.pt of epoch 2
     os.replace(unfinished_run / "last.prev.pt", unfinished_run / "last.pt")
-    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 0
+    assert train_cli.main(["--resume", str(unfinished_run), "--quiet"]) == 0
     assert f"dropped the unreadable last line of {unfinished_run / 'metrics.jsonl'}" in capsys.readouterr().err
     timing = {"seconds", "train_seconds", "images_per_second", "step_seconds"}
     lines = [[{k: v for k, v in json.loads(line).items() if k not in timing}
@@ -208,7 +210,7 @@ def test_a_truncated_last_metrics_line_is_dropped_with_a_warning(finished_run, u
     middle = (unfinished_run / "metrics.jsonl").read_text().splitlines()
     (unfinished_run / "metrics.jsonl").write_text("{broken\n" + middle[1] + "\n")
     (unfinished_run / "metrics.json").unlink()
-    assert trainer.main(["--resume", str(unfinished_run), "--quiet"]) == 2
+    assert train_cli.main(["--resume", str(unfinished_run), "--quiet"]) == 2
     assert f"{unfinished_run / 'metrics.jsonl'} line 1 is corrupt" in capsys.readouterr().err
 
 
@@ -219,7 +221,7 @@ def test_failed_init_weights_leave_nothing_that_blocks_a_corrected_retry(tmp_pat
     assert train(out, "--init-weights", str(tmp_path / "wrong.pt")) == 2
     assert f"init_weights {tmp_path / 'wrong.pt'} does not fit the model" in capsys.readouterr().err
     assert not {"config.json", "split.json"} & {p.name for p in out.glob("*")}
-    torch.save(trainer.initial_state(tiny()), tmp_path / "right.pt")
+    torch.save(components.initial_state(tiny()), tmp_path / "right.pt")
     assert train(out, "--init-weights", str(tmp_path / "right.pt")) == 0
 
 
@@ -258,7 +260,7 @@ def test_a_corrupt_disk_cache_entry_is_rebuilt(tmp_path):
 ])
 def test_train_arguments_name_themselves(flags, message, tmp_path, capsys):
     try:
-        code = trainer.main(["--out", str(tmp_path / "run"), "--quiet", *flags])
+        code = train_cli.main(["--out", str(tmp_path / "run"), "--quiet", *flags])
     except SystemExit as exit_:
         code = exit_.code
     assert code == 2

@@ -3,6 +3,8 @@ hold exactly the values of its ``metrics.jsonl`` (loss, terms, lr, scheduled wei
 metrics per class) and its config as hyperparameters; a resumed session hides what an
 interrupted one logged past its checkpoint; without the package the run fails before any work."""
 
+from medsegloss.experiment import components
+from medsegloss.experiment import train_cli
 import importlib.util
 import json
 
@@ -41,7 +43,7 @@ def test_scalars_equal_metrics_jsonl(run):
     config, out = run
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     events = read_events(out / "tb")
-    class_names = trainer.make_dataset(config, "val").class_names
+    class_names = components.make_dataset(config, "val").class_names
     expected = {}
     for record in records:
         for tag, value in tensorboard.scalars(record, class_names).items():
@@ -94,7 +96,7 @@ def test_without_the_package_it_fails_before_any_work(tmp_path, monkeypatch, cap
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "tensorboard" else real(name, *rest))
     out = tmp_path / "run"
-    assert trainer.main(["--log", "tensorboard", "--out", str(out), "--quiet"]) == 2
+    assert train_cli.main(["--log", "tensorboard", "--out", str(out), "--quiet"]) == 2
     error = capsys.readouterr().err
     assert "--log tensorboard needs the tensorboard package" in error and "pip install" in error
     assert not out.exists()

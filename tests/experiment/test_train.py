@@ -2,6 +2,8 @@
 interruption equal to an uninterrupted run, per-case volume evaluation, cached distance maps,
 non-finite losses and clear errors before any work."""
 
+from medsegloss.experiment import components
+from medsegloss.experiment import train_cli
 import json
 import re
 
@@ -26,7 +28,7 @@ def tiny(**changes) -> Config:
 
 def trip_loss(monkeypatch, at_call: int, action: str):
     """Make the trainer's loss raise KeyboardInterrupt (Ctrl-C) or return NaN at call ``at_call``."""
-    make_loss = trainer.make_loss
+    make_loss = components.make_loss
 
     def patched(config):
         loss = make_loss(config)
@@ -43,7 +45,8 @@ def trip_loss(monkeypatch, at_call: int, action: str):
         loss.forward = tripping
         return loss
 
-    monkeypatch.setattr(trainer, "make_loss", patched)
+    for module in (trainer, components):
+        monkeypatch.setattr(module, "make_loss", patched)
 
 
 def weights(path) -> dict:
@@ -139,8 +142,9 @@ def test_run_state_round_trips_through_the_checkpoint(reference_run, tmp_path):
 
 def test_a_run_builds_its_loss_once(tmp_path, monkeypatch):
     calls = []
-    make_loss = trainer.make_loss
-    monkeypatch.setattr(trainer, "make_loss", lambda config: calls.append(config.loss) or make_loss(config))
+    make_loss = components.make_loss
+    for module in (trainer, components):
+        monkeypatch.setattr(module, "make_loss", lambda config: calls.append(config.loss) or make_loss(config))
     trainer.fit(tiny(epochs=1), tmp_path, quiet=True)
     assert calls == ["ce + 1.0*dice"]
 
@@ -156,7 +160,7 @@ def test_same_config_and_seed_give_the_same_weights(reference_run, tmp_path):
 def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_path, monkeypatch, capsys):
     out, _ = reference_run
     trip_loss(monkeypatch, at_call=5, action="interrupt")  # Ctrl-C at step 5, in epoch 2
-    code = trainer.main(["--dataset", "phantom-cardiac", "--image-size", "32", "--base-width", "4", "--depth", "2",
+    code = train_cli.main(["--dataset", "phantom-cardiac", "--image-size", "32", "--base-width", "4", "--depth", "2",
                        "--epochs", "3", "--batch-size", "3", "--dataset-options", '{"num_cases": 5, "slices_per_case": 3}',
                        "--loss", "ce + 1.0*dice", "--lr", "0.01", "--out", str(tmp_path), "--quiet"])
     assert code == 130 and f"--resume {tmp_path}" in capsys.readouterr().err
@@ -165,7 +169,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_
     monkeypatch.undo()
     with open(tmp_path / "metrics.jsonl", "a") as log:  # as if it crashed between the log and last.pt
         log.write(json.dumps({"epoch": 2, "step": 6, "train_loss": 0.0}) + "\n")
-    assert trainer.main(["--resume", str(tmp_path), "--quiet"]) == 0
+    assert train_cli.main(["--resume", str(tmp_path), "--quiet"]) == 0
     assert_same_weights(weights(out / "last.pt"), weights(tmp_path / "last.pt"))
     assert_same_weights(weights(out / "best.pt"), weights(tmp_path / "best.pt"))
     assert lines_without_timing(out) == lines_without_timing(tmp_path)
@@ -176,8 +180,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_
 
 def test_initial_state_is_the_fit_starting_point(reference_run, tmp_path):
     out, _ = reference_run
-    state = trainer.initial_state(tiny(epochs=3))
-    assert not all(torch.equal(state[k], v) for k, v in trainer.initial_state(tiny(seed=1)).items())
+    state = components.initial_state(tiny(epochs=3))
+    assert not all(torch.equal(state[k], v) for k, v in components.initial_state(tiny(seed=1)).items())
     torch.save(state, tmp_path / "init.pt")
     config = tiny(epochs=3, init_weights=str(tmp_path / "init.pt"))
     trainer.fit(config, tmp_path / "run", quiet=True)
@@ -229,7 +233,7 @@ def test_distance_maps_come_cached_from_the_pipeline(tmp_path, monkeypatch):
         return real_map(*args, **kwargs)
 
     monkeypatch.setattr(distance, "signed_distance_map", counting_map)
-    make_loss = trainer.make_loss
+    make_loss = components.make_loss
 
     def spying_make_loss(config):
         loss = make_loss(config)
@@ -242,7 +246,8 @@ def test_distance_maps_come_cached_from_the_pipeline(tmp_path, monkeypatch):
         loss.forward = spy
         return loss
 
-    monkeypatch.setattr(trainer, "make_loss", spying_make_loss)
+    for module in (trainer, components):
+        monkeypatch.setattr(module, "make_loss", spying_make_loss)
     config = tiny(dataset="phantom-lesion", loss="dice + 0.5*boundary", epochs=2)
     result = trainer.fit(config, tmp_path, quiet=True)
     train_items = 3 * 3
@@ -263,7 +268,7 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path, monkeypatch, capsys):
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1  # the last good checkpoint
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (tmp_path / "metrics.json").exists()
-    assert trainer.main(["--resume", str(tmp_path), "--quiet"]) == 1  # the loss still trips at its 5th call
+    assert train_cli.main(["--resume", str(tmp_path), "--quiet"]) == 1  # the loss still trips at its 5th call
     assert "at step 8;" in capsys.readouterr().err  # resumed after step 3: call 5 = step 8
 
 
@@ -291,7 +296,7 @@ def test_clear_errors_before_any_work(flags, message, tmp_path, capsys):
     out = tmp_path / "run"
     if "--resume" not in flags:
         flags = flags + ["--out", str(out)]
-    assert trainer.main(flags + ["--quiet"]) == 2
+    assert train_cli.main(flags + ["--quiet"]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()  # nothing was written
 
@@ -337,7 +342,7 @@ def test_progress_bar_and_epoch_line_unless_quiet(tmp_path, capsys, monkeypatch)
 
 def test_mixed_precision_on_cpu_runs_in_bfloat16(tmp_path, monkeypatch):
     dtypes = []
-    make_loss = trainer.make_loss
+    make_loss = components.make_loss
 
     def spying_make_loss(config):
         loss = make_loss(config)
@@ -345,7 +350,8 @@ def test_mixed_precision_on_cpu_runs_in_bfloat16(tmp_path, monkeypatch):
         loss.forward = lambda logits, target, **options: dtypes.append(logits.dtype) or forward(logits, target, **options)
         return loss
 
-    monkeypatch.setattr(trainer, "make_loss", spying_make_loss)
+    for module in (trainer, components):
+        monkeypatch.setattr(module, "make_loss", spying_make_loss)
     result = trainer.fit(tiny(epochs=1, amp=True, device="cpu"), tmp_path, quiet=True)
     assert dtypes == [torch.float32] * 3  # the network ran in bfloat16, the loss gets float32 logits
     line = json.loads((tmp_path / "metrics.jsonl").read_text())
@@ -396,11 +402,11 @@ def test_deep_supervision_trains_every_head_and_predicts_full_resolution(tmp_pat
     checkpoint = torch.load(out / "last.pt", weights_only=True)
     heads = [key for key in checkpoint["model"] if "head" in key]
     assert checkpoint["model_args"]["deep_supervision"] is True and heads
-    run = trainer.prepare_run(config, out, trainer.check_config(config), torch.device("cpu"), quiet=True)
+    run = trainer.prepare_run(config, out, components.check_config(config), torch.device("cpu"), quiet=True)
     assert isinstance(run.loss_fn, DeepSupervisionLoss)
     model, _ = load_checkpoint(out / "best.pt")
     image = run.parts["val"][0]["image"][None]
     model.eval()
     assert model(image).shape[-2:] == image.shape[-2:]  # eval: the full-resolution logits only
     with pytest.raises(ValueError, match="distance"):
-        trainer.check_config(tiny(deep_supervision=True, loss="gdl_boundary"))
+        components.check_config(tiny(deep_supervision=True, loss="gdl_boundary"))

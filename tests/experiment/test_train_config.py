@@ -1,10 +1,12 @@
 """The experiment config: presets, round trips, validation, and the CLI flags generated from it."""
 
+from medsegloss.experiment import components
 import dataclasses
 import json
 
 import pytest
 
+from medsegloss.experiment import train_cli
 from medsegloss.experiment import trainer
 from medsegloss.experiment.config import Config, field_help, loss_slug
 
@@ -56,7 +58,7 @@ def test_run_dir_default_and_loss_slug():
 
 
 def test_cli_flags_are_generated_from_the_fields_with_their_types():
-    args, given = trainer.parse_arguments(["--loss", "ce + 1.0*dice", "--loss-options", '{"alpha": 0.3}', "--epochs", "3",
+    args, given = train_cli.parse_arguments(["--loss", "ce + 1.0*dice", "--loss-options", '{"alpha": 0.3}', "--epochs", "3",
                                 "--lr", "0.01", "--metrics", "dice,hd95", "--no-channels-last",
                                 "--init-weights", "none", "--data-root", "data/x", "--preset", "paper"])
     assert given == {"loss": "ce + 1.0*dice", "loss_options": {"alpha": 0.3}, "epochs": 3, "lr": 0.01,
@@ -64,20 +66,20 @@ def test_cli_flags_are_generated_from_the_fields_with_their_types():
                      "data_root": "data/x"}
     config = Config.preset(args.preset, **given)
     assert config.base_width == 64 and config.epochs == 3  # preset, then the flags on top
-    parser = trainer.build_parser()
+    parser = train_cli.build_parser()
     flags = {option for action in parser._actions for option in action.option_strings}
     assert {f"--{field.name.replace('_', '-')}" for field in dataclasses.fields(Config)} <= flags
 
 
 def test_cli_rejects_unknown_flags_and_bad_values(capsys):
     with pytest.raises(SystemExit) as exit_:
-        trainer.parse_arguments(["--lss", "ce"])
+        train_cli.parse_arguments(["--lss", "ce"])
     assert exit_.value.code == 2 and "Did you mean: --loss" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        trainer.parse_arguments(["--loss-options", "{alpha: 0.3}"])
+        train_cli.parse_arguments(["--loss-options", "{alpha: 0.3}"])
     assert "not valid JSON" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        trainer.parse_arguments(["--resume", "runs/x", "--epochs", "3"])
+        train_cli.parse_arguments(["--resume", "runs/x", "--epochs", "3"])
     assert "do not pass --epochs" in capsys.readouterr().err
 
 
@@ -91,11 +93,11 @@ def test_binary_only_check_uses_the_classes_the_dataset_options_give(tmp_path):
     assert data.class_names("folder") is None  # only the masks tell
     assert data.class_names("folder", num_classes=3) == ["background", "class1", "class2"]
     binary_loss = dict(dataset="covid-ct", data_root=str(tmp_path), loss="bce_iou_ssim")
-    trainer.check_config(Config(**binary_loss))  # one output channel: accepted (no file is read)
+    components.check_config(Config(**binary_loss))  # one output channel: accepted (no file is read)
     with pytest.raises(ValueError, match=r"binary \(one-channel\) outputs only.*gives 3 output channels"):
-        trainer.check_config(Config(**binary_loss, dataset_options={"target": "lungs+infection"}))
+        components.check_config(Config(**binary_loss, dataset_options={"target": "lungs+infection"}))
     with pytest.raises(ValueError, match=r"binary \(one-channel\) outputs only.*gives 3 output channels"):
-        trainer.check_config(Config(dataset="folder", data_root=str(tmp_path), loss="bce_iou_ssim",
+        components.check_config(Config(dataset="folder", data_root=str(tmp_path), loss="bce_iou_ssim",
                                   dataset_options={"num_classes": 3}))
     with pytest.raises(ValueError, match=r"target must be one of"):
-        trainer.check_config(Config(**binary_loss, dataset_options={"target": "lung"}))
+        components.check_config(Config(**binary_loss, dataset_options={"target": "lung"}))

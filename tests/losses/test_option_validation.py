@@ -3,6 +3,7 @@
 negative smoothing term or a fractional ignore_index trained silently before. Unknown options
 are named with the closest valid ones."""
 
+from medsegloss.experiment import train_cli
 import pytest
 
 from medsegloss import losses
@@ -68,7 +69,7 @@ def test_an_unknown_option_is_named_with_the_closest_valid_one():
 ])
 def test_train_refuses_them_before_anything_is_written(flags, message, tmp_path, capsys):
     out = tmp_path / "run"
-    assert trainer.main(["--out", str(out), "--quiet", "--steps", "2", "--image-size", "16", "--base-width", "2",
+    assert train_cli.main(["--out", str(out), "--quiet", "--steps", "2", "--image-size", "16", "--base-width", "2",
                          "--depth", "1", *flags]) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error

@@ -13,6 +13,7 @@ not converge or collapsed, it says so and ``bench`` exits with status 3 (docs/be
 
 from __future__ import annotations
 
+from medsegloss.experiment import components
 import argparse
 import dataclasses
 import sys
@@ -92,7 +93,7 @@ def fold_count(config, say=None) -> int | None:
     the dataset has at least 2 units per fold; else leave-one-out over its units (said once);
     fewer than 3 units: a ValueError (no fold could train on 2 units and test on another)."""
     from medsegloss.data.splits import PARTS, count_units, read_folds_file
-    from medsegloss.experiment.trainer import make_dataset
+    from medsegloss.experiment.components import make_dataset
 
     if config.folds_file is not None:  # the file decides (nnU-Net's splits_final.json)
         every = make_dataset(config.replace(folds=None, fold=None), "all").split
@@ -120,7 +121,7 @@ def write_fold_files(config, out: Path, dataset: str, seeds, folds: int) -> None
     (like nnU-Net's ``splits_final.json``), for the record; the runs draw the same folds."""
     from medsegloss import _io
     from medsegloss.data.splits import folds_of
-    from medsegloss.experiment.trainer import make_dataset
+    from medsegloss.experiment.components import make_dataset
 
     from medsegloss.data.splits import PARTS, read_folds_file
 
@@ -239,7 +240,7 @@ def ensure_initial_weights(config, path: Path) -> bool:
     The model-deciding fields are kept beside it; another OUT's settings are refused. Returns
     whether it was created."""
     from medsegloss import _io
-    from medsegloss.experiment.trainer import initial_state
+    from medsegloss.experiment.components import initial_state
 
     fields = {name: config.to_dict()[name] for name in MODEL_FIELDS}
     record = path.with_suffix(".json")
@@ -258,9 +259,9 @@ def ensure_initial_weights(config, path: Path) -> bool:
 
 def check_sweep(base, datasets, losses, roots: dict[str, str], named=None) -> None:
     """Fail before any training on an unknown dataset or loss, a bad option or a missing data
-    root (``trainer.check_settings`` on every dataset × loss: the loss strings are read, not
+    root (``components.check_settings`` on every dataset × loss: the loss strings are read, not
     built; each run builds its loss once)."""
-    from medsegloss.experiment.trainer import check_settings
+    from medsegloss.experiment.components import check_settings
 
     for dataset in datasets:
         for loss in losses:
@@ -364,8 +365,8 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
         try:
             if jobs > 1:
                 torch.set_num_threads(max(1, config.threads))  # as in a worker
-            loss_fn = trainer.check_config(config)
-            run = trainer.prepare_run(config, Path(folder), loss_fn, trainer.resolve_device(config), quiet=True)
+            loss_fn = components.check_config(config)
+            run = trainer.prepare_run(config, Path(folder), loss_fn, components.resolve_device(config), quiet=True)
             batches = iter(trainer.make_loader(run))
             trainer.train_interval(run, batches, min(2, run.total_steps))  # warm-up: first-step allocations
             started = time.perf_counter()

@@ -73,7 +73,7 @@ def check_loss(spec: str, options: dict, source: str) -> tuple[str, dict]:
     term takes (a typo) named with the closest, values of the wrong type or range refused, so a bad
     variable fails when the trainer is made rather than inside nnU-Net's first step."""
     from medsegloss.experiment.config import Config
-    from medsegloss.experiment.trainer import make_loss
+    from medsegloss.experiment.components import make_loss
 
     if "|" in spec:
         raise ValueError(f"{source}: loss {spec!r} carries a term-weight schedule ('|'), which the nnU-Net "

@@ -95,7 +95,7 @@ def test_a_scheduled_run_logs_its_weights_and_a_constant_schedule_changes_nothin
 ])
 def test_a_bad_schedule_fails_before_any_work(tmp_path, changes, words):
     from medsegloss.experiment.config import Config
-    from medsegloss.experiment.trainer import check_config
+    from medsegloss.experiment.components import check_config
 
     with pytest.raises(ValueError, match=words):
         check_config(Config.preset("default", **{**TINY, **changes}))

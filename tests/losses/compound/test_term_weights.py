@@ -3,6 +3,7 @@ string (``"0*ce"`` trained a zero loss into a "finished" run), and weights or sc
 are not finite or overflow float32 training (``1e308*dice``, an integer of 400 digits,
 ``linear(0, 1e308)`` all died at step 1-2 with "loss not finite")."""
 
+from medsegloss.experiment import train_cli
 import re
 
 import pytest
@@ -67,7 +68,7 @@ def test_a_schedule_that_zeroes_every_term_is_refused():
     (["--loss", "ce + dice | dice=linear(0, 1e308)"], "weight 1e+308"),
 ])
 def test_train_refuses_them_before_anything_is_written(flags, message, tmp_path, capsys):
-    assert trainer.main(["--out", str(tmp_path / "run"), "--quiet", "--image-size", "16", *flags]) == 2
+    assert train_cli.main(["--out", str(tmp_path / "run"), "--quiet", "--image-size", "16", *flags]) == 2
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
