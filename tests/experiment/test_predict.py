@@ -215,3 +215,24 @@ def test_a_nifti_of_the_wrong_rank_is_refused_before_any_write(checkpoints, tmp_
     assert run_predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "4d.nii", "--out", tmp_path / "m") == 2
     assert "expected a 2-D or 3-D NIfTI image, got shape (4, 4, 2, 2)" in one_line_error(capsys)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_predict_reads_pictures_as_training_does(tmp_path):
+    # an RGB and a 16-bit picture: predict's pixels are exactly the training reader's (one reader)
+    from medsegloss.data.folder import read_image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(rng.integers(0, 60000, (5, 7)).astype(np.uint16)).save(tmp_path / "deep.png")
+    for name in ("rgb.png", "deep.png"):
+        pixels = predict.read_png_input(tmp_path / name)
+        assert pixels.shape == (5, 7) and pixels.dtype == np.float32
+        np.testing.assert_array_equal(pixels, read_image(tmp_path / name)[0][0])
+    assert predict.read_png_input(tmp_path / "deep.png").max() > 255  # 16-bit depth kept, not squeezed to 8
+
+
+def test_predict_refuses_a_multi_page_picture_naming_it(tmp_path):
+    pages = [Image.fromarray(np.full((4, 4), value, np.uint8)) for value in (0, 9)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ValueError, match=r"stack\.tif: expected one picture, got 2 pages"):
+        predict.read_png_input(tmp_path / "stack.tif")

@@ -90,19 +90,21 @@ def read_nifti_input(path: Path):
 
 
 def read_png_input(path: Path) -> np.ndarray:
-    """The pixels of a PNG input (grayscale; RGB converted); an unreadable file fails naming it."""
-    from PIL import Image
+    """The pixels ``(H, W)`` float32 of a picture input, read by the reader training uses
+    (:func:`medsegloss.data.folder.read_image`: grayscale, RGB converted); an unreadable file or a
+    multi-page picture fails naming it."""
+    from medsegloss.data.base import DatasetError
+    from medsegloss.data.folder import read_image
 
     try:
-        with Image.open(path) as picture:
-            array = np.asarray(picture if picture.mode in ("L", "I", "I;16", "F") else picture.convert("L"))
-    except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
+        array, _, single = read_image(path)
+    except DatasetError as error:
+        if not str(error).startswith("cannot read image"):  # a NaN pixel, pages of different sizes
+            raise
         raise ValueError(f"input {path} is not a readable PNG image ({_first_line(error)})") from None
-    array = array.astype(np.float32)
-    from medsegloss.data.base import check_finite_image
-
-    check_finite_image(array, path)
-    return array
+    if not single:
+        raise ValueError(f"input {path}: expected one picture, got {array.shape[0]} pages")
+    return array[0]
 
 
 def read_nifti_volume(path: Path):
