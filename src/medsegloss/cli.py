@@ -12,7 +12,7 @@ COMMANDS = {
     "metrics": ("medsegloss.metrics._cli", "main", "list the registered metrics"),
     "datasets": ("medsegloss.data._cli", "main", "list the datasets"),
     "train": ("medsegloss.experiment.train_cli", "main", "train a UNet with one loss"),
-    "predict": ("medsegloss.experiment.inference", "main", "segment NIfTI volumes or PNG images"),
+    "predict": ("medsegloss.experiment.predict", "main", "segment NIfTI volumes or PNG images"),
     "bench": ("medsegloss.experiment.bench", "main", "run the controlled loss benchmark"),
     "report": ("medsegloss.experiment.report", "main", "write the report of benchmark runs"),
 }

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from medsegloss import _io
-from medsegloss.experiment import bench, inference, trainer
+from medsegloss.experiment import bench, predict, trainer
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name a descriptor's file")]
@@ -108,6 +108,6 @@ def test_predict_on_a_full_disk_names_the_mask(checkpoint, tmp_path, capsys, ful
 
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / "a.png")
     full_disk()
-    assert inference.main(["--checkpoint", str(checkpoint), str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]) == 2
+    assert predict.main(["--checkpoint", str(checkpoint), str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]) == 2
     _one_line(capsys.readouterr().err, tmp_path / "out" / "a.png")
     assert _temp_files(tmp_path) == []

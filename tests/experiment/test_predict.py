@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from medsegloss.data.transforms import normalize_percentile
-from medsegloss.experiment import inference, trainer
+from medsegloss.experiment import inference, predict, trainer
 from medsegloss.experiment.config import Config
 
 
@@ -57,7 +57,7 @@ def write_nifti(path, shape, seed=0):
 @pytest.mark.parametrize("name", ["binary", "volume"])
 def test_nifti_mask_keeps_affine_header_and_equals_the_model(name, checkpoints, tmp_path):
     array, image = write_nifti(tmp_path / "case.nii.gz", (32, 32, 4))
-    assert inference.main(["--checkpoint", str(checkpoints[name]), str(tmp_path / "case.nii.gz"),
+    assert predict.main(["--checkpoint", str(checkpoints[name]), str(tmp_path / "case.nii.gz"),
                          "--out", str(tmp_path / "out")]) == 0
     mask = nibabel.load(str(tmp_path / "out" / "case.nii.gz"))
     assert mask.shape == array.shape and mask.get_data_dtype() == np.uint8
@@ -72,7 +72,7 @@ def test_nifti_mask_keeps_affine_header_and_equals_the_model(name, checkpoints, 
 
 def test_nifti_of_another_size_is_resized_and_back(checkpoints, tmp_path):
     array, _ = write_nifti(tmp_path / "odd.nii", (20, 45, 2))
-    inference.predict_files(checkpoints["cardiac"], [tmp_path / "odd.nii"], tmp_path / "out")
+    predict.predict_files(checkpoints["cardiac"], [tmp_path / "odd.nii"], tmp_path / "out")
     labels = np.asarray(nibabel.load(str(tmp_path / "out" / "odd.nii")).dataobj)
     assert labels.shape == (20, 45, 2) and labels.dtype == np.uint8 and labels.max() < 4
 
@@ -82,7 +82,7 @@ def test_png_mask_has_the_input_size_and_equals_the_model(checkpoints, tmp_path)
     pixels = rng.integers(0, 256, (32, 32), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "slice.png")
     Image.fromarray(rng.integers(0, 256, (25, 40, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
-    written = inference.predict_files(checkpoints["cardiac"], [tmp_path / "slice.png", tmp_path / "wide.png"],
+    written = predict.predict_files(checkpoints["cardiac"], [tmp_path / "slice.png", tmp_path / "wide.png"],
                                     tmp_path / "out")
     assert [path.name for path in written] == ["slice.png", "wide.png"]
     with Image.open(tmp_path / "out" / "slice.png") as mask:
@@ -94,18 +94,18 @@ def test_png_mask_has_the_input_size_and_equals_the_model(checkpoints, tmp_path)
 
 def test_errors_name_the_path(checkpoints, tmp_path, capsys):
     (tmp_path / "photo.jpg").write_bytes(b"")
-    assert inference.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "missing.nii.gz"),
+    assert predict.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "missing.nii.gz"),
                          "--out", str(tmp_path)]) == 2
     assert f"input {tmp_path / 'missing.nii.gz'} does not exist" in capsys.readouterr().err
-    assert inference.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "photo.jpg"),
+    assert predict.main(["--checkpoint", str(checkpoints["binary"]), str(tmp_path / "photo.jpg"),
                          "--out", str(tmp_path)]) == 2
     assert "neither NIfTI (.nii, .nii.gz) nor PNG" in capsys.readouterr().err
     write_nifti(tmp_path / "case.nii.gz", (8, 8, 2))
-    assert inference.main(["--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path / "case.nii.gz"),
+    assert predict.main(["--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path / "case.nii.gz"),
                          "--out", str(tmp_path)]) == 2
     assert f"checkpoint {tmp_path / 'nope.pt'} does not exist" in capsys.readouterr().err
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    assert inference.main(["--checkpoint", str(tmp_path / "other.pt"), str(tmp_path / "case.nii.gz"),
+    assert predict.main(["--checkpoint", str(tmp_path / "other.pt"), str(tmp_path / "case.nii.gz"),
                          "--out", str(tmp_path / "masks")]) == 2
     assert "is not a medsegloss checkpoint" in capsys.readouterr().err
 
@@ -118,8 +118,8 @@ def write_png(path, seed=0, size=(12, 10)):
     return pixels
 
 
-def predict(checkpoints, *arguments):
-    return inference.main(["--checkpoint", str(checkpoints["cardiac"]), *map(str, arguments)])
+def run_predict(checkpoints, *arguments):
+    return predict.main(["--checkpoint", str(checkpoints["cardiac"]), *map(str, arguments)])
 
 
 def one_line_error(capsys) -> str:
@@ -131,24 +131,24 @@ def one_line_error(capsys) -> str:
 def test_out_equal_to_the_inputs_folder_never_replaces_an_input(checkpoints, tmp_path, capsys):
     write_png(tmp_path / "scan.png")
     before = (tmp_path / "scan.png").read_bytes()
-    assert predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path) == 2
+    assert run_predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path) == 2
     assert "would overwrite the input" in one_line_error(capsys)
-    assert predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path, "--overwrite") == 2  # not even so
+    assert run_predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path, "--overwrite") == 2  # not even so
     assert (tmp_path / "scan.png").read_bytes() == before
     (tmp_path / "link").symlink_to(tmp_path)  # the same folder under another name
-    assert predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path / "link", "--overwrite") == 2
+    assert run_predict(checkpoints, tmp_path / "scan.png", "--out", tmp_path / "link", "--overwrite") == 2
     assert (tmp_path / "scan.png").read_bytes() == before
 
 
 def test_inputs_with_one_file_name_from_two_folders_get_two_masks(checkpoints, tmp_path, capsys):
     first, second = write_png(tmp_path / "a" / "x.png", seed=1), write_png(tmp_path / "b" / "x.png", seed=2)
-    assert predict(checkpoints, tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "--out", tmp_path / "masks") == 0
+    assert run_predict(checkpoints, tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "--out", tmp_path / "masks") == 0
     for folder, pixels in (("a", first), ("b", second)):
         with Image.open(tmp_path / "masks" / folder / "x.png") as mask:
-            expected = inference.segment_volume(inference.load_checkpoint(checkpoints["cardiac"])[0],
+            expected = predict.segment_volume(inference.load_checkpoint(checkpoints["cardiac"])[0],
                                                 pixels.astype(np.float32)[None], 32)[0]
             np.testing.assert_array_equal(np.asarray(mask), expected)
-    assert predict(checkpoints, tmp_path / "a" / "x.png", tmp_path / "a" / ".." / "a" / "x.png",
+    assert run_predict(checkpoints, tmp_path / "a" / "x.png", tmp_path / "a" / ".." / "a" / "x.png",
                    "--out", tmp_path / "again") == 2
     assert "is given twice" in one_line_error(capsys)
 
@@ -157,9 +157,9 @@ def test_existing_masks_are_kept_unless_overwrite(checkpoints, tmp_path, capsys)
     write_png(tmp_path / "in" / "scan.png")
     (tmp_path / "masks").mkdir()
     (tmp_path / "masks" / "scan.png").write_bytes(b"precious")
-    assert predict(checkpoints, tmp_path / "in" / "scan.png", "--out", tmp_path / "masks") == 2
+    assert run_predict(checkpoints, tmp_path / "in" / "scan.png", "--out", tmp_path / "masks") == 2
     assert "--overwrite" in one_line_error(capsys) and (tmp_path / "masks" / "scan.png").read_bytes() == b"precious"
-    assert predict(checkpoints, tmp_path / "in" / "scan.png", "--out", tmp_path / "masks", "--overwrite") == 0
+    assert run_predict(checkpoints, tmp_path / "in" / "scan.png", "--out", tmp_path / "masks", "--overwrite") == 0
     with Image.open(tmp_path / "masks" / "scan.png") as mask:
         assert mask.size == (10, 12)
 
@@ -175,7 +175,7 @@ def test_bad_files_and_arguments_get_one_line_errors(checkpoints, tmp_path, caps
              ([tmp_path / "scan.png", "--out", tmp_path / "m", "--device", "cuda:7"], "--device cuda:7"),
              ([tmp_path / "scan.png", "--out", tmp_path / "m", "--device", "gpu"], "--device 'gpu'")]
     for arguments, message in cases:
-        assert predict(checkpoints, *arguments) == 2
+        assert run_predict(checkpoints, *arguments) == 2
         assert message in one_line_error(capsys)
     assert not (tmp_path / "m").exists()
 
@@ -185,7 +185,7 @@ def test_nan_voxels_are_an_error_naming_the_file(checkpoints, tmp_path, capsys):
     array[3, 4, 1] = np.nan
     array[5, 5, 0] = np.inf
     nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), str(tmp_path / "nan.nii.gz"))
-    assert predict(checkpoints, tmp_path / "nan.nii.gz", "--out", tmp_path / "m") == 2
+    assert run_predict(checkpoints, tmp_path / "nan.nii.gz", "--out", tmp_path / "m") == 2
     error = one_line_error(capsys)
     assert f"image {tmp_path / 'nan.nii.gz'} holds non-finite values" in error
     assert not (tmp_path / "m" / "nan.nii.gz").exists()
@@ -201,17 +201,38 @@ def _truncated_nifti(path):
 def test_every_input_is_read_before_the_first_mask_is_written(checkpoints, tmp_path, capsys):
     write_png(tmp_path / "in" / "good.png")
     _truncated_nifti(tmp_path / "in" / "cut.nii")
-    assert predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "cut.nii", "--out", tmp_path / "m") == 2
+    assert run_predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "cut.nii", "--out", tmp_path / "m") == 2
     assert f"input {tmp_path / 'in' / 'cut.nii'} is not a readable NIfTI image" in one_line_error(capsys)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
     write_nifti(tmp_path / "in" / "cut.nii", (16, 16, 3))  # fixed: the rerun needs no --overwrite
-    assert predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "cut.nii", "--out", tmp_path / "m") == 0
+    assert run_predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "cut.nii", "--out", tmp_path / "m") == 0
     assert sorted(path.name for path in (tmp_path / "m").iterdir()) == ["cut.nii", "good.png"]
 
 
 def test_a_nifti_of_the_wrong_rank_is_refused_before_any_write(checkpoints, tmp_path, capsys):
     write_png(tmp_path / "in" / "good.png")
     nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2, 2), np.float32), np.eye(4)), str(tmp_path / "in" / "4d.nii"))
-    assert predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "4d.nii", "--out", tmp_path / "m") == 2
+    assert run_predict(checkpoints, tmp_path / "in" / "good.png", tmp_path / "in" / "4d.nii", "--out", tmp_path / "m") == 2
     assert "expected a 2-D or 3-D NIfTI image, got shape (4, 4, 2, 2)" in one_line_error(capsys)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_predict_reads_pictures_as_training_does(tmp_path):
+    # an RGB and a 16-bit picture: predict's pixels are exactly the training reader's (one reader)
+    from medsegloss.data.folder import read_image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(rng.integers(0, 60000, (5, 7)).astype(np.uint16)).save(tmp_path / "deep.png")
+    for name in ("rgb.png", "deep.png"):
+        pixels = predict.read_png_input(tmp_path / name)
+        assert pixels.shape == (5, 7) and pixels.dtype == np.float32
+        np.testing.assert_array_equal(pixels, read_image(tmp_path / name)[0][0])
+    assert predict.read_png_input(tmp_path / "deep.png").max() > 255  # 16-bit depth kept, not squeezed to 8
+
+
+def test_predict_refuses_a_multi_page_picture_naming_it(tmp_path):
+    pages = [Image.fromarray(np.full((4, 4), value, np.uint8)) for value in (0, 9)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ValueError, match=r"stack\.tif: expected one picture, got 2 pages"):
+        predict.read_png_input(tmp_path / "stack.tif")

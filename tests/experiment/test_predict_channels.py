@@ -14,7 +14,7 @@ nibabel = pytest.importorskip("nibabel")
 from nnunet_fixtures import AFFINE, write_nifti, write_nnunet  # noqa: E402
 
 from medsegloss.data import get_dataset  # noqa: E402
-from medsegloss.experiment import evaluation, inference, trainer  # noqa: E402
+from medsegloss.experiment import evaluation, inference, predict, trainer  # noqa: E402
 from medsegloss.experiment.config import Config  # noqa: E402
 
 LABELS = {"background": 0, "liver": 1, "tumor": 2}
@@ -57,7 +57,7 @@ def test_checkpoint_carries_the_datasets_normalization_as_plain_json(trained):
 def test_channel_files_are_grouped_into_one_case_equal_to_the_model(trained, tmp_path):
     root, files, checkpoint, config = trained
     inputs = [files["case_001"][1], files["case_000"][0], files["case_001"][0], files["case_000"][1]]
-    written = inference.predict_files(checkpoint, inputs, tmp_path / "out")
+    written = predict.predict_files(checkpoint, inputs, tmp_path / "out")
     assert sorted(path.name for path in written) == ["case_000.nii.gz", "case_001.nii.gz"]
     for case in ("case_000", "case_001"):
         mask = nibabel.load(str(tmp_path / "out" / f"{case}.nii.gz"))
@@ -73,7 +73,7 @@ def test_a_decathlon_4d_image_gives_the_same_labels(trained, tmp_path):
     root, files, checkpoint, config = trained
     channels = [np.asarray(nibabel.load(str(path)).dataobj) for path in files["case_002"]]
     write_nifti(tmp_path / "case_002.nii.gz", np.stack(channels, axis=-1))  # (x, y, z, C) as the Decathlon
-    inference.predict_files(checkpoint, [tmp_path / "case_002.nii.gz"], tmp_path / "out")
+    predict.predict_files(checkpoint, [tmp_path / "case_002.nii.gz"], tmp_path / "out")
     mask = nibabel.load(str(tmp_path / "out" / "case_002.nii.gz"))
     assert mask.shape == channels[0].shape
     np.testing.assert_array_equal(mask.affine, nibabel.load(str(tmp_path / "case_002.nii.gz")).affine)
@@ -83,14 +83,14 @@ def test_a_decathlon_4d_image_gives_the_same_labels(trained, tmp_path):
 def test_wrong_channel_count_names_the_files_and_the_count_expected(trained, tmp_path, capsys):
     root, files, checkpoint, _ = trained
     with pytest.raises(ValueError, match=r"takes 2 channel\(s\) \(CT, T2\) but the files given hold 1: .*case_000_0000"):
-        inference.predict_files(checkpoint, [files["case_000"][0]], tmp_path / "out")
-    assert inference.main(["--checkpoint", str(checkpoint), str(files["case_000"][0]), "--out",
+        predict.predict_files(checkpoint, [files["case_000"][0]], tmp_path / "out")
+    assert predict.main(["--checkpoint", str(checkpoint), str(files["case_000"][0]), "--out",
                            str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "takes 2 channel(s)" in error and str(files["case_000"][0]) in error
     write_nifti(tmp_path / "x_0001.nii.gz", np.zeros((16, 16, 4), np.float32), AFFINE)
     with pytest.raises(ValueError, match=r"channel file .*x_0000\.nii\.gz is missing"):
-        inference.predict_files(checkpoint, [tmp_path / "x_0001.nii.gz"], tmp_path / "out")
+        predict.predict_files(checkpoint, [tmp_path / "x_0001.nii.gz"], tmp_path / "out")
     assert not (tmp_path / "out").exists()  # checked before any write
 
 
@@ -150,8 +150,8 @@ def test_3d_evaluation_and_predict_use_windows_over_the_patch(trained_3d, monkey
     assert [r["dice"] for r in rows] == pytest.approx([r["dice"] for r in expected], nan_ok=True)
     # predict of a case: the channel files through the windows, equal to the windows on the served case
     model.data = inference.read_checkpoint(checkpoint)["data"]
-    image, spacing, single = inference.read_channel_case(inference.ChannelCase(tmp_path / "c", tuple(files["case_000"])))
-    labels = inference.segment_channels(model, model.data, image, spacing, single, patch_size=8)
+    image, spacing, single = predict.read_channel_case(predict.ChannelCase(tmp_path / "c", tuple(files["case_000"])))
+    labels = predict.segment_channels(model, model.data, image, spacing, single, patch_size=8)
     served = get_dataset(config.dataset, split="all", **config.dataset_arguments()).case("case_000").image
     expected = inference.labels_from_logits(original(model, torch.from_numpy(served)[None], (8, 8, 8)))[0]
     np.testing.assert_array_equal(labels, expected.numpy())

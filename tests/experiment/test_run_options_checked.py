@@ -12,7 +12,7 @@ from PIL import Image
 
 from medsegloss import _io
 from medsegloss.data import cache, get_dataset
-from medsegloss.experiment import inference, trainer
+from medsegloss.experiment import predict, trainer
 from medsegloss.experiment.config import Config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,7 +31,7 @@ def checkpoint(tmp_path_factory):
 def test_predict_of_a_251_character_file_name(checkpoint, tmp_path):
     name = "x" * 247 + ".png"  # 251 bytes: legal (255 at most), its temp name once was not
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24), dtype=np.uint8)).save(tmp_path / name)
-    written = inference.predict_files(checkpoint, [tmp_path / name], tmp_path / "out")
+    written = predict.predict_files(checkpoint, [tmp_path / name], tmp_path / "out")
     assert [path.name for path in written] == [name]
     with Image.open(tmp_path / "out" / name) as mask:
         assert mask.size == (24, 20)
@@ -47,11 +47,11 @@ def test_atomic_writes_keep_the_format_suffixes_of_a_long_name(tmp_path):
 
 def test_predict_resizes_to_the_size_training_used(checkpoint, tmp_path, monkeypatch):
     sizes = []
-    segment = inference.segment_volume
-    monkeypatch.setattr(inference, "segment_volume", lambda model, volume, size, **options: (
+    segment = predict.segment_volume
+    monkeypatch.setattr(predict, "segment_volume", lambda model, volume, size, **options: (
         sizes.append(size), segment(model, volume, size, **options))[1])
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "a.png")
-    inference.predict_files(checkpoint, [tmp_path / "a.png"], tmp_path / "out")
+    predict.predict_files(checkpoint, [tmp_path / "a.png"], tmp_path / "out")
     assert sizes == [16]  # the dataset option size, as in training; not --image-size 32
 
 

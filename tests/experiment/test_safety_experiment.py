@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsegloss.experiment import inference, reproducibility, trainer
+from medsegloss.experiment import predict, reproducibility, trainer
 from medsegloss.experiment.config import Config
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -111,7 +111,7 @@ def test_predict_refuses_a_pickled_payload_whatever_the_file_name(name, tmp_path
     from PIL import Image
 
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
-    assert inference.main(["--checkpoint", str(tmp_path / name), str(image), "--out", str(tmp_path / "masks")]) == 2
+    assert predict.main(["--checkpoint", str(tmp_path / name), str(image), "--out", str(tmp_path / "masks")]) == 2
     assert not marker.exists()
     assert f"refused checkpoint {tmp_path / name}" in capsys.readouterr().err
     assert not (tmp_path / "masks").exists()
