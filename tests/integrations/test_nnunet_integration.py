@@ -176,3 +176,83 @@ def test_nnunet_trains_with_our_loss(tmp_path, monkeypatch):
     assert float(step["loss"]) == pytest.approx(float(expected), rel=1e-5)
     for loader in (trainer.dataloader_train, trainer.dataloader_val):
         getattr(loader, "_finish", lambda: None)()
+
+
+def test_trainer_names_follow_the_documented_rule():
+    assert integration.trainer_name() == "nnUNetTrainerMedsegloss"
+    assert integration.trainer_name("ce + 0.5*tversky(alpha=0.3, beta=0.7)", 5) == (
+        "nnUNetTrainerMedsegloss_ce_0_5_tversky_alpha_0_3_beta_0_7_5epochs")
+    assert integration.trainer_name(None, 5) == "nnUNetTrainerMedsegloss_5epochs"
+    assert "__" not in integration.trainer_name("  ce ++ dice  ")  # nnU-Net splits folder names at "__"
+    with pytest.raises(ValueError, match="epochs must be"):
+        integration.trainer_name("dice", 0)
+    with pytest.raises(ValueError, match="no letters or digits"):
+        integration.trainer_name("+ *")
+
+
+def test_install_writes_one_findable_class_per_loss(tmp_path, capsys):
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    assert integration.main(["install", str(tmp_path), "--loss", "ce + dice", "--loss", "tversky", "--epochs", "5"]) == 0
+    printed = capsys.readouterr().out
+    names = ["nnUNetTrainerMedsegloss_ce_dice_5epochs", "nnUNetTrainerMedsegloss_tversky_5epochs"]
+    assert all(f"-tr {name}" in printed for name in names)
+    assert sorted(p.stem for p in tmp_path.glob("*.py")) == names
+    for name, loss in zip(names, ["ce + dice", "tversky"]):
+        found = recursive_find_python_class(str(tmp_path), name, None, base_folder=str(tmp_path),
+                                            cleanup_imports_from_base_folder=True)
+        assert found.__name__ == name and found.medsegloss_loss == loss and found.medsegloss_epochs == 5
+        assert issubclass(found, integration.nnUNetTrainerMedsegloss.__mro__[1])  # nnU-Net's nnUNetTrainer
+    # the environment-variable trainer with a budget; a different loss under a taken name is refused
+    assert integration.install_trainers([None], 5, tmp_path) == {
+        "nnUNetTrainerMedsegloss_5epochs": tmp_path / "nnUNetTrainerMedsegloss_5epochs.py"}
+    with pytest.raises(ValueError, match="already exists for another loss string"):
+        integration.install_trainers(["ce+dice"], 5, tmp_path)
+    assert integration.main(["install", str(tmp_path), "--loss", "tversky(alpah=0.3)"]) == 2
+    assert "alpha" in capsys.readouterr().err
+
+
+def _preprocessed_toy(tmp_path, monkeypatch, configuration="3d_fullres"):
+    """nnU-Net's fingerprint, plans and preprocessing of the four toy volumes; the paths set."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))  # nnU-Net >= 2.6 reads its paths when used
+    monkeypatch.setenv("nnUNet_n_proc_DA", "1")  # planning sets torch threads from it: must be >= 1
+    monkeypatch.setenv("nnUNet_def_n_proc", "1")
+    _write_raw_dataset(tmp_path / "nnUNet_raw" / "Dataset501_Toy")
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
+
+    extract_fingerprints([501], num_processes=1, check_dataset_integrity=False, verbose=False)
+    plan_experiments([501])
+    preprocess([501], configurations=(configuration,), num_processes=(1,), verbose=False)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # data augmentation in this process
+    folder = tmp_path / "nnUNet_preprocessed" / "Dataset501_Toy"
+    plans = json.loads((folder / "nnUNetPlans.json").read_text())
+    plans["continue_training"] = False  # as nnU-Net's run_training sets it
+    return plans, json.loads((folder / "dataset.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_losses_train_into_two_results_folders(tmp_path, monkeypatch):
+    plans, dataset_json = _preprocessed_toy(tmp_path, monkeypatch)
+    specs = ["ce + dice", "ce + 0.5*tversky(alpha=0.3, beta=0.7)"]
+    folders = []
+    for spec in specs:
+        plans["continue_training"] = False  # nnU-Net's trainer pops it from the plans
+        trainer = integration.trainer_class(spec, 1)(plans=plans, configuration="3d_fullres", fold="all",
+                                                     dataset_json=dataset_json, device=torch.device("cpu"))
+        assert trainer.num_epochs == 1
+        trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 2, 1  # CPU: a few steps
+        trainer.run_training()
+        trainer.perform_actual_validation(False)
+        folders.append(tmp_path / "nnUNet_results" / "Dataset501_Toy"
+                       / f"{integration.trainer_name(spec, 1)}__nnUNetPlans__3d_fullres" / "fold_all")
+    assert folders[0] != folders[1]
+    for spec, folder in zip(specs, folders):
+        checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        assert checkpoint["trainer_name"] == integration.trainer_name(spec, 1)
+        assert json.loads((folder / "debug.json").read_text())["medsegloss_loss_used"] == spec
+        summary = json.loads((folder / "validation" / "summary.json").read_text())
+        assert len(summary["metric_per_case"]) == 4 and set(summary["mean"]) == {"1", "2"}
+        log = next(folder.glob("training_log_*.txt")).read_text()
+        assert f"medsegloss loss: {spec!r}" in log

@@ -23,8 +23,10 @@ wrapper, weights (``1, 1/2, 1/4, ...``, the lowest output 0, normalised) and dow
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from medsegloss.losses import build
 from medsegloss.losses.wrappers import MaskedLoss, _leaves, deep_supervision_weights
 
 __all__ = ["NNUNetLoss", "nnUNetTrainerMedsegloss", "loss_from_environment", "build_nnunet_loss",
-           "install_trainer", "TRAINER_NAME"]
+           "install_trainer", "install_trainers", "trainer_class", "trainer_name", "TRAINER_NAME"]
 
 TRAINER_NAME = "nnUNetTrainerMedsegloss"
 DEFAULT_LOSS = "dice_ce"
@@ -162,22 +164,55 @@ def _require_nnunet():
                           f"(import failed: {error})") from error
 
 
-def _trainer_class() -> type:
-    """Define the trainer on first use, so this module imports (and its helpers test) without
-    nnU-Net; ``__getattr__`` below serves it as the module attribute ``nnUNetTrainerMedsegloss``."""
+def trainer_name(loss: str | None = None, epochs: int | None = None) -> str:
+    """The class name (nnU-Net's ``-tr``, and its results folder ``<name>__<plans>__<config>``) of
+    the trainer for ``loss`` and ``epochs``: ``nnUNetTrainerMedsegloss``, then ``_<slug>`` for a
+    loss (each run of characters other than letters and digits becomes one ``_``, the ends
+    stripped: ``"ce + 0.5*dice"`` -> ``ce_0_5_dice``), then ``_<N>epochs`` when epochs are given.
+    Never a double underscore: nnU-Net splits its folder names at ``__``."""
+    name = TRAINER_NAME
+    if loss is not None:
+        slug = re.sub(r"[^0-9A-Za-z]+", "_", loss).strip("_")
+        if not slug:
+            raise ValueError(f"loss {loss!r} has no letters or digits to name a trainer by")
+        name += f"_{slug}"
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
+        name += f"_{epochs}epochs"
+    return name
+
+
+def trainer_class(loss: str | None = None, epochs: int | None = None, *, module: str | None = None) -> type:
+    """A subclass of nnU-Net's trainer named :func:`trainer_name` ``(loss, epochs)``, training
+    with ``loss`` (stored in the class as ``medsegloss_loss``; None: ``MEDSEGLOSS_LOSS`` /
+    ``MEDSEGLOSS_CONFIG``, as ``nnUNetTrainerMedsegloss``) for ``epochs`` epochs (None: nnU-Net's
+    1000). ``module`` is the module that holds it by that name (pickling, nnU-Net's finder); the
+    shims written by :func:`install_trainer` pass their own ``__name__``. The loss is checked here."""
     _require_nnunet()
+    if loss is not None:
+        check_loss(loss, {}, f"trainer {trainer_name(loss, epochs)}")
+    name = trainer_name(loss, epochs)
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    class nnUNetTrainerMedsegloss(nnUNetTrainer):  # noqa: N801  nnU-Net's naming: the class name is -tr
-        """nnU-Net's default trainer with the loss taken from medsegloss (``MEDSEGLOSS_LOSS`` or
-        ``MEDSEGLOSS_CONFIG``); everything else (network, schedule, augmentation) is nnU-Net's."""
-
+    class Trainer(nnUNetTrainer):
         def __new__(cls, *args, **kwargs):  # not __init__: nnU-Net records its __init__'s signature
-            loss_from_environment()  # a bad MEDSEGLOSS_LOSS / MEDSEGLOSS_CONFIG fails before nnU-Net sets up
+            cls.loss_and_options()  # a bad MEDSEGLOSS_LOSS / MEDSEGLOSS_CONFIG fails before nnU-Net sets up
             return super().__new__(cls)
 
+        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                     device: torch.device = torch.device("cuda")):
+            super().__init__(plans, configuration, fold, dataset_json, device)
+            if self.medsegloss_epochs is not None:
+                self.num_epochs = self.medsegloss_epochs
+            self.medsegloss_loss_used = self.loss_and_options()[0]  # recorded in nnU-Net's debug.json
+
+        @classmethod
+        def loss_and_options(cls) -> tuple[str, dict]:
+            return (cls.medsegloss_loss, {}) if cls.medsegloss_loss is not None else loss_from_environment()
+
         def _build_loss(self):
-            spec, options = loss_from_environment()
+            spec, options = self.loss_and_options()
             manager = self.label_manager
             outputs = len(self._get_deep_supervision_scales()) if self.enable_deep_supervision else 0
             # nnU-Net gives its lowest output weight 0, or 1e-6 under DDP without compile (unused parameters)
@@ -190,23 +225,23 @@ def _trainer_class() -> type:
                                    f"deep supervision outputs={outputs}")
             return loss
 
-    nnUNetTrainerMedsegloss.__module__ = __name__  # pickled and found by name as this module's attribute
-    nnUNetTrainerMedsegloss.__qualname__ = TRAINER_NAME
-    return nnUNetTrainerMedsegloss
+    Trainer.medsegloss_loss, Trainer.medsegloss_epochs = loss, epochs
+    Trainer.__name__ = Trainer.__qualname__ = name
+    Trainer.__module__ = module or __name__  # pickled and found by name as that module's attribute
+    where = f"loss {loss!r}" if loss is not None else "the loss of MEDSEGLOSS_LOSS or MEDSEGLOSS_CONFIG"
+    Trainer.__doc__ = (f"nnU-Net's default trainer with {where} from medsegloss, "
+                       f"{epochs or 'nnU-Net`s 1000'} epochs; everything else is nnU-Net's.")
+    return Trainer
 
 
 def __getattr__(name: str):
     if name == TRAINER_NAME:
-        trainer = globals()[TRAINER_NAME] = _trainer_class()
+        trainer = globals()[TRAINER_NAME] = trainer_class()
         return trainer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def install_trainer(folder: str | os.PathLike | None = None) -> Path:
-    """Write ``nnUNetTrainerMedsegloss.py``, a one-line module importing the trainer, where
-    nnU-Net looks for trainers: ``nnunetv2/training/nnUNetTrainer/`` of the installed nnU-Net
-    (default), or ``folder`` (then point ``nnUNet_extTrainer`` at it). Returns the file's path."""
-    _require_nnunet()
+def _trainer_folder(folder) -> Path:
     if folder is None:
         import nnunetv2
 
@@ -214,24 +249,66 @@ def install_trainer(folder: str | os.PathLike | None = None) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"install_trainer(): folder {str(folder)!r} does not exist")
-    path = folder / f"{TRAINER_NAME}.py"
+    return folder
+
+
+def install_trainer(folder: str | os.PathLike | None = None) -> Path:
+    """Write ``nnUNetTrainerMedsegloss.py``, a one-line module importing the trainer, where
+    nnU-Net looks for trainers: ``nnunetv2/training/nnUNetTrainer/`` of the installed nnU-Net
+    (default), or ``folder`` (then point ``nnUNet_extTrainer`` at it). Returns the file's path."""
+    _require_nnunet()
+    path = _trainer_folder(folder) / f"{TRAINER_NAME}.py"
     text = ('"""Written by medsegloss.integrations.nnunet.install_trainer(): makes the trainer findable by name."""\n'
             f"from medsegloss.integrations.nnunet import {TRAINER_NAME}  # noqa: F401\n")
     return _io.write_text(path, text)  # atomic, with the permissions of a plain file (nnU-Net imports it)
 
 
+def install_trainers(losses: list[str | None], epochs: int | None = None,
+                     folder: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Write one module per loss, ``<trainer_name(loss, epochs)>.py``, defining that named trainer
+    class (``None`` in ``losses``: the environment-variable trainer with ``epochs``), where
+    :func:`install_trainer` writes. Each class has its own name, so each loss gets its own nnU-Net
+    results folder; installing again adds classes. A loss whose name is taken by another loss
+    string (the same slug: ``"ce+dice"`` after ``"ce + dice"``) is refused. Returns ``{class name: file}``."""
+    _require_nnunet()
+    folder = _trainer_folder(folder)
+    texts = {}
+    for loss in losses:
+        name = trainer_name(loss, epochs)
+        trainer_class(loss, epochs)  # checks the loss before anything is written
+        text = ('"""Written by medsegloss.integrations.nnunet.install_trainers(): the trainer of one loss."""\n'
+                "from medsegloss.integrations.nnunet import trainer_class\n\n"
+                f"{name} = trainer_class({loss!r}, {epochs!r}, module=__name__)\n")
+        path = folder / f"{name}.py"
+        previous = texts.get(name) or (path.read_text(encoding="utf-8") if path.is_file() else None)
+        if previous is not None and previous != text:
+            raise ValueError(f"trainer {name} already exists for another loss string ({path}); "
+                             f"loss {loss!r} needs a spelling of its own (the name keeps letters and digits only)")
+        texts[name] = text
+    return {name: _io.write_text(folder / f"{name}.py", text) for name, text in texts.items()}
+
+
 def main(argv=None) -> int:
-    """``python -m medsegloss.integrations.nnunet install [FOLDER]``."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "install" or len(argv) > 2:
-        print("usage: python -m medsegloss.integrations.nnunet install [FOLDER]", file=sys.stderr)
-        return 2
+    """``python -m medsegloss.integrations.nnunet install [FOLDER] [--loss L ...] [--epochs N]``."""
+    parser = argparse.ArgumentParser(prog="python -m medsegloss.integrations.nnunet",
+                                     description="make medsegloss trainers findable by nnU-Net v2")
+    parser.add_argument("command", choices=["install"])
+    parser.add_argument("folder", nargs="?", default=None,
+                        help="where to write (default: nnunetv2/training/nnUNetTrainer; else set nnUNet_extTrainer)")
+    parser.add_argument("--loss", action="append", default=[],
+                        help="a trainer class for this loss (repeat for several); none: nnUNetTrainerMedsegloss")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of the classes written (default 1000)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        path = install_trainer(argv[1] if len(argv) == 2 else None)
+        if not args.loss and args.epochs is None:
+            written = {TRAINER_NAME: install_trainer(args.folder)}
+        else:
+            written = install_trainers(args.loss or [None], args.epochs, args.folder)
     except (ValueError, ImportError, OSError) as error:
         print(f"medsegloss nnunet install: error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {path}: train with nnUNetv2_train ... -tr {TRAINER_NAME}")
+    for name, path in written.items():
+        print(f"wrote {path}: train with nnUNetv2_train ... -tr {name}")
     return 0
 
 
