@@ -63,7 +63,7 @@ def _equal(first, second):
 
 
 @pytest.mark.parametrize("spec", [
-    pytest.param(SMP_TINY, marks=pytest.mark.skipif(not HAS_SMP, reason="segmentation_models_pytorch missing")),
+    pytest.param(SMP_TINY, marks=pytest.mark.skipif(not HAS_SMP, reason="segmentation_models_pytorch missing or not importable (torchvision built for another torch)")),
     pytest.param(DYNUNET, marks=pytest.mark.skipif(not HAS_MONAI, reason="monai missing")),
     pytest.param("monai:BasicUNet(features=(4, 4, 8, 8, 16, 4))",
                  marks=pytest.mark.skipif(not HAS_MONAI, reason="monai missing")),
@@ -80,7 +80,7 @@ def test_module_factory_gets_channels_dims_and_options():
         build_model(f"module:{__name__}:missing", 1, 2)
 
 
-@pytest.mark.skipif(not HAS_SMP, reason="segmentation_models_pytorch missing")
+@pytest.mark.skipif(not HAS_SMP, reason="segmentation_models_pytorch missing or not importable (torchvision built for another torch)")
 def test_smp_refuses_3d_and_sizes_it_cannot_take():
     with pytest.raises(ValueError, match="2-D only"):
         build_model(SMP_TINY, 1, 2, dims=3)
@@ -107,7 +107,7 @@ TINY = {"image_size": 32, "depth": 2, "steps": 2, "batch_size": 4, "device": "cp
 
 
 @pytest.mark.parametrize("spec", [
-    pytest.param(SMP_TINY, marks=pytest.mark.skipif(not HAS_SMP, reason="segmentation_models_pytorch missing")),
+    pytest.param(SMP_TINY, marks=pytest.mark.skipif(not HAS_SMP, reason="segmentation_models_pytorch missing or not importable (torchvision built for another torch)")),
     pytest.param(DYNUNET, marks=pytest.mark.skipif(not HAS_MONAI, reason="monai missing")),
     MODULE_SPEC])
 def test_tiny_sweep_records_the_model_and_predict_rebuilds_it(spec, tmp_path):
@@ -123,3 +123,11 @@ def test_tiny_sweep_records_the_model_and_predict_rebuilds_it(spec, tmp_path):
     assert loaded.model == spec
     saved = torch.load(run / "best.pt", map_location="cpu", weights_only=True)["model"]
     assert _equal(model.state_dict(), saved)
+
+
+def test_a_missing_package_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)  # import now raises ImportError
+    with pytest.raises(ImportError, match=r"medsegloss\[smp\]"):
+        build_model(SMP_TINY, 1, 2)
