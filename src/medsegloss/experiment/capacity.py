@@ -103,6 +103,12 @@ def check_fits(config, train_set, in_channels: int, out_channels: int, device) -
     shapes = [tuple(train_set.case(case).image.shape[-config.dims:]) for case in train_set.cases]
     check_patch(config.patch, shapes, config.dims)
     spatial = (config.patch,) * config.dims if config.patch else tuple(max(axis) for axis in zip(*shapes))
+    if config.model != "unet":  # a zoo network: no size formula, so one dummy forward of the patch
+        from medsegloss.experiment.components import make_model
+        from medsegloss.models.zoo import check_model_input
+
+        check_model_input(make_model(config, in_channels, out_channels), config.model, in_channels, spatial)
+        return
     parameters = parameter_count(in_channels, out_channels, config.base_width, config.depth, config.dims,
                                  config.deep_supervision)
     weights = FLOAT_BYTES * parameters * (2 + OPTIMIZER_STATES.get(config.optimizer, 2))  # + gradient + states

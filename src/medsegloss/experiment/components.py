@@ -239,12 +239,13 @@ def fold_split(config: Config) -> dict:
 
 
 def make_model(config: Config, in_channels: int, out_channels: int) -> nn.Module:
-    """A UNet with fresh weights drawn from ``config.seed``."""
-    from medsegloss.models import UNet
+    """The network of ``config.model`` (the built-in UNet by default) with fresh weights drawn from
+    ``config.seed``: every loss of a seed starts from the same weights."""
+    from medsegloss.models.zoo import build_model
 
     seed_everything(config.seed)
-    model = UNet(in_channels, out_channels, base=config.base_width, depth=config.depth, dims=config.dims,
-                 deep_supervision=config.deep_supervision)
+    model = build_model(config.model, in_channels, out_channels, dims=config.dims, base_width=config.base_width,
+                        depth=config.depth, deep_supervision=config.deep_supervision)
     return model
 
 

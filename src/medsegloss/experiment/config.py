@@ -45,6 +45,7 @@ class Config:
     loss_options: dict = field(default_factory=dict)  # the loss's options as JSON, e.g. '{"alpha": 0.3}'
     loss_schedule: str | None = None  # term weights over the steps, e.g. 'boundary=linear(0.01, 1.0)' or 'boundary=step(0@0, 1@2000)'
     binary_as_one_channel: bool = True  # binary datasets: one output channel + sigmoid (prediction = logit > 0)
+    model: str = "unet"  # network spec: unet, smp:<Arch>(...), monai:<Net>(...) or module:pkg.mod:factory(...) (docs/models.md)
     base_width: int = 16  # UNet channels at the first level (64 in the paper)
     depth: int = 4  # UNet down-sampling steps (4 in the paper)
     deep_supervision: bool = False  # UNet heads on the decoder levels; the loss over all outputs, weights 1, 1/2, 1/4 ... (nnU-Net)
@@ -119,6 +120,9 @@ class Config:
             raise ValueError(f"depth must be an int >= 0, got {self.depth!r}")
         if self.dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {self.dims!r}")
+        from medsegloss.models.zoo import parse_model_spec
+
+        parse_model_spec(self.model)  # a malformed spec fails here, before any data is read
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         check_seed(self.seed)

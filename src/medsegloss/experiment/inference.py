@@ -157,7 +157,17 @@ def load_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, Config]:
     checkpoint = read_checkpoint(path, device)
     if not isinstance(checkpoint, dict) or "model_args" not in checkpoint:
         raise ValueError(f"{path} is not a medsegloss checkpoint (no 'model_args'; expected best.pt or last.pt)")
-    model = UNet(**checkpoint["model_args"])
+    model_args = dict(checkpoint["model_args"])
+    spec = model_args.pop("model", "unet")
+    if spec == "unet":
+        model = UNet(**model_args)
+    else:  # a zoo network: rebuilt from its spec, then the saved weights
+        from medsegloss.models.zoo import build_model
+
+        model = build_model(spec, model_args["in_channels"], model_args["num_classes"], dims=model_args["dims"],
+                            base_width=model_args["base"], depth=model_args["depth"],
+                            deep_supervision=model_args.get("deep_supervision", False))
+        model.num_classes = model_args["num_classes"]
     model.load_state_dict(checkpoint["model"])
     model.class_names = checkpoint["class_names"]
     model.dataset_num_classes = checkpoint["num_classes"]

@@ -181,6 +181,8 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
                   "base": config.base_width, "depth": config.depth, "dims": config.dims}
     if config.deep_supervision:  # (only then: checkpoints of plain runs keep their model_args)
         model_args["deep_supervision"] = True
+    if config.model != "unet":  # (only then: checkpoints of UNet runs keep their model_args)
+        model_args["model"] = config.model
     model = make_model(config, model_args["in_channels"], out_channels)
     term_schedule = make_term_schedule(config, loss_fn)  # on the loss's own terms, before any wrapping
     if config.deep_supervision:
