@@ -29,7 +29,7 @@ LOGGERS = ("tensorboard",)  # where runs can also log their curves (metrics.json
 
 @dataclass(frozen=True)
 class Config:
-    dataset: str = "phantom-lesion"  # dataset name (`medsegloss datasets` lists them)
+    dataset: str = "phantom-lesion"  # dataset kind (`medsegloss datasets` lists them); on the command line also NAME=KIND:ROOT, as in bench
     dataset_name: str | None = None  # the dataset's own name in run folders and reports (bench --dataset NAME=KIND:ROOT); None: the dataset
     data_root: str | None = None  # folder holding the dataset's files; None for the synthetic phantoms
     dataset_options: dict = field(default_factory=dict)  # extra get_dataset options as JSON, e.g. '{"num_cases": 20}'

@@ -41,7 +41,29 @@ def parse_arguments(argv) -> tuple:
     if args.resume and given:
         parser.error(f"--resume continues the stored config of {args.resume}; do not pass "
                      f"{', '.join('--' + key.replace('_', '-') for key in given)}")
+    try:
+        given = resolve_named_dataset(given)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
     return args, given
+
+
+def resolve_named_dataset(given: dict) -> dict:
+    """``--dataset`` means what it means in ``bench``: a kind (``phantom-lesion``) or
+    ``NAME=KIND:ROOT``, which sets the dataset kind, its own name (``dataset_name``, unless it is
+    the kind) and ``data_root`` (a ``--data-root`` given as well must agree)."""
+    from medsegloss.experiment.config import parse_named_dataset
+
+    text = given.get("dataset")
+    if not isinstance(text, str) or "=" not in text:
+        return given
+    spec = parse_named_dataset(text)
+    if spec.root is not None and given.get("data_root") not in (None, spec.root):
+        raise ValueError(f"--dataset {text!r} names folder {spec.root} but --data-root is {given['data_root']}")
+    resolved = {**given, "dataset": spec.kind, "dataset_name": None if spec.name == spec.kind else spec.name}
+    if spec.root is not None:
+        resolved["data_root"] = spec.root
+    return resolved
 
 
 def main(argv=None) -> int:
