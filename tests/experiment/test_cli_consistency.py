@@ -37,3 +37,47 @@ def test_train_dataset_root_disagreeing_with_data_root(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_arguments(["--dataset", f"mine=folder:{tmp_path}", "--data-root", "/elsewhere"])
     assert "--data-root" in capsys.readouterr().err
+
+
+def test_train_and_bench_share_their_defaults():
+    from medsegloss.experiment import bench, train_cli
+
+    train_config = Config.preset("default", **train_cli.settings("default", {}))
+    bench_config, *_ = bench.sweep_from_args(bench.build_parser().parse_args([]))
+    for name in ("image_size", "base_width", "depth", "steps", "val_every", "lr", "schedule", "patch", "augment",
+                 "batch_size", "metrics"):
+        assert getattr(train_config, name) == getattr(bench_config, name), name
+    assert (train_config.lr, train_config.schedule) == (0.01, "poly")  # not the old lr 0.001 constant
+
+
+def test_train_help_shows_the_shared_defaults(capsys):
+    from medsegloss.experiment.train_cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "(default: 0.01)" in text and "(default: 64)" in text and "(default: 'poly')" in text
+
+
+def test_paper_preset_keeps_its_own_settings():
+    from medsegloss.experiment import train_cli
+
+    config = Config.preset("paper", **train_cli.settings("paper", {}))
+    assert (config.base_width, config.image_size, config.lr, config.epochs) == (64, 256, 0.01, 100)
+
+
+@pytest.mark.parametrize("flags, expected", [(["--steps", "20"], 1), (["--steps", "400"], 20),
+                                             (["--steps", "20", "--val-every", "5"], 5)])
+def test_validation_interval_follows_the_budget(flags, expected):
+    from medsegloss.experiment import bench, train_cli
+
+    _, given = parse_arguments(flags)
+    train_config = Config.preset("default", **train_cli.settings("default", given))
+    bench_config, *_ = bench.sweep_from_args(bench.build_parser().parse_args(flags))
+    for config in (train_config, bench_config):
+        assert config.validation_interval(train_items=12) == expected
+
+
+def test_val_every_beyond_the_budget_is_an_error_with_a_working_remedy():
+    with pytest.raises(ValueError, match="larger than the budget of 20 steps") as error:
+        Config(steps=20, val_every=25)
+    remedy = int(str(error.value).split("--val-every ")[1].split()[0])
+    assert Config(steps=20, val_every=remedy).validation_interval(train_items=12) <= 20

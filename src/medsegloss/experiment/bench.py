@@ -36,6 +36,8 @@ DEFAULT_STEPS = 500
 DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "steps": DEFAULT_STEPS, "val_every": 25,
                     "schedule": "poly", "patch": 48, "augment": True, "batch_size": 8, "lr": 0.01, "folds": 5,
                     "metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}
+# The defaults of both commands (`medsegloss train` takes them without the folds: one run).
+TRAIN_DEFAULTS = {key: value for key, value in DEFAULT_SETTINGS.items() if key != "folds"}
 # Per-dataset options used when --dataset-options is not given: 25 phantom cases / 25 brain slabs,
 # so each fold tests 5 and trains on 12 with 8 validation cases (the convergence rule's curve).
 DATASET_OPTIONS = {"phantom-lesion": {"num_cases": 25}, "phantom-cardiac": {"num_cases": 25},
@@ -554,6 +556,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def derived_settings(given: dict) -> dict:
+    """The flags ``given``, with the validation interval derived from the budget when the budget
+    is given without ``--val-every``: ``--epochs`` alone validates once per epoch, ``--steps N``
+    every ``N // 20`` steps (the defaults' ``val_every`` belongs to their 500 steps); and the
+    default patch left out (whole images) when ``--image-size`` is smaller than it."""
+    if "patch" not in given and given.get("image_size", DEFAULT_SETTINGS["image_size"]) < DEFAULT_SETTINGS["patch"]:
+        given = {"patch": None, **given}
+    if "val_every" in given:
+        return given
+    if "epochs" in given and "steps" not in given:  # --epochs: a budget in epochs instead of steps
+        return {"steps": None, "val_every": None, **given}
+    if "steps" in given:
+        return {"val_every": None, **given}
+    return given
+
+
 def sweep_from_args(args) -> tuple:
     """(base config, datasets, losses, seeds, data roots) from parsed arguments."""
     from medsegloss.experiment.config import Config
@@ -561,8 +579,7 @@ def sweep_from_args(args) -> tuple:
     own = {"preset", "losses", "datasets", "seeds", "data_root", "out", "shard", "baseline", "no_report", "quiet",
            "jobs", "dataset", "dataset_options", "margin", "config"}
     given = {key: value for key, value in vars(args).items() if key not in own}
-    if "epochs" in given and "steps" not in given:  # --epochs: a budget in epochs instead of steps
-        given = {"steps": None, "val_every": None, **given}
+    given = derived_settings(given)
     if args.preset == "paper":
         base = Config.preset("paper", **{**PAPER["settings"], **given})
         datasets, losses, seeds = PAPER["datasets"], PAPER["losses"], PAPER["seeds"]

@@ -102,6 +102,10 @@ class Config:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be None or a positive int, got {value!r}")
+        if self.steps is not None and self.val_every is not None and self.val_every > self.steps:
+            raise ValueError(f"val_every {self.val_every} is larger than the budget of {self.steps} steps (no validation "
+                             f"inside it, so the run is not assessable): give --val-every {max(1, self.steps // 20)} "
+                             f"or leave it out (derived: steps // 20)")
         from medsegloss.experiment.lr_schedule import SCHEDULES
 
         if self.schedule not in SCHEDULES:
@@ -401,9 +405,10 @@ def argument_for(annotation, name: str = "") -> dict:
     return {"type": annotation, "metavar": annotation.__name__.upper()}
 
 
-def add_config_arguments(parser, exclude=(), show_defaults: bool = True) -> None:
+def add_config_arguments(parser, exclude=(), show_defaults: bool = True, defaults=None) -> None:
     """One ``--field-name`` flag per field not in ``exclude``, typed from its annotation, its
-    comment as help (with the field's default when ``show_defaults``). Defaults are left out of
+    comment as help (with the field's default when ``show_defaults``; ``defaults``: the command's
+    own defaults shown instead where they set the field). Defaults are left out of
     the namespace (``SUPPRESS``), so only the flags given appear: the caller applies them on top
     of a preset."""
     import typing
@@ -415,6 +420,7 @@ def add_config_arguments(parser, exclude=(), show_defaults: bool = True) -> None
         help_ = helps.get(field.name, "")
         if show_defaults:
             default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            default = (defaults or {}).get(field.name, default)
             help_ = f"{help_} (default: {default!r})"
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
                             help=help_, **argument_for(hints[field.name], field.name))
