@@ -81,3 +81,12 @@ def test_val_every_beyond_the_budget_is_an_error_with_a_working_remedy():
         Config(steps=20, val_every=25)
     remedy = int(str(error.value).split("--val-every ")[1].split()[0])
     assert Config(steps=20, val_every=remedy).validation_interval(train_items=12) <= 20
+
+
+def test_padding_note_names_the_padded_items():
+    from medsegloss.experiment.capacity import padding_note
+
+    assert padding_note(None, [(16, 16)]) is None
+    assert padding_note(16, [(16, 16), (32, 24)]) is None
+    note = padding_note(24, [(16, 20), (32, 32), (20, 40)])
+    assert "2 of 3" in note and "16×20" in note and "padded" in note
