@@ -90,3 +90,44 @@ def test_padding_note_names_the_padded_items():
     assert padding_note(16, [(16, 16), (32, 24)]) is None
     note = padding_note(24, [(16, 20), (32, 32), (20, 40)])
     assert "2 of 3" in note and "16×20" in note and "padded" in note
+
+
+def test_a_script_without_main_guard_runs_the_sweep_in_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import medsegloss
+
+    out = tmp_path / "bench"
+    script = tmp_path / "sweep.py"
+    flags = ["--losses", "ce", "dice", "--datasets", "phantom-lesion", "--seeds", "0", "--image-size", "16",
+             "--base-width", "2", "--depth", "1", "--steps", "2", "--batch-size", "2", "--folds", "none",
+             "--dataset-options", '{"num_cases": 5}', "--metrics", "dice", "--no-report", "--jobs", "2",
+             "--threads", "1", "--out", str(out)]
+    # no `if __name__ == "__main__":`: spawned workers would re-run the sweep
+    script.write_text(f"from medsegloss.experiment import bench\nraise SystemExit(bench.main({flags!r}))\n")
+    source = str(Path(medsegloss.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "guard" in done.stdout + done.stderr
+    assert len(list(out.glob("phantom-lesion/*/seed0/metrics.json"))) == 2
+
+
+def test_unguarded_main_script_reads_the_guard(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from medsegloss.experiment.workers import unguarded_main_script
+
+    for text, unguarded in [("run()\n", True), ('if __name__ == "__main__":\n    run()\n', False),
+                            ("if __name__=='__main__':\n    run()\n", False)]:
+        path = tmp_path / "script.py"
+        path.write_text(text)
+        module = types.ModuleType("__main__")
+        module.__file__ = str(path)
+        monkeypatch.setitem(sys.modules, "__main__", module)
+        assert (unguarded_main_script() == str(path)) is unguarded

@@ -423,6 +423,14 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
                                         "command": command})  # the bench arguments, for the report
     todo = [job for job in planned if not finished(job_configs[job], job.run_dir(out))]
     jobs = min(jobs, max(1, len(todo)))
+    if jobs > 1:
+        from medsegloss.experiment.workers import unguarded_main_script
+
+        script = unguarded_main_script()
+        if script is not None:  # its spawned workers would start the sweep again and die
+            say(f"bench: note: {script} has no `if __name__ == \"__main__\":` guard, so worker processes "
+                f"cannot start; training the runs one at a time here (add the guard for --jobs {jobs})")
+            jobs = 1
     say(f"bench: {len(planned)} runs" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
         + f" ({len(planned) - len(todo)} finished already, {len(todo)} to train"
         + (f", {jobs} at once" if jobs > 1 else "") + f") into {out}")
