@@ -131,3 +131,21 @@ def test_unguarded_main_script_reads_the_guard(tmp_path, monkeypatch):
         module.__file__ = str(path)
         monkeypatch.setitem(sys.modules, "__main__", module)
         assert (unguarded_main_script() == str(path)) is unguarded
+
+
+def test_the_estimate_counts_the_setup_and_is_repeated_after_the_first_run(tmp_path, capsys):
+    import re
+
+    from medsegloss.experiment import bench
+
+    code = bench.main(["--losses", "ce", "dice", "--datasets", "phantom-lesion", "--seeds", "0", "--image-size", "16",
+                       "--base-width", "2", "--depth", "1", "--steps", "4", "--batch-size", "2", "--folds", "none",
+                       "--dataset-options", '{"num_cases": 5}', "--metrics", "dice", "--no-report", "--jobs", "1",
+                       "--threads", "1", "--out", str(tmp_path / "bench")])
+    assert code == 0
+    text = capsys.readouterr().out
+    setup = float(re.search(r"([0-9.]+) s setup", text).group(1))
+    assert setup > 0
+    first = re.search(r"the first run took ([0-9.]+) s: expected about ([0-9.]+) min for all 2 runs \(measured\)", text)
+    assert first is not None, text
+    assert float(first.group(2)) == pytest.approx(round(2 * float(first.group(1)) / 60, 1), abs=0.051)

@@ -354,7 +354,8 @@ def _train(config_dict: dict, run_dir: str) -> dict:
 def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict:
     """Expected duration of ``runs`` runs like ``config`` on ``jobs`` workers, from timing a few
     steps and one validation of a throw-away copy of the run (in a temporary folder):
-    ``runs / jobs * (steps * seconds per step + (validations + 1) * seconds per validation)``."""
+    ``runs / jobs * (setup + steps * seconds per step + (validations + 2) * seconds per validation)``,
+    the setup (data build, model, loader start, the first two steps) timed as well."""
     import tempfile
 
     import torch
@@ -367,10 +368,12 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
         try:
             if jobs > 1:
                 torch.set_num_threads(max(1, config.threads))  # as in a worker
+            started = time.perf_counter()  # the run's setup: data build, model, loader (workers) start
             loss_fn = components.check_config(config)
             run = trainer.prepare_run(config, Path(folder), loss_fn, components.resolve_device(config), quiet=True)
             batches = iter(trainer.make_loader(run))
             trainer.train_interval(run, batches, min(2, run.total_steps))  # warm-up: first-step allocations
+            setup_seconds = time.perf_counter() - started
             started = time.perf_counter()
             stop = min(run.state.step + timed_steps, run.total_steps)
             made = stop - run.state.step
@@ -383,10 +386,12 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
             validation_seconds = time.perf_counter() - started
         finally:
             torch.set_num_threads(threads)
-    per_run = run.total_steps * step_seconds + (run.total_steps // run.val_every + 2) * validation_seconds
+    warm_up = min(2, run.total_steps)  # counted in setup_seconds
+    per_run = (setup_seconds + (run.total_steps - warm_up) * step_seconds
+               + (run.total_steps // run.val_every + 2) * validation_seconds)
     waves = -(-runs // max(1, jobs))
     return {"seconds": waves * per_run, "step_seconds": step_seconds, "validation_seconds": validation_seconds,
-            "steps": run.total_steps}
+            "setup_seconds": setup_seconds, "steps": run.total_steps}
 
 
 def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1, 1), roots=None,
@@ -442,7 +447,8 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
         say(f"bench: expected {cap}about {expected['seconds'] / 60:.1f} min ({expected['steps']} steps per run"
             + (" (the --until-converged cap)" if base.until_converged else "") + " at "
             f"{1000 * expected['step_seconds']:.0f} ms/step, {expected['validation_seconds']:.2f} s per "
-            f"validation, timed on {todo[0].dataset}; a busy machine takes longer)")
+            f"validation, {expected['setup_seconds']:.1f} s setup, timed on {todo[0].dataset}; a busy machine takes "
+            f"longer)")
     failed = []
     width = max((len(job.loss) for job in todo), default=0)
 
@@ -455,6 +461,10 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
         fold = f" fold {job.fold}" if job.fold is not None else ""
         say(f"[{number:>{len(str(len(todo)))}}/{len(todo)}] {job.dataset:<16} {job.loss:<{width}} seed {job.seed}{fold}"
             f"  {text}  {outcome['seconds']:.1f} s")
+        if number == 1 and len(todo) > 1:  # the estimate again, from a whole measured run
+            waves = -(-len(todo) // jobs)
+            say(f"bench: the first run took {outcome['seconds']:.1f} s: expected about "
+                f"{waves * outcome['seconds'] / 60:.1f} min for all {len(todo)} runs (measured)")
 
     with tqdm(total=len(todo), unit="run", desc="bench", disable=quiet, dynamic_ncols=True) as bar:
         if jobs == 1:
