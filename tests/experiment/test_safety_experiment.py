@@ -131,7 +131,8 @@ def test_init_weights_with_a_payload_are_refused_before_anything_is_written(tmp_
 def train(out, *flags):
     return train_cli.main(["--dataset", "phantom-lesion", "--image-size", "16", "--base-width", "2", "--depth", "1",
                          "--epochs", "2", "--batch-size", "4", "--dataset-options", '{"num_cases": 5, "slices_per_case": 2}',
-                         "--metrics", "dice", "--threads", "1", "--out", str(out), "--quiet", *flags])
+                         "--metrics", "dice", "--threads", "1", "--out", str(out), "--quiet",
+                         "--schedule", "constant", "--no-augment", *flags])  # as the Config() defaults
 
 
 def test_a_second_process_on_a_locked_run_directory_is_refused_naming_the_holder(tmp_path, capsys):

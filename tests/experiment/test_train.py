@@ -162,7 +162,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(reference_run, tmp_
     trip_loss(monkeypatch, at_call=5, action="interrupt")  # Ctrl-C at step 5, in epoch 2
     code = train_cli.main(["--dataset", "phantom-cardiac", "--image-size", "32", "--base-width", "4", "--depth", "2",
                        "--epochs", "3", "--batch-size", "3", "--dataset-options", '{"num_cases": 5, "slices_per_case": 3}',
-                       "--loss", "ce + 1.0*dice", "--lr", "0.01", "--out", str(tmp_path), "--quiet"])
+                       "--loss", "ce + 1.0*dice", "--lr", "0.01", "--out", str(tmp_path), "--quiet",
+                       # the Config() field defaults where the command's (the benchmark's) differ
+                       "--schedule", "constant", "--no-augment", "--metrics", "dice,iou,pixel_error"])
     assert code == 130 and f"--resume {tmp_path}" in capsys.readouterr().err
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
     assert not (tmp_path / "metrics.json").exists()

@@ -20,7 +20,8 @@ def test_two_process_gloo_run_matches_a_single_process_evaluation(tmp_path):
                "-m", "medsegloss", "train", "--dataset", "phantom-cardiac", "--image-size", "32",
                "--base-width", "4", "--depth", "2", "--epochs", "2", "--batch-size", "3", "--lr", "0.01",
                "--dataset-options", '{"num_cases": 5, "slices_per_case": 3}', "--loss", "ce + 1.0*dice",
-               "--device", "cpu", "--out", str(out), "--quiet"]
+               "--device", "cpu", "--out", str(out), "--quiet",
+               "--metrics", "dice,iou,pixel_error", "--schedule", "constant", "--no-augment"]  # the Config() defaults
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment)
     if finished.returncode != 0 and "Signal 6 (SIGABRT)" in finished.stderr and not (out / "metrics.json").exists():

@@ -36,6 +36,8 @@ DEFAULT_STEPS = 500
 DEFAULT_SETTINGS = {"image_size": 64, "base_width": 8, "depth": 3, "steps": DEFAULT_STEPS, "val_every": 25,
                     "schedule": "poly", "patch": 48, "augment": True, "batch_size": 8, "lr": 0.01, "folds": 5,
                     "metrics": ("dice", "iou", "pixel_error", "hd95", "assd")}
+# The defaults of both commands (`medsegloss train` takes them without the folds: one run).
+TRAIN_DEFAULTS = {key: value for key, value in DEFAULT_SETTINGS.items() if key != "folds"}
 # Per-dataset options used when --dataset-options is not given: 25 phantom cases / 25 brain slabs,
 # so each fold tests 5 and trains on 12 with 8 validation cases (the convergence rule's curve).
 DATASET_OPTIONS = {"phantom-lesion": {"num_cases": 25}, "phantom-cardiac": {"num_cases": 25},
@@ -352,7 +354,8 @@ def _train(config_dict: dict, run_dir: str) -> dict:
 def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict:
     """Expected duration of ``runs`` runs like ``config`` on ``jobs`` workers, from timing a few
     steps and one validation of a throw-away copy of the run (in a temporary folder):
-    ``runs / jobs * (steps * seconds per step + (validations + 1) * seconds per validation)``."""
+    ``runs / jobs * (setup + steps * seconds per step + (validations + 2) * seconds per validation)``,
+    the setup (data build, model, loader start, the first two steps) timed as well."""
     import tempfile
 
     import torch
@@ -365,10 +368,12 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
         try:
             if jobs > 1:
                 torch.set_num_threads(max(1, config.threads))  # as in a worker
+            started = time.perf_counter()  # the run's setup: data build, model, loader (workers) start
             loss_fn = components.check_config(config)
             run = trainer.prepare_run(config, Path(folder), loss_fn, components.resolve_device(config), quiet=True)
             batches = iter(trainer.make_loader(run))
             trainer.train_interval(run, batches, min(2, run.total_steps))  # warm-up: first-step allocations
+            setup_seconds = time.perf_counter() - started
             started = time.perf_counter()
             stop = min(run.state.step + timed_steps, run.total_steps)
             made = stop - run.state.step
@@ -381,10 +386,12 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
             validation_seconds = time.perf_counter() - started
         finally:
             torch.set_num_threads(threads)
-    per_run = run.total_steps * step_seconds + (run.total_steps // run.val_every + 2) * validation_seconds
+    warm_up = min(2, run.total_steps)  # counted in setup_seconds
+    per_run = (setup_seconds + (run.total_steps - warm_up) * step_seconds
+               + (run.total_steps // run.val_every + 2) * validation_seconds)
     waves = -(-runs // max(1, jobs))
     return {"seconds": waves * per_run, "step_seconds": step_seconds, "validation_seconds": validation_seconds,
-            "steps": run.total_steps}
+            "setup_seconds": setup_seconds, "steps": run.total_steps}
 
 
 def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1, 1), roots=None,
@@ -421,6 +428,14 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
                                         "command": command})  # the bench arguments, for the report
     todo = [job for job in planned if not finished(job_configs[job], job.run_dir(out))]
     jobs = min(jobs, max(1, len(todo)))
+    if jobs > 1:
+        from medsegloss.experiment.workers import unguarded_main_script
+
+        script = unguarded_main_script()
+        if script is not None:  # its spawned workers would start the sweep again and die
+            say(f"bench: note: {script} has no `if __name__ == \"__main__\":` guard, so worker processes "
+                f"cannot start; training the runs one at a time here (add the guard for --jobs {jobs})")
+            jobs = 1
     say(f"bench: {len(planned)} runs" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else "")
         + f" ({len(planned) - len(todo)} finished already, {len(todo)} to train"
         + (f", {jobs} at once" if jobs > 1 else "") + f") into {out}")
@@ -432,7 +447,8 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
         say(f"bench: expected {cap}about {expected['seconds'] / 60:.1f} min ({expected['steps']} steps per run"
             + (" (the --until-converged cap)" if base.until_converged else "") + " at "
             f"{1000 * expected['step_seconds']:.0f} ms/step, {expected['validation_seconds']:.2f} s per "
-            f"validation, timed on {todo[0].dataset}; a busy machine takes longer)")
+            f"validation, {expected['setup_seconds']:.1f} s setup, timed on {todo[0].dataset}; a busy machine takes "
+            f"longer)")
     failed = []
     width = max((len(job.loss) for job in todo), default=0)
 
@@ -445,6 +461,10 @@ def run_sweep(base, datasets, losses, seeds, out, *, shard: tuple[int, int] = (1
         fold = f" fold {job.fold}" if job.fold is not None else ""
         say(f"[{number:>{len(str(len(todo)))}}/{len(todo)}] {job.dataset:<16} {job.loss:<{width}} seed {job.seed}{fold}"
             f"  {text}  {outcome['seconds']:.1f} s")
+        if number == 1 and len(todo) > 1:  # the estimate again, from a whole measured run
+            waves = -(-len(todo) // jobs)
+            say(f"bench: the first run took {outcome['seconds']:.1f} s: expected about "
+                f"{waves * outcome['seconds'] / 60:.1f} min for all {len(todo)} runs (measured)")
 
     with tqdm(total=len(todo), unit="run", desc="bench", disable=quiet, dynamic_ncols=True) as bar:
         if jobs == 1:
@@ -554,6 +574,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def derived_settings(given: dict) -> dict:
+    """The flags ``given``, with the validation interval derived from the budget when the budget
+    is given without ``--val-every``: ``--epochs`` alone validates once per epoch, ``--steps N``
+    every ``N // 20`` steps (the defaults' ``val_every`` belongs to their 500 steps); and the
+    default patch left out (whole images) when ``--image-size`` is smaller than it."""
+    if "patch" not in given and given.get("image_size", DEFAULT_SETTINGS["image_size"]) < DEFAULT_SETTINGS["patch"]:
+        given = {"patch": None, **given}
+    if "val_every" in given:
+        return given
+    if "epochs" in given and "steps" not in given:  # --epochs: a budget in epochs instead of steps
+        return {"steps": None, "val_every": None, **given}
+    if "steps" in given:
+        return {"val_every": None, **given}
+    return given
+
+
 def sweep_from_args(args) -> tuple:
     """(base config, datasets, losses, seeds, data roots) from parsed arguments."""
     from medsegloss.experiment.config import Config
@@ -561,8 +597,7 @@ def sweep_from_args(args) -> tuple:
     own = {"preset", "losses", "datasets", "seeds", "data_root", "out", "shard", "baseline", "no_report", "quiet",
            "jobs", "dataset", "dataset_options", "margin", "config"}
     given = {key: value for key, value in vars(args).items() if key not in own}
-    if "epochs" in given and "steps" not in given:  # --epochs: a budget in epochs instead of steps
-        given = {"steps": None, "val_every": None, **given}
+    given = derived_settings(given)
     if args.preset == "paper":
         base = Config.preset("paper", **{**PAPER["settings"], **given})
         datasets, losses, seeds = PAPER["datasets"], PAPER["losses"], PAPER["seeds"]

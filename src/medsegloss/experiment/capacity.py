@@ -33,6 +33,19 @@ def check_patch(patch: int | None, shapes: list[tuple[int, ...]], dims: int) -> 
                          f"or less, or --patch 0 for whole {kind}s")
 
 
+def padding_note(patch: int | None, shapes: list[tuple[int, ...]]) -> str | None:
+    """One line when ``patch`` exceeds some training items along some axis (``shapes``: their
+    spatial shapes): their patches are padded (image 0, label background); None when none is."""
+    if patch is None:
+        return None
+    padded = [shape for shape in shapes if min(shape) < patch]
+    if not padded:
+        return None
+    smallest = min(padded, key=min)
+    return (f"note: --patch {patch} is larger than {len(padded)} of {len(shapes)} training items along an axis "
+            f"(the smallest is {'×'.join(map(str, smallest))}): their patches are padded")
+
+
 def parameter_count(in_channels: int, num_classes: int, base: int, depth: int, dims: int,
                     deep_supervision: bool = False) -> int:
     """The number of parameters of ``UNet(in_channels, num_classes, base, depth, dims)``, exactly

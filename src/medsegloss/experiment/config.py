@@ -29,7 +29,7 @@ LOGGERS = ("tensorboard",)  # where runs can also log their curves (metrics.json
 
 @dataclass(frozen=True)
 class Config:
-    dataset: str = "phantom-lesion"  # dataset name (`medsegloss datasets` lists them)
+    dataset: str = "phantom-lesion"  # dataset kind (`medsegloss datasets` lists them); on the command line also NAME=KIND:ROOT, as in bench
     dataset_name: str | None = None  # the dataset's own name in run folders and reports (bench --dataset NAME=KIND:ROOT); None: the dataset
     data_root: str | None = None  # folder holding the dataset's files; None for the synthetic phantoms
     dataset_options: dict = field(default_factory=dict)  # extra get_dataset options as JSON, e.g. '{"num_cases": 20}'
@@ -103,6 +103,10 @@ class Config:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be None or a positive int, got {value!r}")
+        if self.steps is not None and self.val_every is not None and self.val_every > self.steps:
+            raise ValueError(f"val_every {self.val_every} is larger than the budget of {self.steps} steps (no validation "
+                             f"inside it, so the run is not assessable): give --val-every {max(1, self.steps // 20)} "
+                             f"or leave it out (derived: steps // 20)")
         from medsegloss.experiment.lr_schedule import SCHEDULES
 
         if self.schedule not in SCHEDULES:
@@ -405,9 +409,10 @@ def argument_for(annotation, name: str = "") -> dict:
     return {"type": annotation, "metavar": annotation.__name__.upper()}
 
 
-def add_config_arguments(parser, exclude=(), show_defaults: bool = True) -> None:
+def add_config_arguments(parser, exclude=(), show_defaults: bool = True, defaults=None) -> None:
     """One ``--field-name`` flag per field not in ``exclude``, typed from its annotation, its
-    comment as help (with the field's default when ``show_defaults``). Defaults are left out of
+    comment as help (with the field's default when ``show_defaults``; ``defaults``: the command's
+    own defaults shown instead where they set the field). Defaults are left out of
     the namespace (``SUPPRESS``), so only the flags given appear: the caller applies them on top
     of a preset."""
     import typing
@@ -419,6 +424,7 @@ def add_config_arguments(parser, exclude=(), show_defaults: bool = True) -> None
         help_ = helps.get(field.name, "")
         if show_defaults:
             default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            default = (defaults or {}).get(field.name, default)
             help_ = f"{help_} (default: {default!r})"
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=argparse.SUPPRESS,
                             help=help_, **argument_for(hints[field.name], field.name))

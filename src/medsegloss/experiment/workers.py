@@ -13,6 +13,7 @@ takes its place, and each worker watches its parent's pid and exits when it chan
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -25,6 +26,28 @@ PARENT_CHECK_SECONDS = 0.5  # how often a worker checks that its parent is alive
 
 class TaskFailed(Exception):
     """A task raised in its worker, or its worker died more often than the retries allow."""
+
+
+MAIN_GUARD = re.compile(r"""^\s*if\s+__name__\s*==\s*['"]__main__['"]\s*:""", re.MULTILINE)
+
+
+def unguarded_main_script() -> str | None:
+    """The path of the main script when it has no ``if __name__ == "__main__":`` guard, else None.
+
+    Spawned workers import the main module again; a script that calls ``bench.main([...])`` at
+    its top level would start the sweep once more in every worker, which dies while starting
+    (its task is lost). Interactive sessions and ``python -m`` modules with the guard are fine."""
+    import sys
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not path.endswith(".py") or os.path.basename(path) == "__main__.py":
+        return None  # a REPL, a notebook, or a package's __main__ (python -m, console scripts)
+    try:
+        with open(path, encoding="utf-8") as source:
+            text = source.read()
+    except OSError:
+        return None
+    return None if MAIN_GUARD.search(text) else path
 
 
 def _exit_with_parent(parent: int) -> None:
