@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medsegloss.experiment import predict
 from medsegloss.data import DatasetError, get_dataset
 from medsegloss.data.multichannel import read_picture
 
@@ -103,7 +104,7 @@ def test_predict_refuses_channel_files_of_one_case_with_different_affines(tmp_pa
     first.write_bytes(files["case_000"][0].read_bytes())
     write_nifti(second, np.asarray(nibabel.load(str(files["case_000"][1])).dataobj), shifted)
     inputs = [str(path) for path in (*files["case_001"], first, second)]
-    assert inference.main(["--checkpoint", str(tmp_path / "run" / "best.pt"), *inputs,
+    assert predict.main(["--checkpoint", str(tmp_path / "run" / "best.pt"), *inputs,
                            "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert f"case 'case_000.nii.gz': channel file {second} and channel file {first} have different affines" in error

@@ -2,6 +2,7 @@
 model with one sigmoid channel per region and a loss in multi-label mode, is evaluated per region,
 and `medsegloss predict` writes the regions as a multi-hot NIfTI (x, y, z, R)."""
 
+from medsegloss.experiment import predict
 from medsegloss.experiment import components
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_evaluation_is_per_region_of_the_sigmoid_predictions(run):
 
 def test_predict_writes_the_regions_multi_hot_on_the_last_axis(run, tmp_path):
     root, files, out, config, _ = run
-    inference.predict_files(out / "best.pt", files["case_000"], tmp_path / "masks")
+    predict.predict_files(out / "best.pt", files["case_000"], tmp_path / "masks")
     mask = nibabel.load(str(tmp_path / "masks" / "case_000.nii.gz"))
     source = nibabel.load(str(files["case_000"][0]))
     assert mask.shape == (*source.shape, 2) and mask.get_data_dtype() == np.uint8
