@@ -142,18 +142,8 @@ def _write_raw_dataset(raw):
 
 @pytest.mark.slow
 def test_nnunet_trains_with_our_loss(tmp_path, monkeypatch):
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setenv(name, str(tmp_path / name))  # nnU-Net >= 2.6 reads its paths when used
-    monkeypatch.setenv("nnUNet_n_proc_DA", "1")  # planning sets torch threads from it: must be >= 1
     monkeypatch.setenv("MEDSEGLOSS_LOSS", "ce + 0.5*tversky(alpha=0.3, beta=0.7)")
-    _write_raw_dataset(tmp_path / "nnUNet_raw" / "Dataset501_Toy")
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
-
-    extract_fingerprints([501], num_processes=1, check_dataset_integrity=False, verbose=False)
-    plan_experiments([501])
-    preprocess([501], configurations=("3d_fullres",), num_processes=(1,), verbose=False)
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # data augmentation in this process
+    _preprocessed_toy(tmp_path, monkeypatch)
 
     folder = tmp_path / "nnUNet_preprocessed" / "Dataset501_Toy"
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
