@@ -13,7 +13,6 @@ not converge or collapsed, it says so and ``bench`` exits with status 3 (docs/be
 
 from __future__ import annotations
 
-from medsegloss.experiment import components
 import argparse
 import dataclasses
 import sys
@@ -360,7 +359,7 @@ def estimate_seconds(config, runs: int, jobs: int, timed_steps: int = 6) -> dict
 
     import torch
 
-    from medsegloss.experiment import trainer
+    from medsegloss.experiment import components, trainer
     from medsegloss.experiment.evaluation import evaluate_model
 
     threads = torch.get_num_threads()

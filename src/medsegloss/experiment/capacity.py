@@ -109,19 +109,20 @@ def human(size: float) -> str:
     return f"{size:.3g} PiB"
 
 
-def check_fits(config, train_set, in_channels: int, out_channels: int, device) -> None:
+def check_fits(config, train_set, in_channels: int, out_channels: int, device) -> str | None:
     """Refuse ``config`` on ``train_set`` before anything is allocated when its patch is larger
     than every item, or its training step needs more memory than ``device`` has, naming the
-    flags that decide it."""
+    flags that decide it. Returns the :func:`padding_note` of the patch (None: nothing padded)."""
     shapes = [tuple(train_set.case(case).image.shape[-config.dims:]) for case in train_set.cases]
     check_patch(config.patch, shapes, config.dims)
+    note = padding_note(config.patch, shapes)
     spatial = (config.patch,) * config.dims if config.patch else tuple(max(axis) for axis in zip(*shapes))
     if config.model != "unet":  # a zoo network: no size formula, so one dummy forward of the patch
         from medsegloss.experiment.components import make_model
         from medsegloss.models.zoo import check_model_input
 
         check_model_input(make_model(config, in_channels, out_channels), config.model, in_channels, spatial)
-        return
+        return note
     parameters = parameter_count(in_channels, out_channels, config.base_width, config.depth, config.dims,
                                  config.deep_supervision)
     weights = FLOAT_BYTES * parameters * (2 + OPTIMIZER_STATES.get(config.optimizer, 2))  # + gradient + states
@@ -129,7 +130,7 @@ def check_fits(config, train_set, in_channels: int, out_channels: int, device) -
                                    config.batch_size, spatial)
     available = device_memory(device)
     if available is None or weights + activations <= available:
-        return
+        return note
     flags = ([f"--base-width ({config.base_width})", f"--depth ({config.depth})"] if weights >= activations else
              [f"--batch-size ({config.batch_size})", f"--patch ({config.patch})" if config.patch
               else f"--image-size ({config.image_size}) or set --patch", f"--base-width ({config.base_width})"])

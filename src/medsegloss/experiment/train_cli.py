@@ -13,6 +13,7 @@ from medsegloss.experiment.evaluation import mean_dice
 from medsegloss.experiment.rundir import finished_result, read_run_json
 from medsegloss.experiment.trainer import NonFiniteLossError, fit
 
+
 def build_parser():
     """``medsegloss train`` options: one flag per config field, plus --preset, --resume, --quiet."""
     import argparse

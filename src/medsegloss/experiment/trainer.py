@@ -147,7 +147,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     of a seed sees the same samples and a resumed or continued run reads on where it stopped.
     """
     from medsegloss.data.sampling import PatchSampler
-    from medsegloss.experiment.capacity import check_fits, padding_note
+    from medsegloss.experiment.capacity import check_fits
 
     parts = make_datasets(config, out / "split.json", write_split=False)  # written by write_run_files
     train_set = parts["train"]
@@ -164,9 +164,7 @@ def prepare_run(config: Config, out: Path, loss_fn: nn.Module, device: torch.dev
     out_channels = output_channels(config, train_set.num_classes, multilabel)
     if not multilabel:  # every region is a binary problem: binary-only losses apply to each
         check_binary_only(config, out_channels)
-    check_fits(config, train_set, int(train_set[0]["image"].shape[0]), out_channels, device)  # patch, memory
-    note = padding_note(config.patch, [tuple(train_set.case(case).image.shape[-config.dims:])
-                                       for case in train_set.cases])
+    note = check_fits(config, train_set, int(train_set[0]["image"].shape[0]), out_channels, device)  # patch, memory
     if note and rank == 0 and not quiet:
         print(f"medsegloss train: {note}", file=sys.stderr, flush=True)
     loss_fn = loss_fn.to(device)

@@ -190,9 +190,9 @@ def trainer_class(loss: str | None = None, epochs: int | None = None, *, module:
     1000). ``module`` is the module that holds it by that name (pickling, nnU-Net's finder); the
     shims written by :func:`install_trainer` pass their own ``__name__``. The loss is checked here."""
     _require_nnunet()
-    if loss is not None:
-        check_loss(loss, {}, f"trainer {trainer_name(loss, epochs)}")
     name = trainer_name(loss, epochs)
+    if loss is not None:
+        check_loss(loss, {}, f"trainer {name}")
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     class Trainer(nnUNetTrainer):
@@ -275,7 +275,8 @@ def install_trainers(losses: list[str | None], epochs: int | None = None,
     texts = {}
     for loss in losses:
         name = trainer_name(loss, epochs)
-        trainer_class(loss, epochs)  # checks the loss before anything is written
+        if loss is not None:
+            check_loss(loss, {}, f"trainer {name}")  # before anything is written
         text = ('"""Written by medsegloss.integrations.nnunet.install_trainers(): the trainer of one loss."""\n'
                 "from medsegloss.integrations.nnunet import trainer_class\n\n"
                 f"{name} = trainer_class({loss!r}, {epochs!r}, module=__name__)\n")

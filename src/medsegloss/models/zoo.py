@@ -16,11 +16,12 @@ A spec is ``NAME`` or ``NAME(key=value, ...)``, the options in Python literal sy
 
 from __future__ import annotations
 
-import ast
 import importlib
 
 import torch
 from torch import nn
+
+from medsegloss._literals import keyword_literals
 
 PREFIXES = ("smp", "monai", "module")
 EXTRAS = {"smp": ("segmentation_models_pytorch", "smp"), "monai": ("monai", "monai")}
@@ -38,21 +39,11 @@ def parse_model_spec(spec: str) -> tuple[str, str, dict]:
     if "(" in text:
         if not text.endswith(")"):
             raise ValueError(f"model {spec!r}: options must close with ')', as in NAME(key=value, ...)")
-        name, argument_text = text[:text.index("(")], text[text.index("("):]
+        name, argument_text = text[:text.index("(")], text[text.index("(") + 1:-1]
         try:
-            call = ast.parse("f" + argument_text, mode="eval").body
-        except SyntaxError as error:
-            raise ValueError(f"model {spec!r}: cannot parse the options ({error.msg})") from None
-        if not isinstance(call, ast.Call) or call.args:
-            raise ValueError(f"model {spec!r}: options must be key=value pairs, as in NAME(key=value, ...)")
-        for keyword in call.keywords:
-            if keyword.arg is None:
-                raise ValueError(f"model {spec!r}: '**' is not allowed in options")
-            try:
-                options[keyword.arg] = ast.literal_eval(keyword.value)
-            except ValueError:
-                raise ValueError(f"model {spec!r}: option {keyword.arg!r} is not a Python literal "
-                                 f"({ast.unparse(keyword.value)})") from None
+            options = keyword_literals(argument_text)
+        except ValueError as error:
+            raise ValueError(f"model {spec!r}: {error}, as in NAME(key=value, ...)") from None
     name = name.strip()
     prefix, _, rest = name.partition(":")
     if not rest:

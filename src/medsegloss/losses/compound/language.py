@@ -30,7 +30,6 @@ is one unweighted loss is that loss itself, several terms a
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import math
 import re
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from medsegloss._checks import check_term_weight
+from medsegloss._literals import keyword_literals
 from medsegloss.losses._registry import check_options, get, lookup
 from medsegloss.losses.compound.named_sums import fused_pass
 from medsegloss.losses.compound.schedule import Schedule, TermSchedule
@@ -168,17 +168,9 @@ def split_list(text: str) -> list[str]:
 
 
 def _parse_options(args: str, term: str) -> dict:
-    if not args or not args.strip():
-        return {}
     try:
-        call = ast.parse(f"f({args})", mode="eval").body
-        if call.args or any(keyword.arg is None for keyword in call.keywords):
-            raise ValueError("positional or ** arguments")
-        names = [keyword.arg for keyword in call.keywords]
-        if len(set(names)) != len(names):
-            raise ValueError("an option given twice")
-        return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
-    except (SyntaxError, ValueError) as error:
+        return keyword_literals(args)
+    except ValueError as error:
         raise ValueError(
             f"cannot read the options of term {term.strip()!r} ({error}): write them as key=value "
             f"pairs, each once, e.g. 'tversky(alpha=0.3, beta=0.7)'"
