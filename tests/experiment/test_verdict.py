@@ -148,3 +148,16 @@ def test_the_more_budget_command_is_the_users_own_with_steps_and_out_replaced():
     assert (_options_with(command, steps="1000", out="runs/a-steps1000")
             == "--datasets folder --data-root 'folder=/my data/x' --steps 1000 --out runs/a-steps1000")
     assert _options_with(None, steps="8", out="o") == "<the same options> --steps 8 --out o"
+
+
+def test_the_more_budget_command_sets_the_validation_interval_when_runs_were_not_assessable(tmp_path):
+    from medsegloss.experiment.report.readiness import more_budget
+
+    budget = {"planned_steps": 20, "schedule": "constant", "val_every": 10}
+    results = {"runs": [{"dataset": "d", "budget": budget, "step_budget": True}]}
+    (tmp_path / "bench.json").write_text(json.dumps({"command": ["--steps", "20", "--val-every", "10"]}))
+    continued = more_budget(results, str(tmp_path))
+    assert continued["continues"] and "--val-every 10" in continued["command"]
+    remedy = more_budget(results, str(tmp_path), assessable=False)
+    assert not remedy["continues"] and remedy["command"].endswith(f"--steps 40 --out {tmp_path}-steps40 --val-every 2")
+    assert "validation interval" in remedy["how"]

@@ -160,19 +160,26 @@ def _options_with(command: list[str] | None, **options: str) -> str:
     return shlex.join(kept)
 
 
-def more_budget(results: dict, out: str) -> dict:
+def more_budget(results: dict, out: str, assessable: bool = True) -> dict:
     """The command that gives every run twice the steps, and whether the runs continue (constant
     learning rate: finished runs train on in ``out``) or restart (a schedule tied to the budget,
-    or an epoch budget: a new folder)."""
+    or an epoch budget: a new folder). Not ``assessable`` (a cell with too few validations in
+    the last quarter): the command also sets ``--val-every`` to a twentieth of the new budget,
+    so its last quarter holds 5 validations, and the runs restart (a new interval is a new config)."""
     entries = budgets(results)
     steps = max((entry["budget"]["planned_steps"] for entry in entries), default=0) * 2 or None
     constant = bool(entries) and all(entry["budget"]["schedule"] == "constant" for entry in entries)
     stepped = all(run.get("step_budget", False) for run in results["runs"])
-    continues = constant and stepped
+    continues = constant and stepped and assessable
     folder = out if continues else f"{out.rstrip('/')}-steps{steps}"
-    command = "medsegloss bench " + _options_with(_bench_command(out), steps=str(steps), out=folder)
+    options = {"steps": str(steps), "out": folder}
+    if not assessable and steps:
+        options["val-every"] = str(max(1, steps // 20))
+    command = "medsegloss bench " + _options_with(_bench_command(out), **options)
     how = ("with the constant learning rate the finished runs continue from their last step to the new budget "
            "(nothing is retrained)" if continues else
+           "too few validations in the last quarter to judge the trend, so the validation interval is a "
+           "twentieth of the new budget and the runs restart (in a new folder)" if not assessable else
            "the learning-rate schedule is tied to the budget, so the runs restart (in a new folder)"
            if constant is False else "the runs have an epoch budget, so they restart (in a new folder)")
     return {"steps": steps, "continues": continues, "command": command, "how": how}
@@ -181,7 +188,8 @@ def more_budget(results: dict, out: str) -> dict:
 def readiness(results: dict, out: str) -> dict:
     """``{"ready", "cells": [{"dataset", "loss", "status", "seeds"}], "more_budget"}``."""
     cells = [{"dataset": dataset, "loss": loss, **cell} for (dataset, loss), cell in cell_statuses(results).items()]
-    return {"ready": not cells, "cells": cells, "more_budget": more_budget(results, out)}
+    assessable = all(cell["status"] != "not assessable" for cell in cells)
+    return {"ready": not cells, "cells": cells, "more_budget": more_budget(results, out, assessable)}
 
 
 def _cell_text(cell: dict) -> str:
